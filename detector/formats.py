@@ -1,0 +1,204 @@
+"""Input formats: how one record of a log stream becomes (raw line, message, ground truth).
+
+Shared by ingest (labeler) and by `score` (detector runtime), so a deployed detector reads a
+stream exactly as the workspace did.
+
+Format names:
+  raw                  the whole line is the message
+  loghub:<System>      the standard loghub header layout of one of 16 systems
+  log:<layout>         any header layout, e.g. `log:<Date> <Time> <Level> <Content>`
+  csv / jsonl          one record per row / per line; the message is `text_field`
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from detector.errors import LogdistillError
+
+# The standard loghub parsing settings (loghub-2k README).
+LOGHUB_LAYOUTS: dict[str, str] = {
+    "HDFS": r"<Date> <Time> <Pid> <Level> <Component>: <Content>",
+    "Hadoop": r"<Date> <Time> <Level> \[<Process>\] <Component>: <Content>",
+    "Spark": r"<Date> <Time> <Level> <Component>: <Content>",
+    "Zookeeper": r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
+    "BGL": r"<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+    "HPC": r"<LogId> <Node> <Component> <State> <Time> <Flag> <Content>",
+    "Thunderbird": r"<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Component>(\[<PID>\])?: <Content>",
+    "Windows": r"<Date> <Time>, <Level>                  <Component>    <Content>",
+    "Linux": r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>",
+    "Android": r"<Date> <Time>  <Pid>  <Tid> <Level> <Component>: <Content>",
+    "HealthApp": r"<Time>\|<Component>\|<Pid>\|<Content>",
+    "Apache": r"\[<Time>\] \[<Level>\] <Content>",
+    "Proxifier": r"\[<Time>\] <Program> - <Content>",
+    "OpenSSH": r"<Date> <Day> <Time> <Component> sshd\[<Pid>\]: <Content>",
+    "OpenStack": r"<Logrecord> <Date> <Time> <Pid> <Level> <Component> \[<ADDR>\] <Content>",
+    "Mac": r"<Month>  <Date> <Time> <User> <Component>\[<PID>\]( \(<Address>\))?: <Content>",
+}
+# Systems whose header carries a per-line alert label: "-" is normal, anything else anomalous.
+LOGHUB_LABEL_FIELD = {"BGL": "Label", "Thunderbird": "Label"}
+
+FORMAT_HELP = "raw | loghub:<System> | log:'<Date> <Level> <Content>' | csv | jsonl"
+
+
+@dataclass(frozen=True)
+class Record:
+    raw: str
+    message: str
+    ground_truth: int | None = None
+    matched: bool = True
+
+
+def layout_regex(layout: str) -> re.Pattern[str]:
+    """loghub's layout syntax: `<Field>` captures, spaces match runs of white space, the rest is regex."""
+    if "<Content>" not in layout:
+        raise LogdistillError(f"log layout {layout!r} has no <Content> field")
+    parts = re.split(r"(<[^<>]+>)", layout)
+    pattern = ""
+    for part in parts:
+        if part.startswith("<") and part.endswith(">"):
+            name = part[1:-1]
+            if not name.isidentifier():
+                raise LogdistillError(f"log layout field {part!r} is not a valid name")
+            pattern += f"(?P<{name}>.*?)"
+        else:
+            pattern += re.sub(r" +", r"\\s+", part)
+    try:
+        return re.compile(f"^{pattern}$")
+    except re.error as e:
+        raise LogdistillError(f"log layout {layout!r} is not a valid pattern: {e}") from None
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """A parsed `--format` value plus the field options that go with it."""
+
+    name: str
+    layout: str | None = None
+    label_field: str | None = None
+    label_style: str = "binary"  # "binary": 0/1 values; "alert": "-" normal, anything else anomalous
+    text_field: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    def records(self, lines: Iterable[str], strict: bool = False) -> Iterator[Record]:
+        """Parse a stream of text lines (newlines stripped or not) into records, lazily."""
+        if self.kind == "csv":
+            return self._csv_records(lines)
+        if self.kind == "jsonl":
+            return self._jsonl_records(lines)
+        return self._line_records(lines, strict)
+
+    def _line_records(self, lines: Iterable[str], strict: bool) -> Iterator[Record]:
+        regex = layout_regex(self.layout) if self.layout else None
+        for number, line in enumerate(lines, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if regex is None:
+                yield Record(line, line.strip())
+                continue
+            match = regex.match(line)
+            if match is None:
+                if strict:
+                    raise LogdistillError(f"line {number} does not match the layout of format {self.name!r}: {line[:120]!r}")
+                yield Record(line, line.strip(), None, matched=False)
+                continue
+            fields = match.groupdict()
+            truth = self._label(fields.get(self.label_field), number) if self.label_field else None
+            yield Record(line, (fields["Content"] or "").strip(), truth)
+
+    def _label(self, value: object, where: object) -> int:
+        if self.label_style == "alert":
+            return 0 if str(value).strip() == "-" else 1
+        text = str(value).strip().lower()
+        if text in ("0", "false", "normal"):
+            return 0
+        if text in ("1", "true", "anomalous", "anomaly"):
+            return 1
+        raise LogdistillError(f"record {where}: label {value!r} in field {self.label_field!r} is not 0 or 1")
+
+    def _field(self, row: dict, field: str, where: object) -> object:
+        if field not in row:
+            raise LogdistillError(f"record {where} has no field {field!r} (fields: {', '.join(map(str, row)) or 'none'})")
+        return row[field]
+
+    def _csv_records(self, lines: Iterable[str]) -> Iterator[Record]:
+        reader = csv.DictReader(line if line.endswith("\n") else line + "\n" for line in lines)
+        try:
+            header = reader.fieldnames
+        except csv.Error as e:
+            raise LogdistillError(f"malformed CSV header: {e}") from None
+        if not header:
+            raise LogdistillError("CSV input has no header row")
+        for field in filter(None, (self.text_field, self.label_field)):
+            if field not in header:
+                raise LogdistillError(f"CSV header has no column {field!r} (columns: {', '.join(header)})")
+        try:
+            for row in reader:
+                where = reader.line_num
+                if None in row or any(v is None for v in row.values()):
+                    raise LogdistillError(f"malformed CSV at line {where}: {len(header)} columns expected")
+                yield self._row_record(row, where, raw=",".join(str(v) for v in row.values()))
+        except csv.Error as e:
+            raise LogdistillError(f"malformed CSV at line {reader.line_num}: {e}") from None
+
+    def _jsonl_records(self, lines: Iterable[str]) -> Iterator[Record]:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LogdistillError(f"malformed JSONL at line {number}: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise LogdistillError(f"malformed JSONL at line {number}: expected an object, got {type(row).__name__}")
+            yield self._row_record(row, f"at line {number}", raw=line.rstrip("\r\n"))
+
+    def _row_record(self, row: dict, where: object, raw: str) -> Record:
+        message = self._field(row, self.text_field, where)
+        if not isinstance(message, str):
+            raise LogdistillError(f"record {where}: field {self.text_field!r} is not text")
+        truth = None
+        if self.label_field:
+            value = self._field(row, self.label_field, where)
+            truth = self._label(value, where) if value not in (None, "") else None
+        return Record(raw, message.strip(), truth)
+
+
+def parse_format(name: str, *, log_format: str | None = None, text_field: str | None = None,
+                 label_field: str | None = None) -> InputFormat:
+    """Validate a `--format` value and its options into an InputFormat, or explain what is wrong."""
+    if log_format is not None:
+        if name not in ("raw", "log"):
+            raise LogdistillError("--log-format goes with --format log (or no --format)")
+        name = f"log:{log_format}"
+    kind, _, arg = name.partition(":")
+    if kind == "raw" and not arg:
+        if label_field or text_field:
+            raise LogdistillError("format raw has no fields: --label-field/--text-field need csv, jsonl or a layout")
+        return InputFormat("raw")
+    if kind == "loghub":
+        system = {s.lower(): s for s in LOGHUB_LAYOUTS}.get(arg.lower())
+        if system is None:
+            raise LogdistillError(f"unknown loghub system {arg!r}; known: {', '.join(LOGHUB_LAYOUTS)}")
+        if label_field or text_field:
+            raise LogdistillError(f"format loghub:{system} sets its own fields; drop --label-field/--text-field")
+        field = LOGHUB_LABEL_FIELD.get(system)
+        return InputFormat(f"loghub:{system}", layout=LOGHUB_LAYOUTS[system], label_field=field,
+                           label_style="alert")
+    if kind == "log" and arg:
+        fields = layout_regex(arg).groupindex
+        if text_field:
+            raise LogdistillError("a log layout names its message <Content>; drop --text-field")
+        if label_field and label_field not in fields:
+            raise LogdistillError(f"--label-field {label_field!r} is not a field of the layout {arg!r}")
+        return InputFormat(name, layout=arg, label_field=label_field)
+    if kind in ("csv", "jsonl") and not arg:
+        return InputFormat(kind, text_field=text_field or "text", label_field=label_field)
+    raise LogdistillError(f"unknown format {name!r}; use {FORMAT_HELP}")

@@ -1,0 +1,1 @@
+"""Everything that talks to an LLM or to the workspace (cache.db)."""

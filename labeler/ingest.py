@@ -1,0 +1,176 @@
+"""Ingest: log files -> `entries` (domain, position, raw line, message, ground truth) and `texts`.
+
+Files are streamed (a multi-GB log never sits in memory), `.gz` is read transparently,
+undecodable bytes are replaced, empty lines skipped. Each file is one transaction, and a
+file already ingested into a domain (same content hash) adds nothing.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+from detector.errors import LogdistillError
+from detector.formats import InputFormat
+from labeler.workspace import Workspace, now
+
+BATCH = 5000
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class SourceReport:
+    path: str
+    lines: int = 0
+    unmatched: int = 0
+    new_texts: int = 0
+    skipped: bool = False  # already ingested into this domain
+
+
+def _open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
+    """(file on disk, decompressed stream): the first tells progress in bytes, the second is read."""
+    raw = path.open("rb")
+    gzipped = raw.read(2) == GZIP_MAGIC
+    raw.seek(0)
+    return raw, (gzip.GzipFile(fileobj=raw) if gzipped else raw)  # type: ignore[return-value]
+
+
+def check_readable_log(path: Path) -> None:
+    """Refuse what cannot be a log file, before anything is written."""
+    if not path.exists():
+        raise LogdistillError(f"no such file: {path}")
+    if path.is_dir():
+        raise LogdistillError(f"{path} is a directory; pass the log files inside it")
+    if path.stat().st_size == 0:
+        raise LogdistillError(f"{path} is empty")
+    try:
+        raw, stream = _open_binary(path)
+        with raw, stream:
+            head = stream.read(8192)
+    except (OSError, EOFError) as e:
+        raise LogdistillError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if b"\x00" in head:
+        raise LogdistillError(f"{path} looks binary (it contains NUL bytes), not a text log")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_text_lines(stream: BinaryIO) -> Iterator[str]:
+    yield from io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+
+
+class TextIds:
+    """masked text -> texts.id, inserting unseen texts; keeps the mapping in memory for speed."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.ids: dict[str, int] = {r["masked"]: r["id"] for r in ws.db.query("select id, masked from texts")}
+        self.next_id = max(self.ids.values(), default=0) + 1
+        self.created = 0
+
+    def get(self, masked: str) -> int:
+        text_id = self.ids.get(masked)
+        if text_id is None:
+            text_id = self.ids[masked] = self.next_id
+            self.next_id += 1
+            self.created += 1
+            self.ws.db.execute("insert into texts (id, masked) values (?, ?)", [text_id, masked])
+        return text_id
+
+
+def ingest_file(ws: Workspace, path: Path, domain: str, fmt: InputFormat, *, strict: bool = False,
+                text_ids: TextIds | None = None,
+                on_bytes: Callable[[int], None] | None = None) -> SourceReport:
+    """Ingest one file into `domain` (which must exist); the caller holds the transaction."""
+    report = SourceReport(str(path))
+    sha = file_sha256(path)
+    if ws.db.execute("select 1 from sources where domain = ? and sha256 = ?", [domain, sha]).fetchone():
+        report.skipped = True
+        return report
+    masker = ws.masker
+    size = path.stat().st_size
+    text_ids = text_ids or TextIds(ws)
+    created_before = text_ids.created
+    source_id = ws.db["sources"].insert({
+        "domain": domain, "path": str(path.resolve()), "format": fmt.name, "sha256": sha,
+        "bytes": size, "lines": 0, "unmatched": 0, "ingested": now()}).last_pk
+    position = ws.db.execute("select coalesce(max(position), -1) + 1 from entries where domain = ?",
+                             [domain]).fetchone()[0]
+    raw_file, stream = _open_binary(path)
+    with raw_file, stream:
+        batch: list[tuple] = []
+        for record in fmt.records(iter_text_lines(stream), strict=strict):
+            report.lines += 1
+            report.unmatched += not record.matched
+            batch.append((domain, position, source_id, record.raw, record.message,
+                          text_ids.get(masker.mask(record.message)), record.ground_truth))
+            position += 1
+            if len(batch) >= BATCH:
+                _insert_entries(ws, batch)
+                batch = []
+                if on_bytes:
+                    on_bytes(raw_file.tell())
+        _insert_entries(ws, batch)
+    if report.lines == 0:
+        raise LogdistillError(f"{path} has no log lines (only empty lines)")
+    ws.db["sources"].update(source_id, {"lines": report.lines, "unmatched": report.unmatched})
+    report.new_texts = text_ids.created - created_before
+    if on_bytes:
+        on_bytes(size)
+    return report
+
+
+def _insert_entries(ws: Workspace, rows: list[tuple]) -> None:
+    ws.db.conn.executemany(
+        "insert into entries (domain, position, source_id, raw, content, text_id, ground_truth)"
+        " values (?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def ensure_domain(ws: Workspace, domain: str, fmt: InputFormat, description: str | None) -> None:
+    if not domain or not domain.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise LogdistillError(f"domain name {domain!r} must be letters, digits, '-', '_' or '.'")
+    exists = ws.db.execute("select 1 from domains where name = ?", [domain]).fetchone()
+    if not exists:
+        ws.db["domains"].insert({"name": domain, "format": fmt.name,
+                                 "description": description or "", "created": now()})
+    elif description is not None:
+        ws.db["domains"].update(domain, {"description": description})
+    if ws.setting("mask_rules") is None:
+        ws.set_setting("mask_rules", ws.masker.to_json())
+
+
+def ingest_paths(ws: Workspace, paths: Iterable[Path], domain: str, fmt: InputFormat, *,
+                 description: str | None = None, strict: bool = False,
+                 on_bytes: Callable[[Path, int], None] | None = None) -> list[SourceReport]:
+    """Ingest files into one domain, all or nothing: a bad file anywhere leaves the workspace as it was."""
+    paths = list(paths)
+    for path in paths:
+        check_readable_log(path)
+    with ws.transaction():
+        ensure_domain(ws, domain, fmt, description)
+        text_ids = TextIds(ws)
+        return [ingest_file(ws, p, domain, fmt, strict=strict, text_ids=text_ids,
+                            on_bytes=(lambda n, p=p: on_bytes(p, n)) if on_bytes else None)
+                for p in paths]
+
+
+def domain_table(ws: Workspace) -> list[dict]:
+    """Per domain: lines, unique masked texts, labeled and anomalous lines, sources, format."""
+    return [dict(r) for r in ws.db.query("""
+        select d.name as domain, d.format, d.description,
+               (select count(*) from entries e where e.domain = d.name) as lines,
+               (select count(distinct text_id) from entries e where e.domain = d.name) as unique_texts,
+               (select count(ground_truth) from entries e where e.domain = d.name) as labeled_lines,
+               (select coalesce(sum(ground_truth), 0) from entries e where e.domain = d.name) as anomalous_lines,
+               (select coalesce(sum(unmatched), 0) from sources s where s.domain = d.name) as unmatched_lines,
+               (select json_group_array(path) from sources s where s.domain = d.name) as sources
+        from domains d order by d.name""")]

@@ -1,0 +1,52 @@
+"""Shared fixtures: a fresh workspace path, the loghub samples, and a CLI runner that behaves like the shell."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
+LOGHUB_SYSTEMS = ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Mac",
+                  "OpenSSH", "OpenStack", "Proxifier", "Spark", "Thunderbird", "Windows", "Zookeeper"]
+
+
+def loghub_file(system: str) -> Path:
+    path = LOGHUB / system / f"{system}_2k.log"
+    if not path.exists():
+        pytest.skip(f"loghub sample {path} not found (set LOGDISTILL_LOGHUB_DIR)")
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return tmp_path / "cache.db"
+
+
+class Cli:
+    """Invoke the real app in-process; returns click's Result (exit_code, stdout, stderr)."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None):
+        from cli import app
+
+        return self.runner.invoke(app, ["--workspace", str(self.workspace), *map(str, args)], input=input)
+
+
+@pytest.fixture
+def cli(workspace: Path) -> Cli:
+    return Cli(workspace)
+
+
+def run_logdistill(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m cli` in a subprocess, as a user's shell would."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, **kwargs)
