@@ -172,6 +172,64 @@ def embed(
     out.print(f"embedder {name}: {computed} vectors computed")
 
 
+# ---------------------------------------------------------------------------- templates (helper-lei)
+
+templates_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
+                            help="Drain3 log templates per domain (the keys of the LEI table).")
+app.add_typer(templates_app, name="templates")
+
+
+@templates_app.command("build")
+def templates_build(
+    ctx: typer.Context,
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    sim_th: Optional[float] = typer.Option(None, "--sim-th",
+                                           help="Drain similarity threshold (default 0.6, or the domain's stored one)."),
+    depth: Optional[int] = typer.Option(None, "--depth", help="Drain parse-tree depth (default 5, or the stored one)."),
+    rebuild: bool = typer.Option(False, "--rebuild",
+                                 help="Mine from scratch: new template ids; drops the domain's LEI rows."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Mine templates for lines not yet assigned one; earlier lines keep their template ids."""
+    from labeler.templates import build_templates
+
+    with open_ws(ctx) as ws, progress_bar() as bar:
+        names = [ws.require_domain(domain)["name"]] if domain else ws.domain_names()
+        if not names:
+            raise LogdistillError("the workspace has no domains; ingest logs first")
+        params = {"domain": domain, "sim_th": sim_th, "depth": depth, "rebuild": rebuild}
+        with ws.run("templates build", params):
+            reports = []
+            for name in names:
+                task = bar.add_task(name, total=None)
+                reports.append(build_templates(ws, name, sim_th=sim_th, depth=depth, rebuild=rebuild,
+                                               on_progress=lambda d, t, task=task: bar.update(task, completed=d, total=t)))
+    if as_json:
+        print_json(reports)
+        return
+    for r in reports:
+        note = f"; rebuilt, {r['dropped_lei']} LEI rows dropped" if r["rebuilt"] else ""
+        out.print(f"{r['domain']}: {r['templates']} templates over {r['lines']} lines "
+                  f"({r['new_texts']} new unique texts mined; sim_th {r['sim_th']}, depth {r['depth']}{note})")
+
+
+@templates_app.command("list")
+def templates_list(
+    ctx: typer.Context,
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List templates: id, template, line count, representative line (most frequent first)."""
+    from labeler.templates import list_templates
+
+    with open_ws(ctx) as ws:
+        rows = list_templates(ws, domain)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, ["domain", "id", "count", "template", "representative"])
+
+
 def main() -> None:
     try:
         app()

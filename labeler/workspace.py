@@ -96,6 +96,11 @@ def _create_v1(db: sqlite_utils.Database) -> None:
                          "verifier_loss": float, "stats": str}, pk="number")
     db["templates"].create({"domain": str, "template_id": int, "template": str, "count": int,
                             "representative": str}, pk=("domain", "template_id"))
+    # Drain3's state per domain (so new lines keep their template ids) and text -> template.
+    db["template_miners"].create({"domain": str, "sim_th": float, "depth": int, "mask_version": str,
+                                  "state": bytes, "updated": str}, pk="domain")
+    db["template_texts"].create({"domain": str, "text_id": int, "template_id": int},
+                                pk=("domain", "text_id"))
     db["lei"].create({"domain": str, "template_id": int, "template": str, "representative": str,
                       "interpretation": str, "model": str, "prompt_version": str,
                       "query_key": str, "status": str, "note": str, "updated": str},
@@ -173,10 +178,10 @@ class Workspace:
         self.finish_run(run_id)
 
     def require_domain(self, name: str) -> dict:
-        row = self.db["domains"].get(name) if self.db["domains"].exists() else None
-        if row is None:
+        rows = list(self.db.query("select * from domains where name = ?", [name]))
+        if not rows:
             raise LogdistillError(f"unknown domain {name!r}; `logdistill domains` lists them")
-        return row if isinstance(row, dict) else dict(row)
+        return rows[0]
 
     def domain_names(self) -> list[str]:
         return [r["name"] for r in self.db.query("select name from domains order by name")]
