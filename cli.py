@@ -230,6 +230,286 @@ def templates_list(
     print_table(rows, ["domain", "id", "count", "template", "representative"])
 
 
+# ---------------------------------------------------------------------------- prompts, cache, label (helper-labeling)
+
+prompts_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
+                          help="Versioned prompt templates ({system}, {log}, {examples}) and the rule set.")
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("list")
+def prompts_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List prompts: active version, number of versions, variables used."""
+    from labeler.prompts import list_prompts
+
+    with open_ws(ctx, create=True) as ws:
+        rows = list_prompts(ws)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, ["name", "version", "versions", "variables", "created"])
+
+
+@prompts_app.command("show")
+def prompts_show(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name, e.g. task."),
+                 version: Optional[str] = typer.Option(None, "--version", help="A version hash (or prefix); default: active."),
+                 ) -> None:
+    """Print a prompt's body."""
+    from labeler.prompts import get_prompt
+
+    with open_ws(ctx, create=True) as ws:
+        prompt = get_prompt(ws, name, version)
+    sys.stdout.write(prompt.body)
+
+
+@prompts_app.command("set")
+def prompts_set(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
+                file: Path = typer.Option(..., "--file", "-f", help="File holding the new body.")) -> None:
+    """Store a file as a new version of a prompt and make it active."""
+    from labeler.prompts import set_prompt
+
+    try:
+        body = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LogdistillError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
+    with open_ws(ctx, create=True) as ws, ws.run("prompts set", {"name": name, "file": str(file)}):
+        prompt, is_new = set_prompt(ws, name, body)
+    out.print(f"{name}: version {prompt.version} is active{'' if is_new else ' (an existing version)'}")
+
+
+@prompts_app.command("edit")
+def prompts_edit(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name.")) -> None:
+    """Edit the active version in $EDITOR; saving a change stores and activates a new version."""
+    from labeler.prompts import get_prompt, set_prompt
+
+    with open_ws(ctx, create=True) as ws:
+        current = get_prompt(ws, name)
+        edited = click.edit(current.body, extension=".txt", require_save=True)
+        if edited is None or edited == current.body:
+            out.print(f"{name}: unchanged (version {current.version})")
+            return
+        with ws.run("prompts edit", {"name": name}):
+            prompt, _ = set_prompt(ws, name, edited)
+    out.print(f"{name}: version {prompt.version} is active")
+
+
+@prompts_app.command("history")
+def prompts_history(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
+                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List every version of a prompt, oldest first."""
+    from labeler.prompts import history
+
+    with open_ws(ctx, create=True) as ws:
+        rows = [{"version": p.version, "created": p.created, "active": "*" if p.active else "",
+                 "first_line": p.body.strip().splitlines()[0][:80]} for p in history(ws, name)]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, ["version", "created", "active", "first_line"], title=name)
+
+
+@prompts_app.command("diff")
+def prompts_diff(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
+                 v1: str = typer.Argument(..., help="Old version."), v2: str = typer.Argument(..., help="New version.")) -> None:
+    """Unified diff between two versions of a prompt."""
+    from labeler.prompts import diff
+
+    with open_ws(ctx, create=True) as ws:
+        sys.stdout.write(diff(ws, name, v1, v2))
+
+
+@prompts_app.command("use")
+def prompts_use(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
+                version: str = typer.Argument(..., help="Version hash (or prefix) to make active.")) -> None:
+    """Make an earlier version the active one."""
+    from labeler.prompts import use_prompt
+
+    with open_ws(ctx, create=True) as ws, ws.run("prompts use", {"name": name, "version": version}):
+        prompt = use_prompt(ws, name, version)
+    out.print(f"{name}: version {prompt.version} is active")
+
+
+cache_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
+                        help="The LLM call cache (the `queries` table): inspect, export, clear.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+def cache_stats(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Cached queries, errors, unparsed answers and tokens, per backend and model."""
+    from labeler.cache import stats
+
+    with open_ws(ctx) as ws:
+        data = stats(ws)
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"{data['queries']} queries ({data['errors']} errors, {data['unparsed']} unparsed), "
+              f"{data['prompt_tokens']} prompt + {data['completion_tokens']} completion tokens, "
+              f"{data['first'] or '-'} .. {data['last'] or '-'}; workspace {data['workspace_bytes']} bytes")
+    print_table(data["by_model"], ["backend", "model", "queries", "errors", "tokens", "mean_latency"])
+
+
+@cache_app.command("list")
+def cache_list(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first."),
+               as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The most recent cached queries."""
+    from labeler.cache import LIST_COLUMNS, list_queries
+
+    with open_ws(ctx) as ws:
+        rows = list_queries(ws, limit)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        row["key"] = row["key"][:12]
+    print_table(rows, LIST_COLUMNS[:-1] + ["response"])
+
+
+@cache_app.command("show")
+def cache_show(ctx: typer.Context, key: str = typer.Argument(..., help="A cache key or a unique prefix.")) -> None:
+    """One cached query in full (prompt, response, parameters), as JSON."""
+    from labeler.cache import show
+
+    with open_ws(ctx) as ws:
+        print_json(show(ws, key))
+
+
+@cache_app.command("export")
+def cache_export(ctx: typer.Context, out_path: Path = typer.Option(..., "--out", "-o", help="The JSONL file to write.")) -> None:
+    """Write every cached query as JSON lines (the file appears whole or not at all)."""
+    from labeler.cache import export
+
+    with open_ws(ctx) as ws:
+        count = export(ws, out_path)
+    out.print(f"{count} queries written to {out_path}")
+
+
+@cache_app.command("clear")
+def cache_clear(ctx: typer.Context, model: Optional[str] = typer.Option(None, "--model", help="Only this model's queries."),
+                before: Optional[str] = typer.Option(None, "--before", help="Only queries created before this date (YYYY-MM-DD)."),
+                ) -> None:
+    """Delete cached queries (labels already written stay); the next run asks again."""
+    from labeler.cache import clear
+
+    with open_ws(ctx) as ws, ws.run("cache clear", {"model": model, "before": before}):
+        removed = clear(ws, model=model, before=before)
+    out.print(f"{removed} cached queries removed")
+
+
+label_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
+                        help="Label unique masked texts: LLM rounds, rules, manual labels, status.")
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("run")
+def label_run(
+    ctx: typer.Context,
+    rounds: int = typer.Option(0, "--rounds", help="Run rounds 0..N (0: every unique text asked once)."),
+    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+    backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp | openai | tgi | vllm."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="llamacpp: gemma3-270m (default), smollm2 or a GGUF path; others: the server's model."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight."),
+    llm: bool = typer.Option(True, "--llm/--no-llm", help="Ask the LLM (--no-llm with --rules: rules alone)."),
+    rules: bool = typer.Option(False, "--rules", help="Add the severity rule set (prompt `rules`) as an annotator."),
+    rules_weight: float = typer.Option(1.0, "--rules-weight", help="Weight of a rule label (an LLM round-0 answer weighs 1)."),
+    max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Ask the LLM at most this many times."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this (USD)."),
+    price_per_1k_tokens: Optional[float] = typer.Option(None, "--price-per-1k-tokens", help="USD per 1000 tokens, for --max-cost."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Label the unique masked texts. Cached answers are reused: a re-run asks only what is missing."""
+    from labeler.cache import Budget
+    from labeler.rounds import run_round0
+
+    if rounds != 0:
+        raise LogdistillError("only --rounds 0 is available so far")
+    budget = Budget(max_calls=max_calls, max_cost=max_cost, price_per_1k_tokens=price_per_1k_tokens)
+    with open_ws(ctx) as ws:
+        for name in domain or []:
+            ws.require_domain(name)
+        llm_backend = _make_backend(backend, model, base_url, concurrency) if llm else None
+        params = {"rounds": rounds, "domains": domain, "backend": llm_backend and llm_backend.name,
+                  "model": llm_backend and llm_backend.model, "decoding": llm_backend and llm_backend.params(),
+                  "base_url": base_url, "concurrency": concurrency, "rules": rules, "rules_weight": rules_weight,
+                  "max_calls": max_calls, "max_cost": max_cost, "price_per_1k_tokens": price_per_1k_tokens}
+        try:
+            with progress_bar() as bar, ws.run("label run", params) as run_id:
+                task = bar.add_task("round 0", total=None)
+
+                def show(stats, total):
+                    bar.update(task, total=total, completed=stats.cache_hits + stats.calls,
+                               description=f"round 0 · {stats.calls} calls ({stats.calls_per_second:.1f}/s) · "
+                                           f"{stats.cache_hits} cached · {stats.tokens} tokens")
+
+                report = run_round0(ws, llm_backend, domains=domain, rules=rules, rules_weight=rules_weight,
+                                    budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
+                ws.db["runs"].update(run_id, {"params": json.dumps({**params, "prompt": report.prompt,
+                                                                    "rules_version": report.rules_version})})
+        finally:
+            if llm_backend is not None:
+                llm_backend.close()
+    data = report.to_dict()
+    if as_json:
+        print_json(data)
+        return
+    a = report.ask
+    out.print(f"round 0 over {report.texts} unique texts in {', '.join(report.domains)}: "
+              f"{report.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
+              f"{a.calls_per_second:.1f} calls/s, {report.unparsed} unparsed, {a.errors} errors), "
+              f"{report.rule_labels} rule labels")
+    if not report.complete:
+        out.print(f"[yellow]budget reached: {a.unanswered} texts not asked; run again with a larger budget[/]")
+
+
+def _make_backend(name: str, model: Optional[str], base_url: Optional[str], concurrency: Optional[int]):
+    from labeler.backends import make_backend
+
+    options = {k: v for k, v in {"base_url": base_url, "concurrency": concurrency}.items() if v is not None}
+    return make_backend(name, model, **options)
+
+
+@label_app.command("set")
+def label_set(
+    ctx: typer.Context,
+    label: int = typer.Option(..., "--label", "-l", help="0 (normal) or 1 (anomalous)."),
+    text_id: Optional[int] = typer.Option(None, "--text-id", help="The text's id (see `label status`, `cache show`)."),
+    match: Optional[str] = typer.Option(None, "--match", help="Every text whose masked form matches this regex."),
+    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only in these domains (repeatable)."),
+) -> None:
+    """Label texts by hand (source `manual`, the highest weight)."""
+    from labeler.annotators import set_manual_labels
+
+    with open_ws(ctx) as ws, ws.run("label set", {"label": label, "text_id": text_id, "match": match,
+                                                  "domains": domain}):
+        rows = set_manual_labels(ws, label, text_id=text_id, match=match, domains=domain)
+    out.print(f"{len(rows)} texts labeled {'anomalous' if label else 'normal'} by hand")
+
+
+@label_app.command("status")
+def label_status_command(
+    ctx: typer.Context,
+    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Per domain: labeled texts, anomaly rate, label sources; AUROC/precision/recall/F1 where ground truth exists."""
+    from labeler.status import label_status
+
+    with open_ws(ctx) as ws:
+        rows = label_status(ws, domain)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        row["sources"] = ", ".join(f"{s} {n}" for s, n in sorted(row["sources"].items()))
+        for key in ("anomaly_rate", "auroc", "precision", "recall", "f1"):
+            row[key] = None if row[key] is None else f"{row[key]:.3f}"
+    print_table(rows, ["domain", "texts", "labeled", "anomalous", "anomaly_rate", "sources",
+                       "ground_truth_texts", "auroc", "precision", "recall", "f1"])
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,35 @@
+"""Aggregated labels (MaidLog eq. 3 and 4): the weighted mean of every answer a text received.
+
+Each row of `labels` carries its weight: w_r = 1 + r for an LLM answer of round r (weights
+grow linearly with the round), RULE_WEIGHT for the rule annotator, MANUAL_WEIGHT for an
+operator's label. An answer votes with its p_anomalous where known (a soft vote), else with
+its 0/1 label; rows with neither (unparsed answers) do not vote.
+"""
+from __future__ import annotations
+
+from labeler.workspace import Workspace
+
+RULE_WEIGHT = 1.0
+MANUAL_WEIGHT = 1000.0  # outweighs any realistic number of LLM rounds (sum of 1 + r over 42 rounds is 945)
+
+
+def llm_weight(round_number: int) -> float:
+    """w_r = 1 + r."""
+    return 1.0 + round_number
+
+
+def soft_labels(ws: Workspace, domains: list[str] | None = None) -> dict[tuple[str, int], float]:
+    """(domain, text_id) -> soft label in [0, 1] (eq. 4), for every text with at least one vote."""
+    sql = """select domain, text_id,
+                    sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
+             from labels where coalesce(p_anomalous, label) is not null and weight > 0"""
+    args: list = []
+    if domains:
+        sql += f" and domain in ({', '.join('?' * len(domains))})"
+        args += domains
+    return {(r["domain"], r["text_id"]): r["soft"] for r in ws.db.query(sql + " group by domain, text_id", args)}
+
+
+def hard_labels(ws: Workspace, domains: list[str] | None = None) -> dict[tuple[str, int], int]:
+    """(domain, text_id) -> aggregated label (eq. 3): the soft label rounded (0.5 counts as anomalous)."""
+    return {key: int(soft >= 0.5) for key, soft in soft_labels(ws, domains).items()}

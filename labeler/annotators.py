@@ -1,0 +1,126 @@
+"""Prior annotators beside the LLM: the severity rule set and manual labels.
+
+The embedded model is near chance zero-shot (DESIGN.md), so round 0 can lean on cheap
+annotators. Each writes rows into `labels` like the LLM does, with its own source and weight;
+the soft label (labeler.aggregate) is the weighted mean of all of them.
+
+- `rule`: the editable, versioned rule set stored as the prompt `rules` (prompts/rules.txt):
+  `default P` and lines `P REGEX`; the first rule whose regex is found in a masked text gives
+  that text p_anomalous = P.
+- `manual`: an operator's 0/1, with the highest weight (it outweighs every LLM round).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from detector.errors import LogdistillError
+from labeler.aggregate import MANUAL_WEIGHT, RULE_WEIGHT
+from labeler.workspace import Workspace, now
+
+
+@dataclass
+class Rule:
+    p_anomalous: float
+    pattern: re.Pattern
+
+
+@dataclass
+class RuleSet:
+    rules: list[Rule]
+    default: float
+
+    def score(self, text: str) -> float:
+        """p_anomalous of `text`: the first matching rule's, else the default."""
+        for rule in self.rules:
+            if rule.pattern.search(text):
+                return rule.p_anomalous
+        return self.default
+
+
+def _probability(word: str, lineno: int) -> float:
+    try:
+        value = float(word)
+    except ValueError:
+        raise LogdistillError(f"rules line {lineno}: {word!r} is not a probability") from None
+    if not 0.0 <= value <= 1.0:
+        raise LogdistillError(f"rules line {lineno}: probability {value} is outside [0, 1]")
+    return value
+
+
+def parse_rules(body: str) -> RuleSet:
+    """Parse a rule set; any bad line is one clear error naming its line number."""
+    rules, default = [], None
+    for lineno, line in enumerate(body.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        head, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if head == "default":
+            default = _probability(rest, lineno)
+            continue
+        if not rest:
+            raise LogdistillError(f"rules line {lineno}: expected 'PROBABILITY REGEX' or 'default PROBABILITY'")
+        try:
+            pattern = re.compile(rest, re.IGNORECASE)
+        except re.error as e:
+            raise LogdistillError(f"rules line {lineno}: bad regular expression ({e})") from None
+        rules.append(Rule(_probability(head, lineno), pattern))
+    if not rules:
+        raise LogdistillError("the rule set has no rules")
+    return RuleSet(rules, 0.0 if default is None else default)
+
+
+def rule_labels(ruleset: RuleSet, texts: list[dict], weight: float = RULE_WEIGHT) -> list[dict]:
+    """`labels` rows (round 0, source `rule`) for texts given as dicts with domain, text_id, masked."""
+    created = now()
+    rows = []
+    for t in texts:
+        p = ruleset.score(t["masked"])
+        rows.append({"domain": t["domain"], "text_id": t["text_id"], "round": 0, "source": "rule",
+                     "label": int(p >= 0.5), "p_anomalous": p, "weight": weight, "query_key": None,
+                     "created": created})
+    return rows
+
+
+def set_manual_labels(ws: Workspace, label: int, *, text_id: int | None = None, match: str | None = None,
+                      domains: list[str] | None = None) -> list[dict]:
+    """Label texts by hand (by id, or every text whose masked form matches `match`).
+
+    Replaces earlier manual labels of the same texts. Returns the (domain, text_id, masked) labeled.
+    """
+    if label not in (0, 1):
+        raise LogdistillError("--label must be 0 (normal) or 1 (anomalous)")
+    if (text_id is None) == (match is None):
+        raise LogdistillError("give exactly one of --text-id or --match")
+    for domain in domains or []:
+        ws.require_domain(domain)
+    sql = ("select distinct e.domain, e.text_id, t.masked from entries e join texts t on t.id = e.text_id"
+           " where 1 = 1")
+    args: list = []
+    if domains:
+        sql += f" and e.domain in ({', '.join('?' * len(domains))})"
+        args += domains
+    if text_id is not None:
+        sql += " and e.text_id = ?"
+        args.append(text_id)
+    rows = [dict(r) for r in ws.db.query(sql + " order by e.domain, e.text_id", args)]
+    if match is not None:
+        try:
+            pattern = re.compile(match)
+        except re.error as e:
+            raise LogdistillError(f"--match: bad regular expression ({e})") from None
+        rows = [r for r in rows if pattern.search(r["masked"])]
+    if not rows:
+        what = f"text id {text_id}" if text_id is not None else f"a text matching {match!r}"
+        raise LogdistillError(f"no {what} in {'domain(s) ' + ', '.join(domains) if domains else 'the workspace'}")
+    created = now()
+    with ws.transaction():
+        for r in rows:
+            ws.db.execute("delete from labels where source = 'manual' and domain = ? and text_id = ?",
+                          [r["domain"], r["text_id"]])
+        ws.db["labels"].insert_all({"domain": r["domain"], "text_id": r["text_id"], "round": 0, "source": "manual",
+                                    "label": label, "p_anomalous": float(label), "weight": MANUAL_WEIGHT,
+                                    "query_key": None, "created": created} for r in rows)
+    return rows

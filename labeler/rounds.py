@@ -1,0 +1,130 @@
+"""Labeling rounds. Round 0: every unique masked text of each domain labeled once.
+
+One query per unique (domain, masked text), never per line: the prompt names the domain's
+system, so the same text in two domains is two questions. Round 0's labels are what the
+enabled annotators say now: a run replaces the round-0 `llm` and `rule` labels of the
+domains it covers (manual labels stay), and writes them in one transaction at the end.
+The answers themselves are committed one by one through the cache, so a killed run loses
+nothing it was told, and the same command again only asks what is missing.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from detector.errors import LogdistillError
+from labeler import prompts
+from labeler.aggregate import RULE_WEIGHT, llm_weight
+from labeler.annotators import parse_rules, rule_labels
+from labeler.backends.base import Backend
+from labeler.cache import AskStats, Budget, ask
+from labeler.workspace import Workspace, now
+
+
+@dataclass
+class Round0Report:
+    domains: list[str]
+    texts: int = 0  # unique (domain, masked text) pairs
+    llm_labels: int = 0
+    unparsed: int = 0  # answers that stated no label (recorded in the cache, not guessed)
+    rule_labels: int = 0
+    ask: AskStats = field(default_factory=AskStats)
+    prompt: dict | None = None  # name and version of the task prompt
+    rules_version: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.ask.unanswered == 0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["complete"] = self.complete
+        data["ask"]["calls_per_second"] = round(self.ask.calls_per_second, 2)
+        return data
+
+
+def resolve_domains(ws: Workspace, domains: list[str] | None) -> list[str]:
+    """The named domains (each must exist), or all of them."""
+    if domains:
+        for d in domains:
+            ws.require_domain(d)
+        return list(dict.fromkeys(domains))
+    names = ws.domain_names()
+    if not names:
+        raise LogdistillError("the workspace has no domains; start with `logdistill ingest`")
+    return names
+
+
+def unique_texts(ws: Workspace, domains: list[str]) -> list[dict]:
+    """One row (domain, text_id, masked) per unique masked text of each domain."""
+    return [dict(r) for r in ws.db.query(
+        f"""select distinct e.domain, e.text_id, t.masked from entries e join texts t on t.id = e.text_id
+            where e.domain in ({', '.join('?' * len(domains))}) order by e.domain, e.text_id""", domains)]
+
+
+def task_prompt_name(backend: Backend) -> str:
+    return "task_chat" if backend.chat else "task"
+
+
+def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | None = None, rules: bool = False,
+               rules_weight: float = RULE_WEIGHT, budget: Budget | None = None, batch_size: int = 4,
+               on_progress: Callable[[AskStats, int], None] | None = None) -> Round0Report:
+    """Label every unique text of `domains` with the LLM (`backend`, may be None) and/or the rule set.
+
+    `on_progress(stats, total)` is called after the cache look-up and after each batch.
+    """
+    if backend is None and not rules:
+        raise LogdistillError("round 0 needs an annotator: an LLM backend, --rules, or both")
+    domains = resolve_domains(ws, domains)
+    texts = unique_texts(ws, domains)
+    report = Round0Report(domains=domains, texts=len(texts))
+    started_at, started = now(), time.perf_counter()
+    rows: list[dict] = []
+    if backend is not None:
+        rows += _llm_labels(ws, backend, texts, report, budget, batch_size, on_progress)
+    if rules:
+        rule_prompt = prompts.get_prompt(ws, prompts.RULES)
+        report.rules_version = rule_prompt.version
+        rule_rows = rule_labels(parse_rules(rule_prompt.body), texts, weight=rules_weight)
+        report.rule_labels = len(rule_rows)
+        rows += rule_rows
+    with ws.transaction():
+        ws.db.execute(f"""delete from labels where round = 0 and source in ('llm', 'rule')
+                          and domain in ({', '.join('?' * len(domains))})""", domains)
+        ws.db["labels"].insert_all(rows)
+        ws.db["rounds"].upsert({
+            "number": 0, "started": started_at, "finished": now(),
+            "params": json.dumps({"domains": domains, "backend": backend and backend.name,
+                                  "model": backend and backend.model, "prompt": report.prompt,
+                                  "rules_version": report.rules_version, "rules_weight": rules_weight if rules else None}),
+            "candidates": len(texts), "calls": report.ask.calls, "cache_hits": report.ask.cache_hits,
+            "tokens": report.ask.tokens, "seconds": time.perf_counter() - started,
+            "stats": json.dumps({"llm_labels": report.llm_labels, "rule_labels": report.rule_labels,
+                                 "unparsed": report.unparsed, "unanswered": report.ask.unanswered})}, pk="number")
+    return report
+
+
+def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Round0Report,
+                budget: Budget | None, batch_size: int, on_progress) -> list[dict]:
+    prompt = prompts.get_prompt(ws, task_prompt_name(backend))
+    report.prompt = {"name": prompt.name, "version": prompt.version}
+    systems = {d: prompts.system_description(ws.require_domain(d)) for d in report.domains}
+    rendered = [prompt.render(system=systems[t["domain"]], log=t["masked"], examples="") for t in texts]
+    asked = ask(ws, backend, rendered, prompt_name=prompt.name, prompt_version=prompt.version,
+                batch_size=batch_size, budget=budget,
+                on_progress=(lambda stats: on_progress(stats, len(set(rendered)))) if on_progress else None)
+    report.ask = asked.stats
+    created, rows = now(), []
+    for t, row in zip(texts, asked.rows):
+        if row is None:
+            continue
+        if row["label"] is None and row["p_anomalous"] is None:
+            report.unparsed += 1
+            continue
+        rows.append({"domain": t["domain"], "text_id": t["text_id"], "round": 0, "source": "llm",
+                     "label": row["label"], "p_anomalous": row["p_anomalous"], "weight": llm_weight(0),
+                     "query_key": row["key"], "created": created})
+    report.llm_labels = len(rows)
+    return rows
