@@ -112,13 +112,15 @@ def ask(ws: Workspace, backend: Backend, prompts: list[str], *, prompt_name: str
     if on_progress:
         on_progress(stats)
     started = time.perf_counter()
-    tokens_per_char, position = TOKENS_PER_CHAR, 0
+    estimate, position = TokenEstimate(), 0
     while position < len(misses):
-        batch = misses[position:position + batch_size]
+        # Under a cost budget the first call goes alone: its token counts calibrate the estimate.
+        size = 1 if budget.max_cost is not None and not stats.calls else batch_size
+        batch = misses[position:position + size]
         if budget.max_calls is not None:
             batch = batch[:max(0, budget.max_calls - stats.calls)]
         if budget.max_cost is not None:
-            batch = _affordable(batch, budget, stats.cost, tokens_per_char)
+            batch = _affordable(batch, budget, stats.cost, estimate)
         if not batch:
             break
         texts = [p for _, p in batch]
@@ -130,8 +132,7 @@ def ask(ws: Workspace, backend: Backend, prompts: list[str], *, prompt_name: str
             used = answer.prompt_tokens + answer.completion_tokens
             stats.tokens += used
             stats.cost += budget.cost(used)
-            if answer.prompt_tokens:
-                tokens_per_char = answer.prompt_tokens / max(1, len(prompt))
+            estimate.learn(prompt, answer)
         position += len(batch)
         stats.seconds = time.perf_counter() - started
         if on_progress:
@@ -142,15 +143,34 @@ def ask(ws: Workspace, backend: Backend, prompts: list[str], *, prompt_name: str
     return Asked([answered.get(k) for k in keys], stats)
 
 
-def _affordable(batch: list[tuple[str, str]], budget: Budget, spent: float, tokens_per_char: float) -> list:
+def _affordable(batch: list[tuple[str, str]], budget: Budget, spent: float, estimate: "TokenEstimate") -> list:
     """The longest head of `batch` whose estimated cost still fits the budget."""
     affordable = []
     for key, prompt in batch:
-        spent += budget.cost(int(len(prompt) * tokens_per_char) + 1)
+        spent += budget.cost(estimate.tokens(prompt))
         if spent > budget.max_cost:
             break
         affordable.append((key, prompt))
     return affordable
+
+
+class TokenEstimate:
+    """Tokens a prompt will cost: prompt tokens per character and mean completion tokens seen so far."""
+
+    def __init__(self) -> None:
+        self.chars = self.prompt_tokens = self.completion_tokens = self.answers = 0
+
+    def learn(self, prompt: str, answer: Answer) -> None:
+        if answer.prompt_tokens:
+            self.chars += len(prompt)
+            self.prompt_tokens += answer.prompt_tokens
+            self.completion_tokens += answer.completion_tokens
+            self.answers += 1
+
+    def tokens(self, prompt: str) -> int:
+        if not self.answers:
+            return int(len(prompt) * TOKENS_PER_CHAR) + 1
+        return round(len(prompt) * self.prompt_tokens / self.chars + self.completion_tokens / self.answers)
 
 
 # ---------------------------------------------------------------- inspection: stats, list, show, export, clear
