@@ -10,6 +10,7 @@ and `parse_label` reads an answer strictly (never guessing).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -56,3 +57,48 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def p_anomalous_from_logprobs(candidates: dict[int, list[float]]) -> float | None:
+    """Softmax over the two answers, each answer's mass being the log-sum-exp of its tokens' logprobs.
+
+    `candidates` maps a label to the logprobs (or logits) of the tokens that begin that answer.
+    A label with no candidate is given no chance only when the other has one; neither -> None.
+    """
+    if not candidates.get(0) and not candidates.get(1):
+        return None
+    mass = {label: _logsumexp(candidates.get(label) or []) for label in (0, 1)}
+    top = max(mass.values())
+    weights = {label: math.exp(value - top) if value > -math.inf else 0.0 for label, value in mass.items()}
+    return weights[1] / (weights[0] + weights[1])
+
+
+def p_anomalous_from_top_tokens(top: list[tuple[str, float]]) -> float | None:
+    """p_anomalous from a server's top-k (token text, logprob) list for the first answer token.
+
+    A token counts for an answer when, stripped and lower-cased, it is a start of at least two
+    letters of that answer word (servers split " anomalous" differently). An answer absent from
+    the top-k gets the smallest listed logprob: its true mass is at most that, so the estimate
+    stays a soft score instead of collapsing to 0 or 1.
+    """
+    candidates: dict[int, list[float]] = {0: [], 1: []}
+    for token, logprob in top:
+        word = token.strip().lower()
+        if len(word) < 2:
+            continue
+        for label, answer in ANSWER_WORDS.items():
+            if answer.startswith(word):
+                candidates[label].append(logprob)
+    if not candidates[0] and not candidates[1]:
+        return None
+    floor = min(logprob for _, logprob in top)
+    for label in (0, 1):
+        candidates[label] = candidates[label] or [floor]
+    return p_anomalous_from_logprobs(candidates)
+
+
+def _logsumexp(values: list[float]) -> float:
+    if not values:
+        return -math.inf
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))

@@ -1,0 +1,152 @@
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, TGI's Messages API, llama.cpp, Ollama) via `openai`.
+
+The API key is read from an environment variable when the backend is built and kept only in
+the client: it is not part of params(), the model name or any error message. Requests run on
+a thread pool (`concurrency`); 429, 5xx, timeouts and dropped connections are retried with
+exponential backoff and jitter; 401/403/404 (wrong key, no access, wrong model or URL) and
+other 4xx fail at once with one clear line.
+
+With `logprobs` > 0 the server is asked for the top-k logprobs of the first answer token and
+p_anomalous is read from them; servers that return none fall back to parsing the text.
+"""
+from __future__ import annotations
+
+import time
+
+from detector.errors import LogdistillError
+from labeler.backends.base import Answer, p_anomalous_from_top_tokens, parse_label
+from labeler.backends.remote import api_key_from_env, call_with_retries, map_concurrently
+
+
+class OpenAIBackend:
+    """`endpoint`: "chat" (/v1/chat/completions, prompt as one user message) or "completions"."""
+
+    name = "openai"
+
+    def __init__(self, model: str | None = None, *, base_url: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", endpoint: str = "chat", concurrency: int = 4,
+                 timeout: float = 60.0, attempts: int = 5, max_wait: float = 30.0, logprobs: int = 5,
+                 max_tokens: int = 4):
+        import openai
+
+        if not model:
+            raise LogdistillError("the openai backend needs --model (the name the server serves)")
+        if endpoint not in ("chat", "completions"):
+            raise LogdistillError(f"endpoint must be 'chat' or 'completions', not {endpoint!r}")
+        self.model = model
+        self.chat = endpoint == "chat"
+        self.base_url = base_url
+        self.concurrency = max(1, concurrency)
+        self.attempts = attempts
+        self.max_wait = max_wait
+        self.logprobs = logprobs
+        self.max_tokens = max_tokens
+        # max_retries=0: tenacity owns retrying, so backoff and the final message are ours.
+        self._client = openai.OpenAI(api_key=api_key_from_env(api_key_env), base_url=base_url,
+                                     timeout=timeout, max_retries=0)
+        self._openai = openai
+
+    def params(self) -> dict:
+        return {"endpoint": "chat" if self.chat else "completions", "temperature": 0,
+                "max_tokens": self.max_tokens, "logprobs": self.logprobs}
+
+    def classify(self, prompts: list[str]) -> list[Answer]:
+        return map_concurrently(lambda p: self._ask(p, self.max_tokens, self.logprobs, True), prompts,
+                                self.concurrency)
+
+    def generate(self, prompts: list[str], max_tokens: int = 64) -> list[Answer]:
+        return map_concurrently(lambda p: self._ask(p, max_tokens, 0, False), prompts, self.concurrency)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ---- one request
+
+    def _ask(self, prompt: str, max_tokens: int, logprobs: int, classify: bool) -> Answer:
+        started = time.perf_counter()
+        response = call_with_retries(lambda: self._request(prompt, max_tokens, logprobs),
+                                     self._is_transient, attempts=self.attempts, max_wait=self.max_wait,
+                                     describe=self._describe)
+        try:
+            text, top = self._read(response)
+            usage = response.usage
+        except (AttributeError, IndexError, TypeError) as error:
+            raise LogdistillError(f"{self._where()} returned a reply that is not an OpenAI "
+                                  f"{'chat ' if self.chat else ''}completion") from error
+        if not classify:
+            return Answer(label=None, text=text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                          completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                          latency=time.perf_counter() - started)
+        p_anomalous = p_anomalous_from_top_tokens(top) if top else None
+        label = parse_label(text)
+        if label is None and p_anomalous is not None:
+            label = int(p_anomalous > 0.5)
+        return Answer(label=label, text=text, p_anomalous=p_anomalous,
+                      prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                      completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                      latency=time.perf_counter() - started)
+
+    def _request(self, prompt: str, max_tokens: int, logprobs: int):
+        common = {"model": self.model, "max_tokens": max_tokens, "temperature": 0}
+        if self.chat:
+            extra = {"logprobs": True, "top_logprobs": logprobs} if logprobs else {}
+            return self._client.chat.completions.create(
+                messages=[{"role": "user", "content": prompt}], **common, **extra)
+        extra = {"logprobs": logprobs} if logprobs else {}
+        return self._client.completions.create(prompt=prompt, **common, **extra)
+
+    def _read(self, response) -> tuple[str, list[tuple[str, float]]]:
+        """(reply text, top-k (token, logprob) of the first reply token, empty when not offered)."""
+        choice = response.choices[0]
+        if self.chat:
+            text = choice.message.content or ""
+            content = choice.logprobs.content if choice.logprobs else None
+            top = [(t.token, t.logprob) for t in content[0].top_logprobs] if content else []
+        else:
+            text = choice.text or ""
+            tops = choice.logprobs.top_logprobs if choice.logprobs else None
+            top = list(tops[0].items()) if tops else []
+        if not isinstance(text, str):
+            raise TypeError("reply text is not a string")
+        return text, top
+
+    # ---- errors
+
+    def _is_transient(self, error: BaseException) -> bool:
+        openai = self._openai
+        if isinstance(error, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
+            return True  # APITimeoutError is an APIConnectionError
+        return isinstance(error, openai.APIStatusError) and error.status_code >= 500
+
+    def _describe(self, error: BaseException) -> str:
+        openai = self._openai
+        where = self._where()
+        if isinstance(error, openai.AuthenticationError):
+            return f"{where} rejected the API key (401): set a valid key in the environment variable"
+        if isinstance(error, openai.PermissionDeniedError):
+            return f"{where} denied access (403) to model {self.model!r}"
+        if isinstance(error, openai.NotFoundError):
+            return (f"{where} has no model {self.model!r} or no such endpoint (404): "
+                    f"{_server_message(error)}")
+        if isinstance(error, openai.APITimeoutError):
+            return f"{where} did not answer in time"
+        if isinstance(error, openai.APIConnectionError):
+            return f"cannot reach {where}: {error.__cause__ or error}"
+        if isinstance(error, openai.APIResponseValidationError):
+            return f"{where} returned a reply that is not an OpenAI completion"
+        if isinstance(error, openai.APIStatusError):
+            return f"{where} failed with HTTP {error.status_code}: {_server_message(error)}"
+        # The client could not decode the body at all (not JSON).
+        return f"{where} returned a reply that is not an OpenAI completion ({type(error).__name__})"
+
+    def _where(self) -> str:
+        return f"the OpenAI-compatible server at {self._client.base_url}"
+
+
+def _server_message(error) -> str:
+    """The `error.message` of an OpenAI error body, else the raw body, cut to one short line."""
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("error") or body
+    text = str(body if body else getattr(error, "message", error))
+    return " ".join(text.split())[:200]
