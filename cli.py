@@ -363,7 +363,7 @@ def cache_list(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n"
         return
     for row in rows:
         row["key"] = row["key"][:12]
-    print_table(rows, LIST_COLUMNS[:-1] + ["response"])
+    print_table(rows, LIST_COLUMNS + ["response"])
 
 
 @cache_app.command("show")
