@@ -6,6 +6,7 @@ Library modules are imported inside the commands, so `logdistill --help` stays i
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -23,14 +24,21 @@ err = Console(stderr=True)
 
 
 class FriendlyErrors(TyperGroup):
-    """Turns LogdistillError into one line on stderr and exit code 2 (a traceback with --debug)."""
+    """Turns LogdistillError (and a workspace that fails mid-command: corrupt, read-only, full)
+    into one line on stderr and exit code 2 (a traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except LogdistillError as e:
+        except (LogdistillError, sqlite3.DatabaseError) as e:
             if (ctx.obj or {}).get("debug"):
                 raise
+            if isinstance(e, sqlite3.DatabaseError):
+                from labeler.workspace import sqlite_user_error
+
+                e = sqlite_user_error(e) or e
+                if not isinstance(e, LogdistillError):
+                    raise
             err.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -228,6 +236,152 @@ def templates_list(
         print_json(rows)
         return
     print_table(rows, ["domain", "id", "count", "template", "representative"])
+
+
+# ---------------------------------------------------------------------------- lei (helper-lei)
+
+lei_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
+                      help="LEI table: an LLM interpretation per template, reviewed by an operator.")
+app.add_typer(lei_app, name="lei")
+LEI_COLUMNS = ["domain", "template_id", "count", "status", "flags", "interpretation", "representative"]
+
+
+@lei_app.command("build")
+def lei_build(
+    ctx: typer.Context,
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp | openai | tgi | vllm."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="llamacpp: gemma3-270m (default), smollm2 or a GGUF path; others: the server's model."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight."),
+    refresh: bool = typer.Option(False, "--refresh", help="Also re-ask pending rows (e.g. after a prompt edit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Ask the LLM for one interpretation per template without one (status pending); cached answers are reused."""
+    from labeler import lei
+
+    with open_ws(ctx) as ws:
+        lei.ready_domains(ws, domain)
+        llm = _make_backend(backend, model, base_url, concurrency)
+        params = {"domain": domain, "backend": llm.name, "model": llm.model, "base_url": base_url,
+                  "refresh": refresh}
+        try:
+            with progress_bar() as bar, ws.run("lei build", params):
+                task = bar.add_task("interpreting", total=None)
+
+                def show(stats):
+                    bar.update(task, total=stats.prompts, completed=stats.cache_hits + stats.calls,
+                               description=f"interpreting · {stats.calls} calls · {stats.cache_hits} cached")
+
+                report = lei.build(ws, llm, domain, refresh=refresh, on_progress=show)
+        finally:
+            llm.close()
+    if as_json:
+        print_json(report)
+        return
+    failed = f", {report['failed']} failed (see `logdistill cache list`)" if report["failed"] else ""
+    out.print(f"{report['written']} interpretations written (pending review) for {report['templates']} templates "
+              f"in {', '.join(report['domains'])}: {report['calls']} calls, {report['cache_hits']} cached, "
+              f"{report['seconds']} s{failed}")
+
+
+@lei_app.command("list")
+def lei_list(
+    ctx: typer.Context,
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    status: Optional[str] = typer.Option(None, "--status", help="pending | accepted (includes edited) | edited | rejected."),
+    flagged: bool = typer.Option(False, "--flagged", help="Only rows flagged empty, too-long or repeats-line."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List LEI rows with their flags, most frequent template first."""
+    from labeler import lei
+
+    with open_ws(ctx) as ws:
+        rows = [r for r in lei.list_rows(ws, domain, status) if r["flags"] or not flagged]
+    if as_json:
+        print_json(rows)
+        return
+    print_table([{**r, "flags": " ".join(r["flags"])} for r in rows], LEI_COLUMNS)
+
+
+@lei_app.command("set")
+def lei_set(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="ID", help="Template id (with --domain, or unique) or DOMAIN:ID."),
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="The template's domain."),
+    status: Optional[str] = typer.Option(None, "--status", help="pending | accepted | edited | rejected."),
+    text: Optional[str] = typer.Option(None, "--text", help="New interpretation (status edited unless --status is given)."),
+    note: Optional[str] = typer.Option(None, "--note", help="A reviewer's note."),
+) -> None:
+    """Record a review decision for one row, from a script."""
+    from labeler import lei
+
+    with open_ws(ctx) as ws:
+        row = lei.resolve(ws, ref, domain)
+        with ws.run("lei set", {"domain": row["domain"], "template_id": row["template_id"], "status": status,
+                                "text": text, "note": note}):
+            row = lei.set_row(ws, row, status=status, text=text, note=note)
+    out.print(f"{row['domain']}:{row['template_id']} {row['status']}: {row['interpretation']}", highlight=False)
+
+
+@lei_app.command("review")
+def lei_review(
+    ctx: typer.Context,
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    backend: str = typer.Option("llamacpp", "--backend", "-b", help="For regenerate: llamacpp | openai | tgi | vllm."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="For regenerate: the model (see `lei build`)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="For regenerate: openai/tgi server URL."),
+) -> None:
+    """Walk the pending rows, one key each: a accept, e edit ($EDITOR, else the next stdin line), r regenerate, j reject, s skip, q quit.
+
+    Scriptable: pipe one answer per line, e.g. `printf 'a\\ne\\nA disk failed.\\nj\\n' | logdistill lei review`.
+    """
+    import os
+
+    from labeler import lei
+
+    interactive = sys.stdin.isatty()
+
+    def show(row):
+        out.print(f"\n[bold]{row['domain']}:{row['template_id']}[/] ({row['count']} lines)"
+                  + (f" [yellow]flagged: {', '.join(row['flags'])}[/]" if row["flags"] else ""))
+        out.print(f"  template:       {row['template']}", highlight=False, markup=False)
+        out.print(f"  line:           {row['representative']}", highlight=False, markup=False)
+        out.print(f"  interpretation: {row['interpretation']}", highlight=False, markup=False)
+
+    def choose(row):
+        answer = typer.prompt("[a]ccept [e]dit [r]egenerate re[j]ect [s]kip [q]uit", default="s",
+                              show_default=False) if interactive else sys.stdin.readline()
+        return answer if answer else "q"  # end of piped input: stop
+
+    def edit_text(row):
+        if interactive and os.environ.get("EDITOR"):
+            edited = click.edit(row["interpretation"] + "\n")
+            return edited.strip() if edited else None
+        return typer.prompt("new text") if interactive else sys.stdin.readline().strip() or None
+
+    with open_ws(ctx) as ws, ws.run("lei review", {"domain": domain, "backend": backend, "model": model}):
+        counts = lei.review(ws, domain, choose=choose, edit_text=edit_text, show=show,
+                            backend=lambda: _make_backend(backend, model, base_url, None))
+    out.print(", ".join(f"{n} {action}" + ("ed" if action in ("accept", "edit", "reject") else "")
+                        for action, n in counts.items() if n and action != "quit"))
+
+
+@lei_app.command("export")
+def lei_export(
+    ctx: typer.Context,
+    out_path: Path = typer.Option(..., "--out", "-o", help="The file to write."),
+    format: str = typer.Option("csv", "--format", "-f", help="csv or jsonl."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only rows with this status (accepted includes edited)."),
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+) -> None:
+    """Write the LEI table keyed by (domain, template id): template, line, interpretation, model, prompt version, status."""
+    from labeler import lei
+
+    with open_ws(ctx) as ws:
+        count = lei.export(ws, out_path, format, status=status, domain=domain)
+    out.print(f"{count} LEI rows written to {out_path}")
 
 
 # ---------------------------------------------------------------------------- prompts, cache, label (helper-labeling)
@@ -508,6 +662,212 @@ def label_status_command(
             row[key] = None if row[key] is None else f"{row[key]:.3f}"
     print_table(rows, ["domain", "texts", "labeled", "anomalous", "anomaly_rate", "sources",
                        "ground_truth_texts", "auroc", "precision", "recall", "f1"])
+
+
+# ---------------------------------------------------------------------------- train, export, score, eval (helper-detector)
+
+def _split_names(values: Optional[list[str]]) -> Optional[list[str]]:
+    """`--domains a --domains b` and `--domains a,b` both give [a, b]."""
+    names = [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
+    return names or None
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    name: Optional[str] = typer.Option(None, "--out", "-o", help="Name of the trained model (default detector-N)."),
+    domains: Optional[list[str]] = typer.Option(None, "--domains", "-d",
+                                                help="Source domains (repeat or comma-separate; default: all labeled)."),
+    labels: str = typer.Option("soft", "--labels", help="soft (aggregated LLM labels, eq. 4) or ground-truth."),
+    epochs: int = typer.Option(600, "--epochs", min=1, help="Training epochs."),
+    batch_size: int = typer.Option(2000, "--batch-size", min=1, help="Rows per optimizer step."),
+    lr: float = typer.Option(4e-4, "--lr", help="AdamW learning rate."),
+    no_adversarial: bool = typer.Option(False, "--no-adversarial", help="Ablation: no gradient reversal (lambda = 0)."),
+    single_head: bool = typer.Option(False, "--single-head", help="Ablation: one classification head for all domains."),
+    no_swa: bool = typer.Option(False, "--no-swa", help="Ablation: no stochastic weight averaging."),
+    swa_start: float = typer.Option(0.6, "--swa-start", min=0.0, max=1.0,
+                                    help="Start SWA after this fraction of the epochs (360 of 600)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (training is deterministic on CPU)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the models row as JSON."),
+) -> None:
+    """Train the detector on the workspace's labels and record it in the models table."""
+    from labeler.training import train_detector
+
+    params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "adversarial": not no_adversarial,
+              "single_head": single_head, "swa": not no_swa, "swa_start": swa_start, "seed": seed}
+    domain_names = _split_names(domains)
+    with open_ws(ctx) as ws, progress_bar() as bar:
+        task = bar.add_task("training", total=epochs)
+
+        def on_epoch(done: int, total: int, loss: float) -> None:
+            bar.update(task, completed=done, description=f"training (loss {loss:.4f})")
+
+        with ws.run("train", {"out": name, "domains": domain_names, "labels": labels, **params}):
+            row = train_detector(ws, name, domains=domain_names, labels=labels, params=params, on_epoch=on_epoch)
+    metrics = json.loads(row["metrics"])
+    if as_json:
+        print_json({**row, **{k: json.loads(row[k]) for k in ("config", "provenance", "metrics")}})
+        return
+    out.print(f"model {row['name']}: {metrics['texts']} texts, {metrics['n_parameters']:,} parameters, "
+              f"final loss {metrics['final_loss']:.4f}, {metrics['seconds']} s")
+    print_table([{"domain": d, **m} for d, m in metrics["domains"].items()],
+                ["domain", "texts", "anomalous_labels", "auroc_vs_labels", "auroc_vs_ground_truth"],
+                title="in-sample fit")
+
+
+@app.command(name="export")
+def export_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A trained model's name (see `logdistill train`)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="The bundle file to write."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
+                                    help="Default decision threshold stored in the bundle."),
+    as_json: bool = typer.Option(False, "--json", help="Print the bundle's metadata as JSON."),
+) -> None:
+    """Write a trained model as one bundle file: ONNX graph, embedder, masking rules, metadata."""
+    from labeler.training import export_detector
+
+    with open_ws(ctx) as ws:
+        with ws.run("export", {"name": name, "out": str(out_path), "threshold": threshold}):
+            meta = export_detector(ws, name, out_path, threshold)
+    if as_json:
+        print_json(meta)
+        return
+    size = out_path.stat().st_size / 1e6
+    out.print(f"{out_path}: {size:.1f} MB, domains {', '.join(meta['source_domains'])}, "
+              f"threshold {threshold}, hash {meta['content_sha256'][:12]}")
+
+
+def _input_format(format: Optional[str], log_format: Optional[str], text_field: Optional[str],
+                  label_field: Optional[str]):
+    """The --format options, or None to use the bundle's own input format."""
+    from detector.formats import parse_format
+
+    if format is None and log_format is None and text_field is None and label_field is None:
+        return None
+    return parse_format(format or "raw", log_format=log_format, text_field=text_field, label_field=label_field)
+
+
+FORMAT_OPTION_HELP = "raw | loghub:<System> | log:<layout> | csv | jsonl (default: the bundle's format)."
+
+
+@app.command()
+def score(
+    bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle from `logdistill export`."),
+    input_path: Optional[str] = typer.Argument(None, metavar="[FILE|-]", help="Log file (plain or .gz); - or none: stdin."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_OPTION_HELP),
+    log_format: Optional[str] = typer.Option(None, "--log-format", help="A header layout, e.g. '<Date> <Level> <Content>'."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="csv/jsonl: the message field."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Decision threshold (default: the bundle's)."),
+    output: str = typer.Option("jsonl", "--output", help="jsonl or csv."),
+    only_anomalies: bool = typer.Option(False, "--only-anomalies", help="Print only lines at or above the threshold."),
+) -> None:
+    """Score a log stream line by line with a bundle: no LLM, no torch. Reads stdin for - or no FILE."""
+    from detector.runtime import load_bundle, open_input, score_to
+
+    fmt = _input_format(format, log_format, text_field, None)
+    bundle = load_bundle(bundle_path)
+    stream = open_input(input_path)
+    summary = score_to(bundle, stream, sys.stdout, input_format=fmt, threshold=threshold, output=output,
+                       only_anomalies=only_anomalies)
+    err.print(f"{summary.lines} lines, {summary.anomalous} anomalous, {summary.unique_texts} unique texts scored",
+              highlight=False)
+
+
+@app.command(name="eval")
+def eval_command(
+    bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle from `logdistill export`."),
+    paths: list[Path] = typer.Argument(..., metavar="FILE...", help="Labeled log files; each is reported on its own."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_OPTION_HELP),
+    log_format: Optional[str] = typer.Option(None, "--log-format", help="A header layout with a label field."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="csv/jsonl: the message field."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="The field holding 0/1 ground truth."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Threshold for F1 (default: the bundle's)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write ROC and precision-recall curves to this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """AUROC, AUPRC, best F1 and F1 at the threshold of a bundle on labeled logs, per file."""
+    from detector.evaluate import plot_curves, report, score_labeled
+    from detector.runtime import load_bundle
+
+    fmt = _input_format(format, log_format, text_field, label_field)
+    bundle = load_bundle(bundle_path)
+    scored = score_labeled(bundle, paths, fmt)
+    result = report(scored, bundle.threshold if threshold is None else threshold)
+    if plot:
+        plot_curves(scored, plot)
+    if as_json:
+        print_json(result)
+        return
+    rows = [{"input": name, **{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in m.items()}}
+            for name, m in {**result["domains"], **({"all": result["overall"]} if "overall" in result else {})}.items()]
+    print_table(rows, ["input", "lines", "anomalous", "auroc", "auprc", "best_f1", "best_f1_threshold",
+                       "threshold", "precision", "recall", "f1"])
+    if plot:
+        out.print(f"curves written to {plot}")
+
+
+# ---------------------------------------------------------------------------- demo (helper-demo)
+
+class _DemoBar:
+    """Draws the demo's stages: one line per finished stage, a bar for the running one."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.task = None
+
+    def start(self, stage: str, total: Optional[int] = None) -> None:
+        self.task = self.bar.add_task(stage, total=total)
+
+    def advance(self, completed: int, total: Optional[int] = None, note: str = "") -> None:
+        description = self.bar.tasks[-1].description.split(" · ")[0]
+        self.bar.update(self.task, completed=completed, total=total,
+                        description=f"{description} · {note}" if note else description)
+
+    def finish(self, stage: str, summary: str) -> None:
+        self.bar.remove_task(self.task)
+        out.print(f"[green]✓[/] {stage}: {summary}", highlight=False)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Folder for the corpus, workspace, bundle and plots."),
+    rounds: int = typer.Option(3, "--rounds", min=0, help="Calibration rounds after round 0."),
+    backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp (embedded, offline) | openai | tgi | vllm."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The LLM (default: the embedded Gemma 3 270M)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
+    rules: bool = typer.Option(True, "--rules/--no-rules", help="Use the severity rules as a round-0 annotator."),
+    epochs: int = typer.Option(600, "--epochs", min=1, help="Detector training epochs."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the sample corpus."),
+    lines: int = typer.Option(2000, "--lines", min=50, help="Lines per sample system."),
+    teacher: bool = typer.Option(True, "--teacher/--no-teacher",
+                                 help="Also ask the LLM zero-shot about the unseen system, for comparison."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Run the whole job on a generated multi-system corpus: label, calibrate, train, export, score an unseen system."""
+    from labeler.demo import run_demo
+
+    with progress_bar() as bar:
+        report = run_demo(workdir, backend=backend, model=model, base_url=base_url, rounds=rounds, rules=rules,
+                          epochs=epochs, seed=seed, lines=lines, teacher=teacher, progress=_DemoBar(bar))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    print_table([{**r, **{k: fmt(r[k]) for k in ("auroc", "precision", "recall", "f1")}} for r in report.label_quality],
+                ["domain", "texts", "anomalous", "ground_truth_texts", "auroc", "precision", "recall", "f1"],
+                title="labels of the source systems (per unique text)")
+    print_table([{"scorer": name, **{k: fmt(m[k]) for k in ("auroc", "auprc", "best_f1", "f1")}}
+                 for name, m in report.target.items()],
+                ["scorer", "auroc", "auprc", "best_f1", "f1"], title="the unseen system, per line")
+    for line in report.flagged:
+        out.print(f"  {line['score']:.3f} {'[red]anomalous[/]' if line['truth'] else 'normal   '} {line['message'][:110]}",
+                  highlight=False)
+    out.print(f"{report.seconds:.0f} s, {report.llm_calls} LLM calls")
+    for name, path in report.files.items():
+        out.print(f"  {name}: {path}", highlight=False)
+    for missing in report.not_built:
+        out.print(f"[yellow]not built yet:[/] {missing}", highlight=False)
 
 
 def main() -> None:

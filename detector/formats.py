@@ -116,6 +116,8 @@ class InputFormat:
     def _label(self, value: object, where: object) -> int:
         if self.label_style == "alert":
             return 0 if str(value).strip() == "-" else 1
+        if isinstance(value, (int, float)) and value in (0, 1):  # JSON 0, 1, 0.0, 1.0, false, true
+            return int(value)
         text = str(value).strip().lower()
         if text in ("0", "false", "normal"):
             return 0

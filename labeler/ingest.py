@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
@@ -108,17 +109,20 @@ def ingest_file(ws: Workspace, path: Path, domain: str, fmt: InputFormat, *, str
     raw_file, stream = _open_binary(path)
     with raw_file, stream:
         batch: list[tuple] = []
-        for record in fmt.records(iter_text_lines(stream), strict=strict):
-            report.lines += 1
-            report.unmatched += not record.matched
-            batch.append((domain, position, source_id, record.raw, record.message,
-                          text_ids.get(masker.mask(record.message)), record.ground_truth))
-            position += 1
-            if len(batch) >= BATCH:
-                _insert_entries(ws, batch)
-                batch = []
-                if on_bytes:
-                    on_bytes(raw_file.tell())
+        try:
+            for record in fmt.records(iter_text_lines(stream), strict=strict):
+                report.lines += 1
+                report.unmatched += not record.matched
+                batch.append((domain, position, source_id, record.raw, record.message,
+                              text_ids.get(masker.mask(record.message)), record.ground_truth))
+                position += 1
+                if len(batch) >= BATCH:
+                    _insert_entries(ws, batch)
+                    batch = []
+                    if on_bytes:
+                        on_bytes(raw_file.tell())
+        except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz, a failing disk
+            raise LogdistillError(f"cannot read {path} after {report.lines} records: {e}") from None
         _insert_entries(ws, batch)
     if report.lines == 0:
         raise LogdistillError(f"{path} has no log lines (only empty lines)")

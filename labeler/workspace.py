@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -117,18 +118,27 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class Workspace:
     """An open workspace. Use `open_workspace()`; close with `.close()` or a `with` block."""
 
-    def __init__(self, path: Path, db: sqlite_utils.Database):
+    def __init__(self, path: Path, db: sqlite_utils.Database, created: bool = False):
         self.path = path
         self.db = db
+        self.created = created  # this process made the file: a failed first command removes it
 
     def __enter__(self) -> "Workspace":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+        if exc_type is not None and self.created:
+            self.discard()
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def discard(self) -> None:
+        """Remove a workspace this process created (file, WAL files, artifact folder)."""
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        shutil.rmtree(self.path.with_name(self.path.name + ".d"), ignore_errors=True)
 
     @property
     def artifact_dir(self) -> Path:
@@ -210,12 +220,10 @@ def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True
     exists = path.exists() and path.stat().st_size > 0
     if not exists and not create:
         raise LogdistillError(f"no workspace at {path}; start one with `logdistill ingest`")
+    created = False
     if not exists:
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise LogdistillError(f"cannot create workspace {path}: folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise LogdistillError(f"cannot create workspace {path}: folder {parent} is not writable")
+        _check_can_create(path)
+        created = not path.exists()
     else:
         _check_sqlite_header(path)
     try:
@@ -238,8 +246,42 @@ def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True
         db.execute("pragma journal_mode = wal")
         db.execute("pragma foreign_keys = on")
     except sqlite3.DatabaseError as e:
+        if created:
+            Workspace(path, db, created=True).discard()
         raise LogdistillError(f"workspace {path} is unreadable ({e}); it may be corrupt") from None
-    return Workspace(path, db)
+    return Workspace(path, db, created=created)
+
+
+def _check_can_create(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise LogdistillError(f"cannot create workspace {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise LogdistillError(f"cannot create workspace {path}: {parent} is not a folder")
+    try:  # the only reliable test (permissions, read-only mounts, /proc): create the file
+        with path.open("xb"):
+            pass
+    except FileExistsError:
+        pass  # an empty file is there already: SQLite makes it a database
+    except OSError as e:
+        raise LogdistillError(f"cannot create workspace {path}: {e.strerror}") from None
+    else:
+        path.unlink()
+
+
+def sqlite_user_error(error: sqlite3.DatabaseError) -> LogdistillError | None:
+    """The one-line user error behind a SQLite failure met mid-command, or None for a bug.
+
+    A corrupt page deep in the file, a read-only or full disk and a lock held too long
+    surface only when a query touches them, long after `open_workspace` succeeded.
+    """
+    text = str(error)
+    for marker, meaning in (("malformed", "is corrupt"), ("not a database", "is corrupt"),
+                            ("readonly", "is read-only"), ("disk I/O", "could not be read or written"),
+                            ("full", "has no room left on its disk"), ("locked", "is locked by another process")):
+        if marker in text:
+            return LogdistillError(f"the workspace {meaning} ({text})")
+    return None
 
 
 def _migrate(db: sqlite_utils.Database, current: int) -> None:

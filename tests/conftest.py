@@ -50,3 +50,20 @@ def run_logdistill(*args: str, env: dict | None = None, **kwargs) -> subprocess.
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], capture_output=True,
                           text=True, env=full_env, **kwargs)
+
+
+def workspace_dump(path: Path) -> dict | None:
+    """Every table's rows (the `runs` log aside), or None where no workspace file exists:
+    compare dumps taken before and after a failing command to prove it changed nothing."""
+    import sqlite3
+
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute("select name from sqlite_master where type = 'table' order by name")]
+        dump = {t: sorted(map(repr, conn.execute(f'select * from "{t}"'))) for t in tables if t != "runs"}
+        dump["user_version"] = conn.execute("pragma user_version").fetchone()[0]
+        return dump
+    finally:
+        conn.close()
