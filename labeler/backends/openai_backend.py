@@ -36,6 +36,7 @@ class OpenAIBackend:
         self.model = model
         self.chat = endpoint == "chat"
         self.base_url = base_url
+        self.api_key_env = api_key_env  # the variable's name, never its value
         self.concurrency = max(1, concurrency)
         self.attempts = attempts
         self.max_wait = max_wait
@@ -71,8 +72,8 @@ class OpenAIBackend:
             text, top = self._read(response)
             usage = response.usage
         except (AttributeError, IndexError, TypeError) as error:
-            raise LogdistillError(f"{self._where()} returned a reply that is not an OpenAI "
-                                  f"{'chat ' if self.chat else ''}completion") from error
+            raise LogdistillError(f"{self._where()} returned a reply that is not an OpenAI completion") \
+                from error
         if not classify:
             return Answer(label=None, text=text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                           completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
@@ -122,7 +123,7 @@ class OpenAIBackend:
         openai = self._openai
         where = self._where()
         if isinstance(error, openai.AuthenticationError):
-            return f"{where} rejected the API key (401): set a valid key in the environment variable"
+            return f"{where} rejected the API key (401): check ${self.api_key_env}"
         if isinstance(error, openai.PermissionDeniedError):
             return f"{where} denied access (403) to model {self.model!r}"
         if isinstance(error, openai.NotFoundError):

@@ -31,6 +31,7 @@ class TGIBackend:
         import text_generation
 
         self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env  # the variable's name, never its value
         self.concurrency = max(1, concurrency)
         self.attempts = attempts
         self.max_wait = max_wait
@@ -110,7 +111,7 @@ class TGIBackend:
         if isinstance(error, requests.HTTPError) and error.response is not None:
             status = error.response.status_code
             if status in (401, 403):
-                return f"{where} rejected the token ({status}): set a valid one in the environment variable"
+                return f"{where} rejected the token ({status}): check ${self.api_key_env}"
             return f"{where} failed with HTTP {status} on {error.request.path_url if error.request else '/info'}"
         if isinstance(error, (errors.ValidationError, errors.BadRequestError)):
             return f"{where} rejected the request: {error}"
