@@ -256,6 +256,7 @@ def lei_build(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight."),
     refresh: bool = typer.Option(False, "--refresh", help="Also re-ask pending rows (e.g. after a prompt edit)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the N most frequent such templates per domain."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Ask the LLM for one interpretation per template without one (status pending); cached answers are reused."""
@@ -265,7 +266,7 @@ def lei_build(
         lei.ready_domains(ws, domain)
         llm = _make_backend(backend, model, base_url, concurrency)
         params = {"domain": domain, "backend": llm.name, "model": llm.model, "base_url": base_url,
-                  "refresh": refresh}
+                  "refresh": refresh, "limit": limit}
         try:
             with progress_bar() as bar, ws.run("lei build", params):
                 task = bar.add_task("interpreting", total=None)
@@ -274,7 +275,7 @@ def lei_build(
                     bar.update(task, total=stats.prompts, completed=stats.cache_hits + stats.calls,
                                description=f"interpreting · {stats.calls} calls · {stats.cache_hits} cached")
 
-                report = lei.build(ws, llm, domain, refresh=refresh, on_progress=show)
+                report = lei.build(ws, llm, domain, refresh=refresh, limit=limit, on_progress=show)
         finally:
             llm.close()
     if as_json:

@@ -67,6 +67,9 @@ class MaidLogNet(nn.Module):
     def __init__(self, input_dim: int, n_domains: int, n_heads: int, hidden: Sequence[int],
                  head_hidden: int, discriminator_hidden: int, dropout: float):
         super().__init__()
+        # Per-dimension standardization, fitted on the training rows (see `standardize`).
+        self.register_buffer("input_mean", torch.zeros(input_dim))
+        self.register_buffer("input_scale", torch.ones(input_dim))
         self.encoder = _mlp([input_dim, *hidden], dropout)
         width = hidden[-1]
         self.discriminator = nn.Sequential(_mlp([width, discriminator_hidden], dropout),
@@ -76,10 +79,22 @@ class MaidLogNet(nn.Module):
 
     def forward(self, x: torch.Tensor, lam: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(head logits (n, n_heads), domain logits (n, n_domains)); `lam` only shapes gradients."""
-        features = self.encoder(x)
+        features = self.encoder((x - self.input_mean) * self.input_scale)
         head_logits = torch.cat([head(features) for head in self.heads], dim=1)
         domain_logits = self.discriminator(_ReverseGradient.apply(features, lam))
         return head_logits, domain_logits
+
+    def standardize(self, X: torch.Tensor) -> None:
+        """Fit the input standardization to X.
+
+        fastText sentence vectors are unit-normalized and share a large common component:
+        on a small corpus each dimension varies by ~1e-4 around ~5e-2, far too little for
+        the first layer to learn from at lr 4e-4. The floor keeps constant dimensions finite.
+        """
+        std = X.std(dim=0)
+        floor = max(float(std.mean()) * 1e-2, 1e-12)
+        self.input_mean.copy_(X.mean(dim=0))
+        self.input_scale.copy_(1.0 / std.clamp_min(floor))
 
     def anomaly_probability(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 11: heads' P(anomalous) weighted by the discriminator's domain posterior."""
@@ -133,7 +148,7 @@ class DomainAdversarialDetector:
                  discriminator_hidden: int = 128, dropout: float = 0.1, gamma: float = 2.0,
                  beta: float = 1.0, grl_gamma: float = 30.0, lr: float = 4e-4, weight_decay: float = 0.01,
                  epochs: int = 600, batch_size: int = 2000, swa: bool = True, swa_start: float = 0.6,
-                 adversarial: bool = True, single_head: bool = False, seed: int = 0):
+                 adversarial: bool = True, single_head: bool = False, seed: int = 0, threads: int = 1):
         self.hidden = tuple(hidden)
         self.head_hidden = head_hidden
         self.discriminator_hidden = discriminator_hidden
@@ -150,6 +165,7 @@ class DomainAdversarialDetector:
         self.adversarial = adversarial
         self.single_head = single_head
         self.seed = seed
+        self.threads = threads
 
     def get_params(self) -> dict:
         return {"hidden": list(self.hidden), "head_hidden": self.head_hidden,
@@ -157,7 +173,7 @@ class DomainAdversarialDetector:
                 "gamma": self.gamma, "beta": self.beta, "grl_gamma": self.grl_gamma, "lr": self.lr,
                 "weight_decay": self.weight_decay, "epochs": self.epochs, "batch_size": self.batch_size,
                 "swa": self.swa, "swa_start": self.swa_start, "adversarial": self.adversarial,
-                "single_head": self.single_head, "seed": self.seed}
+                "single_head": self.single_head, "seed": self.seed, "threads": self.threads}
 
     def _build(self, input_dim: int, n_domains: int) -> MaidLogNet:
         return MaidLogNet(input_dim, n_domains, 1 if self.single_head else n_domains, self.hidden,
@@ -183,12 +199,20 @@ class DomainAdversarialDetector:
         alpha0_per_domain = domain_class_weights(y, domain_index, len(self.domains_))
         self.class_weights_ = {d: float(a) for d, a in zip(self.domains_, alpha0_per_domain)}
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            self.net_ = self._build(self.input_dim_, len(self.domains_))
-            self.history_ = self._train(torch.from_numpy(X), torch.from_numpy(y),
-                                        torch.from_numpy(domain_index.astype(np.int64)),
-                                        torch.from_numpy(alpha0_per_domain), on_epoch)
+        # One thread by default: for a model this small, OpenMP workers mostly spin, and on a
+        # busy machine they made training 16x slower.
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.threads or threads_before)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self.net_ = self._build(self.input_dim_, len(self.domains_))
+                self.net_.standardize(torch.from_numpy(X))
+                self.history_ = self._train(torch.from_numpy(X), torch.from_numpy(y),
+                                            torch.from_numpy(domain_index.astype(np.int64)),
+                                            torch.from_numpy(alpha0_per_domain), on_epoch)
+        finally:
+            torch.set_num_threads(threads_before)
         self.net_.eval()
         return self
 

@@ -67,3 +67,16 @@ def workspace_dump(path: Path) -> dict | None:
         return dump
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def bgl_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    """(workspace, bundle): BGL_2k ingested, embedded, a detector trained briefly on ground truth, exported."""
+    folder = tmp_path_factory.mktemp("bgl_bundle")
+    cli = Cli(folder / "cache.db")
+    for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"), ("embed",),
+                 ("train", "--labels", "ground-truth", "--epochs", "20", "--out", "bgl"),
+                 ("export", "bgl", "--out", folder / "bgl.bundle")):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+    return cli.workspace, folder / "bgl.bundle"

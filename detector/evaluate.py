@@ -1,0 +1,113 @@
+"""Evaluation of a bundle on labeled logs: AUROC, AUPRC, best F1, F1 at the bundle's threshold.
+
+Scores come from the runtime path (the same masking, caching and ONNX graph as `score`);
+metrics are per line, per input file ("domain") and over all files; ROC and PR curves go to
+one PNG.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detector.errors import LogdistillError
+from detector.formats import InputFormat
+from detector.runtime import Bundle, CachedScorer, open_input, score_stream
+
+
+@dataclass
+class Scored:
+    """The labeled lines of one input: P(anomalous) and ground truth (0/1)."""
+
+    name: str
+    scores: np.ndarray
+    truths: np.ndarray
+
+
+def score_labeled(bundle: Bundle, paths: list[Path], input_format: InputFormat | None = None) -> list[Scored]:
+    """Score each file; refuse a file without ground truth. Lines without a label are skipped."""
+    fmt = input_format or bundle.input_format
+    scorer = CachedScorer(bundle)
+    results = []
+    for path in paths:
+        scores: list[float] = []
+        truths: list[int | None] = []
+        stream = open_input(path)
+        with stream:
+            for batch in score_stream(bundle, stream, fmt, scorer=scorer):
+                scores += batch.scores
+                truths += batch.truths
+        labeled = np.array([t is not None for t in truths], dtype=bool)
+        if not labeled.any():
+            raise LogdistillError(f"{path} has no ground truth under format {fmt.name!r}; eval needs labeled "
+                                  "lines (e.g. --format loghub:BGL, or csv/jsonl/log with --label-field)")
+        results.append(Scored(Path(path).name, np.asarray(scores)[labeled],
+                              np.array([t for t in truths if t is not None], dtype=np.int64)))
+    return results
+
+
+def metrics(scores: np.ndarray, truths: np.ndarray, threshold: float) -> dict:
+    """AUROC, AUPRC, best F1 (and where it is reached) and precision/recall/F1 at `threshold`."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+    predicted = scores >= threshold
+    tp = int((predicted & (truths == 1)).sum())
+    precision = tp / max(int(predicted.sum()), 1)
+    recall = tp / max(int((truths == 1).sum()), 1)
+    result = {"lines": int(len(truths)), "anomalous": int(truths.sum()), "threshold": threshold,
+              "precision": precision, "recall": recall,
+              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+              "auroc": None, "auprc": None, "best_f1": None, "best_f1_threshold": None}
+    if 0 < truths.sum() < len(truths):  # ranking metrics need both classes
+        p, r, t = precision_recall_curve(truths, scores)
+        f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)[:-1]
+        best = int(np.argmax(f1))
+        result.update(auroc=float(roc_auc_score(truths, scores)),
+                      auprc=float(average_precision_score(truths, scores)),
+                      best_f1=float(f1[best]), best_f1_threshold=float(t[best]))
+    return result
+
+
+def report(scored: list[Scored], threshold: float) -> dict:
+    """Metrics per input and, when there are several, over all of them."""
+    result = {"threshold": threshold, "domains": {s.name: metrics(s.scores, s.truths, threshold) for s in scored}}
+    if len(scored) > 1:
+        result["overall"] = metrics(np.concatenate([s.scores for s in scored]),
+                                    np.concatenate([s.truths for s in scored]), threshold)
+    return result
+
+
+def plot_curves(scored: list[Scored], path: str | os.PathLike) -> None:
+    """ROC and precision-recall curves, one line per input, side by side in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    figure, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for s in scored:
+        if not 0 < s.truths.sum() < len(s.truths):
+            continue
+        fpr, tpr, _ = roc_curve(s.truths, s.scores)
+        precision, recall, _ = precision_recall_curve(s.truths, s.scores)
+        roc.plot(fpr, tpr, label=s.name)
+        pr.plot(recall, precision, label=s.name)
+    roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    pr.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+    for axes in (roc, pr):
+        axes.legend(loc="lower right" if axes is roc else "lower left")
+    figure.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        figure.savefig(tmp, dpi=110)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise LogdistillError(f"cannot write plot {path}: {e.strerror}") from None
+    finally:
+        plt.close(figure)

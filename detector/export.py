@@ -1,0 +1,148 @@
+"""Export: a trained detector -> one self-contained bundle file that `detector.runtime` loads.
+
+The ONNX graph is written layer by layer from the torch weights (Gemm/Relu, then eq. 11 as
+Sigmoid * Softmax summed over domains) rather than traced, so it depends on no exporter and
+holds exactly the inference path: embedding (n, dim) -> P(anomalous) (n,).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from detector.errors import LogdistillError
+from detector.formats import InputFormat
+from detector.mask import Masker
+from detector.model import DomainAdversarialDetector
+from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, MASK_MEMBER,
+                              META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, content_hash)
+
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8  # readable by every onnxruntime since 1.14
+
+
+class _GraphWriter:
+    """Accumulates ONNX nodes and weight initializers under unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        output = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    def constant(self, stem: str, array: np.ndarray) -> str:
+        name = self.name(stem)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def sequential(self, module: nn.Module, x: str) -> str:
+        """Linear -> Gemm (y = x W^T + b), ReLU -> Relu; dropout is the identity at inference."""
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                weight = self.constant("weight", layer.weight.detach().numpy().astype(np.float32))
+                bias = self.constant("bias", layer.bias.detach().numpy().astype(np.float32))
+                x = self.node("Gemm", [x, weight, bias], transB=1)
+            elif isinstance(layer, nn.ReLU):
+                x = self.node("Relu", [x])
+            elif not isinstance(layer, (nn.Sequential, nn.ModuleList, nn.Dropout)):
+                raise TypeError(f"no ONNX translation for layer {type(layer).__name__}")
+        return x
+
+
+def onnx_graph(model: DomainAdversarialDetector) -> onnx.ModelProto:
+    """The inference graph of eq. 11 with the model's weights."""
+    model._check_fitted()
+    net = model.net_
+    g = _GraphWriter()
+    mean = g.constant("input_mean", net.input_mean.numpy().astype(np.float32))
+    scale = g.constant("input_scale", net.input_scale.numpy().astype(np.float32))
+    standardized = g.node("Mul", [g.node("Sub", [INPUT_NAME, mean]), scale])
+    features = g.sequential(net.encoder, standardized)
+    heads = [g.sequential(head, features) for head in net.heads]
+    head_p = g.node("Sigmoid", [heads[0] if len(heads) == 1 else g.node("Concat", heads, axis=1)])
+    axes = g.constant("axes", np.array([1], dtype=np.int64))
+    if len(heads) > 1:
+        domain_p = g.node("Softmax", [g.sequential(net.discriminator, features)], axis=1)
+        head_p = g.node("Mul", [head_p, domain_p])
+    g.nodes.append(helper.make_node("ReduceSum", [head_p, axes], [OUTPUT_NAME], keepdims=0))
+    graph = helper.make_graph(
+        g.nodes, "maidlog_detector",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", model.input_dim_])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n"])],
+        initializer=g.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+                              producer_name="logdistill", ir_version=ONNX_IR_VERSION)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, *, embedder_kind: str,
+                 embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
+                 threshold: float, info: dict) -> dict:
+    """Write the bundle atomically (temporary file, then rename); returns its metadata.
+
+    `info` carries what the bundle should remember of its making (model name, metrics, labels).
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise LogdistillError(f"threshold must lie in [0, 1], got {threshold}")
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise LogdistillError(f"{out_path} is a directory; give a bundle file name")
+    if not out_path.parent.is_dir():
+        raise LogdistillError(f"cannot write {out_path}: folder {out_path.parent} does not exist")
+    members = {MODEL_MEMBER: onnx_graph(model).SerializeToString(), MASK_MEMBER: masker.to_json().encode()}
+    if embedder_kind == "fasttext":
+        if embedder_path is None or not Path(embedder_path).is_file():
+            raise LogdistillError(f"the fastText model {embedder_path} of this detector is missing")
+        members[EMBEDDER_MEMBER] = Path(embedder_path).read_bytes()
+    meta = {
+        "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {p: _version(p) for p in ("logdistill", "torch", "onnx", "onnxruntime", "fasttext")},
+        "onnx_opset": ONNX_OPSET,
+        "embedder": {"kind": embedder_kind, "dim": model.input_dim_,
+                     "member": EMBEDDER_MEMBER if EMBEDDER_MEMBER in members else None},
+        "mask_version": masker.version,
+        "input_format": dataclasses.asdict(input_format),
+        "source_domains": list(model.domains_),
+        "threshold": threshold,
+        "model_params": model.get_params(),
+        "n_parameters": model.n_parameters,
+        **info,
+    }
+    meta["content_sha256"] = content_hash(members, meta)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as bundle:
+            bundle.writestr(META_MEMBER, json.dumps(meta, indent=1, sort_keys=True))
+            for name, data in members.items():
+                bundle.writestr(name, data)
+        os.replace(tmp, out_path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise LogdistillError(f"cannot write bundle {out_path}: {e.strerror}") from None
+    return meta

@@ -1,0 +1,174 @@
+"""Workspace side of the detector: training data from the workspace, the `models` table, export.
+
+A training row is a (domain, unique masked text) pair: its embedding from the active
+embedder, its soft label (eq. 4, from `labeler.aggregate`) or the mean ground truth of its
+lines, and its domain, the source domain the model's heads and discriminator are about.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from detector.errors import LogdistillError
+from detector.formats import InputFormat, parse_format
+from labeler.aggregate import soft_labels
+from labeler.vectors import load_vectors
+from labeler.workspace import Workspace, now
+
+LABEL_KINDS = ("soft", "ground-truth")
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class TrainingSet:
+    domains: np.ndarray  # (n,) source domain of each row
+    text_ids: np.ndarray  # (n,)
+    X: np.ndarray  # (n, dim) float32
+    y: np.ndarray  # (n,) soft labels in [0, 1]
+
+
+def _ground_truth(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], float]:
+    """(domain, text_id) -> share of its lines that are anomalous, over lines with ground truth."""
+    rows = ws.db.query(f"""select domain, text_id, avg(ground_truth) as truth from entries
+                           where ground_truth is not null and domain in ({', '.join('?' * len(domains))})
+                           group by domain, text_id""", domains)
+    return {(r["domain"], r["text_id"]): r["truth"] for r in rows}
+
+
+def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = "soft") -> TrainingSet:
+    """Rows of every labeled text of `domains` (default: every domain with labels)."""
+    if labels not in LABEL_KINDS:
+        raise LogdistillError(f"unknown label kind {labels!r}; choose one of: {', '.join(LABEL_KINDS)}")
+    for domain in domains or []:
+        ws.require_domain(domain)
+    chosen = domains or ws.domain_names()
+    if not chosen:
+        raise LogdistillError("the workspace has no domains yet; run `logdistill ingest` first")
+    found = soft_labels(ws, chosen) if labels == "soft" else _ground_truth(ws, chosen)
+    if not found:
+        hint = ("run `logdistill label run` first, or train on --labels ground-truth" if labels == "soft"
+                else "ingest with a format that carries labels (e.g. loghub:BGL or --label-field)")
+        raise LogdistillError(f"no {labels} labels in domain(s) {', '.join(chosen)}: {hint}")
+    keys = sorted(found)
+    y = np.array([found[k] for k in keys], dtype=np.float32)
+    anomalous = int((y >= 0.5).sum())
+    if anomalous in (0, len(y)):
+        word = "anomalous" if anomalous else "normal"
+        raise LogdistillError(f"all {len(y)} labeled texts are {word}: a detector needs both classes")
+    text_ids = np.array([t for _, t in keys], dtype=np.int64)
+    X = load_vectors(ws, text_ids.tolist())
+    return TrainingSet(np.array([d for d, _ in keys]), text_ids, X, y)
+
+
+def _provenance(ws: Workspace, labels: str, domains: list[str]) -> dict:
+    """Where the labels came from: rounds, label sources, prompt versions and LLMs behind them."""
+    if labels == "ground-truth":
+        return {"labels": "ground-truth", "domains": domains}
+    marks = ", ".join("?" * len(domains))
+    sources = {r["source"]: r["n"] for r in ws.db.query(
+        f"select source, count(*) as n from labels where domain in ({marks}) group by source", domains)}
+    rounds = [r["round"] for r in ws.db.query(
+        f"select distinct round from labels where domain in ({marks}) order by round", domains)]
+    llm = [dict(r) for r in ws.db.query(f"""
+        select distinct q.backend, q.model, q.prompt_name, q.prompt_version
+        from labels l join queries q on q.key = l.query_key
+        where l.domain in ({marks}) order by q.prompt_name, q.prompt_version""", domains)]
+    return {"labels": "soft", "domains": domains, "rounds": rounds, "label_sources": sources,
+            "llm_queries": llm}
+
+
+def _training_metrics(model, data: TrainingSet, ws: Workspace) -> dict:
+    """In-sample fit per domain: AUROC against the training labels and, where known, ground truth."""
+    from sklearn.metrics import roc_auc_score
+
+    p = model.predict_proba(data.X)[:, 1]
+    truth = _ground_truth(ws, sorted(set(data.domains.tolist())))
+    per_domain = {}
+    for domain in sorted(set(data.domains.tolist())):
+        mine = data.domains == domain
+        hard = (data.y[mine] >= 0.5).astype(int)
+        row = {"texts": int(mine.sum()), "anomalous_labels": int(hard.sum()),
+               "auroc_vs_labels": float(roc_auc_score(hard, p[mine])) if 0 < hard.sum() < len(hard) else None}
+        known = [(truth[(domain, t)] >= 0.5, s) for t, s in zip(data.text_ids[mine], p[mine]) if (domain, t) in truth]
+        gt = np.array([k for k, _ in known], dtype=int)
+        if 0 < gt.sum() < len(gt):
+            row["auroc_vs_ground_truth"] = float(roc_auc_score(gt, [s for _, s in known]))
+        per_domain[domain] = row
+    history = model.history_
+    return {"final_loss": history[-1]["loss"], "final_classification_loss": history[-1]["classification"],
+            "final_domain_loss": history[-1]["domain"], "texts": int(len(data.y)),
+            "n_parameters": model.n_parameters, "domains": per_domain}
+
+
+def _model_path(ws: Workspace, name: str) -> Path:
+    folder = ws.artifact_dir / "models"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{name}.pt"
+
+
+def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None,
+                   labels: str = "soft", params: dict | None = None,
+                   on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train a detector on the workspace's labels, save it and record it in `models`; returns the row."""
+    from detector.model import DomainAdversarialDetector
+
+    if name is not None and not re.fullmatch(r"[\w.\-]+", name):
+        raise LogdistillError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
+    if name is None:
+        name = f"detector-{ws.db['models'].count + 1}"
+    if ws.db["models"].count_where("name = ?", [name]):
+        raise LogdistillError(f"a model named {name!r} exists already; choose another --out")
+    model = DomainAdversarialDetector(**(params or {}))  # bad parameters fail before the data is read
+    data = training_set(ws, domains, labels)
+    started = time.perf_counter()
+    model.fit(data.X, data.y, data.domains, on_epoch=on_epoch)
+    seconds = time.perf_counter() - started
+    path = _model_path(ws, name)
+    model.save(path)
+    source_domains = list(model.domains_)
+    row = {"name": name, "path": str(path), "created": now(),
+           "config": json.dumps({"params": model.get_params(), "domains": source_domains, "labels": labels,
+                                 "embedder": ws.setting("embedder"), "mask_version": ws.masker.version}),
+           "provenance": json.dumps(_provenance(ws, labels, source_domains)),
+           "metrics": json.dumps({**_training_metrics(model, data, ws), "seconds": round(seconds, 2)})}
+    with ws.transaction():
+        ws.db["models"].insert(row)
+    return row
+
+
+def model_row(ws: Workspace, name: str) -> dict:
+    rows = list(ws.db.query("select * from models where name = ?", [name]))
+    if not rows:
+        known = ", ".join(r["name"] for r in ws.db.query("select name from models order by created")) or "none"
+        raise LogdistillError(f"no trained model {name!r} (known: {known}); train one with `logdistill train`")
+    return rows[0]
+
+
+def _bundle_input_format(ws: Workspace, domains: list[str]) -> InputFormat:
+    """The source domains' format when they share one, else raw lines."""
+    formats = {ws.require_domain(d)["format"] for d in domains}
+    return parse_format(formats.pop()) if len(formats) == 1 else parse_format("raw")
+
+
+def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Write model `name` as a bundle at `out_path`; returns the bundle's metadata."""
+    from detector.export import write_bundle
+    from detector.model import DomainAdversarialDetector
+
+    row = model_row(ws, name)
+    config = json.loads(row["config"])
+    embedder = ws.db["embedders"].get(config["embedder"])
+    if config["mask_version"] != ws.masker.version:
+        raise LogdistillError(f"model {name!r} was trained under other masking rules than the workspace's now")
+    model = DomainAdversarialDetector.load(row["path"])
+    info = {"model_name": name, "trained": row["created"], "labels": config["labels"],
+            "training_metrics": json.loads(row["metrics"]), "provenance": json.loads(row["provenance"])}
+    return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"],
+                        masker=ws.masker, input_format=_bundle_input_format(ws, config["domains"]),
+                        threshold=threshold, info=info)

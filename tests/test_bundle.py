@@ -1,0 +1,104 @@
+"""`export` and bundle loading: contents, size, and every kind of bad bundle refused in one line."""
+import json
+import zipfile
+
+import pytest
+
+from conftest import Cli, loghub_file
+from detector.errors import LogdistillError
+from detector.runtime import content_hash, load_bundle
+
+
+def test_bundle_holds_everything_and_is_small(bgl_bundle):
+    _, path = bgl_bundle
+    assert path.stat().st_size <= 50 * 1024 * 1024
+    bundle = load_bundle(path)
+    meta = bundle.meta
+    assert meta["source_domains"] == ["bgl"] and meta["threshold"] == 0.5
+    assert meta["input_format"]["name"] == "loghub:BGL" and meta["embedder"]["kind"] == "fasttext"
+    assert meta["labels"] == "ground-truth" and "training_metrics" in meta
+    assert bundle.masker.mask("took 12 ms") == "took <*> ms"
+    assert bundle.predict(bundle.embedder.embed(["data TLB error interrupt"])).shape == (1,)
+
+
+def rewrite(src, dst, change):
+    """Copy a bundle, letting `change(meta, members)` edit it; the stored hash is kept as it was."""
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(members.pop("meta.json"))
+    change(meta, members)
+    with zipfile.ZipFile(dst, "w") as z:
+        z.writestr("meta.json", json.dumps(meta))
+        for name, data in members.items():
+            z.writestr(name, data)
+    return dst
+
+
+def tampered(meta, members):
+    members["mask.json"] = members["mask.json"].replace(b'"number"', b'"numb3r"')
+
+
+def newer(meta, members):
+    meta["format_version"] = 99
+    meta["content_sha256"] = content_hash(members, meta)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", "truncated or corrupt"), ("tampered", "fails its content hash"),
+    ("newer", "format version 99"), ("text", "not a logdistill bundle"), ("zip", "not a logdistill bundle"),
+    ("missing", "no bundle at")])
+def test_bad_bundles_are_one_line_errors(bgl_bundle, tmp_path, case, message):
+    _, good = bgl_bundle
+    bad = tmp_path / "bad.bundle"
+    if case == "truncated":
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "tampered":
+        rewrite(good, bad, tampered)
+    elif case == "newer":
+        rewrite(good, bad, newer)
+    elif case == "text":
+        bad.write_text("hello\n")
+    elif case == "zip":
+        with zipfile.ZipFile(bad, "w") as z:
+            z.writestr("readme.txt", "not a bundle")
+    with pytest.raises(LogdistillError, match=message):
+        load_bundle(bad)
+    result = Cli(tmp_path / "unused.db")("score", bad, loghub_file("BGL"))
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_export_writes_atomically_and_records_the_run(bgl_bundle, tmp_path):
+    workspace, _ = bgl_bundle
+    cli = Cli(workspace)
+    assert cli("export", "bgl", "--out", tmp_path / "missing" / "x.bundle").exit_code == 2
+    result = cli("export", "nope", "--out", tmp_path / "x.bundle")
+    assert result.exit_code == 2 and "no trained model 'nope'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_records_config_provenance_and_metrics(bgl_bundle):
+    workspace, _ = bgl_bundle
+    from labeler.workspace import open_workspace
+
+    with open_workspace(workspace) as ws:
+        row = ws.db["models"].get("bgl")
+        runs = [r["command"] for r in ws.db.query("select command from runs")]
+    config, metrics = json.loads(row["config"]), json.loads(row["metrics"])
+    assert config["params"]["epochs"] == 20 and config["labels"] == "ground-truth"
+    assert json.loads(row["provenance"])["labels"] == "ground-truth"
+    assert metrics["domains"]["bgl"]["texts"] > 100 and metrics["n_parameters"] > 100_000
+    assert "train" in runs and "export" in runs
+
+
+def test_train_without_labels_or_with_one_class_fails_cleanly(cli, tmp_path):
+    logs = tmp_path / "normal.csv"
+    logs.write_text("text,label\n" + "".join(f"job {i} finished in {i} s,0\n" for i in range(30))
+                    + "".join(f"worker {i} started,0\n" for i in range(30)))
+    assert cli("ingest", logs, "--domain", "app", "--format", "csv", "--label-field", "label").exit_code == 0
+    assert cli("embed").exit_code == 0
+    result = cli("train", "--epochs", "1")
+    assert result.exit_code == 2 and "no soft labels" in result.stderr
+    result = cli("train", "--epochs", "1", "--labels", "ground-truth")
+    assert result.exit_code == 2 and "are normal: a detector needs both classes" in result.stderr
+    result = cli("train", "--epochs", "1", "--domains", "nope", "--labels", "ground-truth")
+    assert result.exit_code == 2 and "unknown domain 'nope'" in result.stderr

@@ -1,0 +1,61 @@
+"""The detector model: ONNX agrees with torch, training is deterministic, the GRL ramp, in-domain sanity."""
+import numpy as np
+import onnxruntime
+import pytest
+
+from detector.errors import LogdistillError
+from detector.export import onnx_graph
+from detector.model import DomainAdversarialDetector, grl_lambda
+from detector.runtime import INPUT_NAME
+
+
+def synthetic(n=600, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, dim)).astype(np.float32)
+    domains = rng.choice(["a", "b", "c"], n)
+    y = (X[:, 0] + 0.5 * (domains == "b") > 1).astype(np.float32)
+    return X, y, domains
+
+
+@pytest.mark.parametrize("options", [{}, {"single_head": True}, {"adversarial": False, "swa": False}])
+def test_onnx_graph_matches_torch(options):
+    X, y, domains = synthetic()
+    model = DomainAdversarialDetector(epochs=8, batch_size=128, **options).fit(X, y, domains)
+    session = onnxruntime.InferenceSession(onnx_graph(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_p = session.run(None, {INPUT_NAME: X})[0]
+    assert onnx_p.shape == (len(X),)
+    assert np.abs(onnx_p - model.predict_proba(X)[:, 1]).max() <= 1e-5
+
+
+def test_fit_is_seeded_and_deterministic():
+    X, y, domains = synthetic()
+    first = DomainAdversarialDetector(epochs=4, batch_size=200).fit(X, y, domains).predict_proba(X)
+    again = DomainAdversarialDetector(epochs=4, batch_size=200).fit(X, y, domains).predict_proba(X)
+    other = DomainAdversarialDetector(epochs=4, batch_size=200, seed=1).fit(X, y, domains).predict_proba(X)
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert first.shape == (len(X), 2) and np.allclose(first.sum(axis=1), 1)
+
+
+def test_default_size_is_about_0_4m_parameters():
+    X, y, domains = synthetic(dim=300)
+    model = DomainAdversarialDetector(epochs=1).fit(X, y, domains)
+    assert 300_000 <= model.n_parameters <= 500_000
+
+
+def test_grl_ramp_rises_from_zero_to_one():
+    values = [grl_lambda(k / 10) for k in range(11)]
+    assert values[0] == 0 and values[-1] > 0.999 and values == sorted(values)
+
+
+def test_single_class_is_refused():
+    X, _, domains = synthetic()
+    with pytest.raises(LogdistillError, match="both normal and anomalous"):
+        DomainAdversarialDetector(epochs=1).fit(X, np.zeros(len(X)), domains)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    X, y, domains = synthetic()
+    model = DomainAdversarialDetector(epochs=3).fit(X, y, domains)
+    model.save(tmp_path / "m.pt")
+    loaded = DomainAdversarialDetector.load(tmp_path / "m.pt")
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
