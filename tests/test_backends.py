@@ -50,31 +50,33 @@ def test_llamacpp_prefix_reuse_evaluates_only_the_tail_and_changes_nothing(gemma
         fresh = gemma.classify(prompts)
     finally:
         gemma.prefix_reuse = True
+    # Steps of one token score a split answer word (" Anomalous") on the cached prompt.
+    prompt_evals = [n for n in evaluated if n > 1]
     # With re-use the second prompt evaluates only its log line and the verdict cue.
-    assert evaluated[1] < reused[1].prompt_tokens / 2
-    assert evaluated[2:] == [fresh[0].prompt_tokens, fresh[1].prompt_tokens]
+    assert prompt_evals[1] < reused[1].prompt_tokens / 2
+    assert prompt_evals[2:] == [fresh[0].prompt_tokens, fresh[1].prompt_tokens]
     for a, b in zip(reused, fresh):
         assert a.p_anomalous == pytest.approx(b.p_anomalous, abs=0.02)
 
 
 @pytest.mark.slow
-def test_llamacpp_answer_tokens_follow_the_prompt_ending(gemma):
-    spaced_shared, spaced = gemma._answer_token_ids(ends_in_space=False)
-    bare_shared, bare = gemma._answer_token_ids(ends_in_space=True)
-    assert spaced_shared == [] and spaced[0][0] != spaced[1][0]
+def test_llamacpp_answer_words_are_single_tokens_after_a_space(gemma):
     tokenize = lambda text: gemma._llm.tokenize(text.encode(), add_bos=False)  # noqa: E731
-    assert spaced[0][0] == tokenize(" normal")[0] and spaced[1][0] == tokenize(" anomalous")[0]
-    assert bare[0][0] == tokenize("normal")[0] and bare[0][0] not in bare[1]
-    # A prompt that ends in a newline is scored with the unspaced words, and still varies.
-    scores = {a.p_anomalous for a in gemma.classify([TASK.format(log=line) + "\n" for line in LOGS[:2]])}
-    assert len(scores) == 2
+    spellings = gemma._answer_spellings(ends_in_space=False)
+    assert spellings[0] == [tokenize(" normal"), tokenize(" Normal")]
+    assert spellings[1] == [tokenize(" anomalous"), tokenize(" Anomalous")]  # " Anomal" "ous"
+    assert len(spellings[0][0]) == len(spellings[1][0]) == 1  # one forward pass for the lower-case words
+    # A completion prompt's trailing newline is dropped: the answer follows "...anomalous):" + " ".
+    with_newline = gemma.classify([TASK.format(log=LOGS[1]) + "\n"])[0]
+    assert with_newline.p_anomalous == pytest.approx(gemma.classify([TASK.format(log=LOGS[1])])[0].p_anomalous,
+                                                     abs=0.02)
 
 
 @pytest.mark.slow
 def test_llamacpp_generate(gemma):
     [answer] = gemma.generate(["The capital of France is"], max_tokens=4)
     assert answer.label is None and answer.text.strip() and 0 < answer.completion_tokens <= 4
-    assert gemma.params() == {"method": "answer-token-logits", "temperature": 0, "chat": False,
+    assert gemma.params() == {"method": "answer-word-logprobs", "temperature": 0, "chat": False,
                               "answers": ["normal", "anomalous"]}
 
 
@@ -85,8 +87,11 @@ def test_smollm2_uses_its_chat_template():
         assert backend.chat and backend.model == "smollm2"
         rendered = backend.render("Is it normal? {x}")
         assert rendered.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nIs it normal? {x}" in rendered
+        # After the template's newline "anomalous" is several tokens: it is scored as a whole word.
+        assert len(backend._answer_spellings(ends_in_space=True)[1][0]) > 1
         answers = backend.classify([f"Is this log message normal or anomalous? {line}" for line in LOGS[:2]])
         assert answers[0].p_anomalous != answers[1].p_anomalous
+        assert all(0.0 < a.p_anomalous < 1.0 for a in answers)
     finally:
         backend.close()
 
