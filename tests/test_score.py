@@ -80,8 +80,8 @@ def test_only_anomalies_and_threshold(bgl_bundle, tmp_path):
 def test_score_refuses_input_of_another_format(bgl_bundle, tmp_path):
     _, bundle = bgl_bundle
     cli = Cli(tmp_path / "unused.db")
-    result = cli("score", bundle, loghub_file("HDFS"))
-    assert result.exit_code == 2 and "does not match format 'loghub:BGL'" in result.stderr
+    result = cli("score", bundle, loghub_file("BGL"), "--format", "loghub:Apache")
+    assert result.exit_code == 2 and "does not match format 'loghub:Apache'" in result.stderr
     result = cli("score", bundle, loghub_file("HDFS"), "--format", "jsonl")
     assert result.exit_code == 2 and "malformed JSONL at line 1" in result.stderr
     assert cli("score", bundle, loghub_file("HDFS"), "--format", "raw").exit_code == 0
