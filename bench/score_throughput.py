@@ -1,0 +1,133 @@
+"""`score` throughput: end-to-end lines/s next to a masking-only loop, peak RSS, model-only rate.
+
+One run prints, for a stream of N lines (BGL_2k repeated, in a temporary file):
+  (a) masking only: a bare Python loop reading the file and masking every line with the
+      bundle's rules (no parsing, no cache, no model): what any scorer must at least do;
+  (b) end to end: `logdistill score BUNDLE FILE > /dev/null` in a subprocess (parse the
+      loghub:BGL layout, mask, embed, ONNX, write JSONL), its wall time (including start-up)
+      and its peak RSS;
+  (c) model only: the bundle's ONNX graph on M precomputed embeddings, in batches.
+Medians over --repeat runs. Without --bundle, one is made first: BGL_2k ingested into a
+temporary workspace, embedded, a detector trained briefly on ground truth, exported.
+
+    python bench/score_throughput.py [--lines 1000000] [--embeddings 1000000] [--repeat 3] [--bundle PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from detector.runtime import load_bundle  # noqa: E402
+
+BGL = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k")) / "BGL" / "BGL_2k.log"
+
+
+def make_bundle(folder: Path, epochs: int) -> Path:
+    from detector.formats import parse_format
+    from labeler.ingest import ingest_paths
+    from labeler.training import export_detector, train_detector
+    from labeler.vectors import embed_missing
+    from labeler.workspace import open_workspace
+
+    bundle = folder / "bgl.bundle"
+    with open_workspace(folder / "cache.db") as ws:
+        ingest_paths(ws, [BGL], "bgl", parse_format("loghub:BGL"))
+        embed_missing(ws)
+        train_detector(ws, "bgl", labels="ground-truth", params={"epochs": epochs})
+        export_detector(ws, "bgl", bundle)
+    return bundle
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--embeddings", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs of the bundle made without --bundle")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
+        folder = Path(tmp)
+        bundle_path = args.bundle or make_bundle(folder, args.epochs)
+        bundle = load_bundle(bundle_path)
+        bundle_mb = bundle_path.stat().st_size / 1e6
+        sample = BGL.read_bytes().rstrip(b"\n") + b"\n"  # copies must not run into each other
+        per_copy = sample.count(b"\n")
+        stream = folder / "stream.log"
+        with stream.open("wb") as f:
+            for _ in range(-(-args.lines // per_copy)):
+                f.write(sample)
+        lines = -(-args.lines // per_copy) * per_copy
+
+        mask = bundle.masker.mask
+
+        def masking_only() -> None:
+            with stream.open(encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    mask(line)
+
+        peak_rss_kb: list[int] = []
+
+        def end_to_end() -> None:
+            with open(os.devnull, "w") as sink:
+                child = subprocess.Popen([sys.executable, "-m", "cli", "score", str(bundle_path), str(stream)],
+                                         stdout=sink, stderr=subprocess.DEVNULL, cwd=REPO,
+                                         env={**os.environ, "PYTHONPATH": str(REPO)})
+                _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
+                child.returncode = os.waitstatus_to_exitcode(status)
+            if child.returncode != 0:
+                raise SystemExit(f"score failed with exit code {child.returncode}")
+            peak_rss_kb.append(usage.ru_maxrss)
+
+        mask_s = median_time(masking_only, args.repeat)
+        score_s = median_time(end_to_end, args.repeat)
+        peak_rss_mb = max(peak_rss_kb) / 1024
+
+        rng = np.random.default_rng(0)
+        real = bundle.embedder.embed(sorted({mask(line) for line in BGL.read_text().splitlines()}))
+        block = min(args.embeddings, 100_000)
+        embeddings = (real[rng.integers(0, len(real), block)]
+                      + rng.normal(0, 1e-3, (block, real.shape[1]))).astype(np.float32)
+        passes = -(-args.embeddings // block)
+
+        def model_only() -> None:
+            for _ in range(passes):
+                for start in range(0, block, 20_000):
+                    bundle.predict(embeddings[start:start + 20_000])
+
+        model_s = median_time(model_only, args.repeat)
+
+    print(f"bundle: {bundle_mb:.1f} MB, {bundle.meta['n_parameters']:,} parameters, "
+          f"embedder {bundle.meta['embedder']['kind']} ({bundle.meta['embedder']['dim']}-d)")
+    print(f"stream: {lines:,} lines (BGL_2k x {lines // per_copy}), cpus: {os.cpu_count()}, median of {args.repeat}")
+    print(f"masking only (bare loop):    {lines / mask_s:12,.0f} lines/s  ({mask_s:.2f} s)")
+    print(f"score end to end (command):  {lines / score_s:12,.0f} lines/s  ({score_s:.2f} s, start-up included)")
+    print(f"ratio end-to-end / masking:  {mask_s / score_s:12.2f}x  (target >= 0.8x)")
+    print(f"peak RSS of score:           {peak_rss_mb:12,.0f} MB  (target <= 500 MB)")
+    print(f"model only (ONNX, batches of 20k): {passes * block / model_s:,.0f} embeddings/s  "
+          f"({passes * block:,} in {model_s:.2f} s; target >= 1M/s)")
+
+
+if __name__ == "__main__":
+    main()
