@@ -157,7 +157,7 @@ def embed(
     fasttext_model: Optional[Path] = typer.Option(None, "--fasttext-model",
                                                   help="Use this fastText .bin (e.g. cc.en.300.bin) instead of training one."),
     dim: int = typer.Option(300, "--dim", help="Vector size of a trained fastText model."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Compute one vector per unique masked text. Choosing a new embedder re-embeds every text."""
     from labeler.vectors import embed_missing, set_embedder

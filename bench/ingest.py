@@ -1,0 +1,68 @@
+"""Ingest: lines/s and peak memory of `logdistill ingest` on BGL_2k repeated to N lines.
+
+Runs the real command in a subprocess per size (fresh workspace each), so the peak resident
+memory of that process is measured alone; equal peaks at 100k and 1M lines show the stream
+never sits in memory.
+
+    python bench/ingest.py [--sizes 100000,1000000] [--gzip]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
+
+
+def write_stream(path: Path, lines: int, compress: bool) -> None:
+    block = (LOGHUB / "BGL" / "BGL_2k.log").read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    block[-1] = block[-1].rstrip("\n") + "\n"
+    opener = gzip.open if compress else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        for start in range(0, lines, len(block)):
+            f.writelines(block[:lines - start])
+
+
+def run_ingest(log: Path, workspace: Path) -> tuple[float, int]:
+    """(seconds, peak RSS in MiB) of one `logdistill ingest` subprocess."""
+    code = ("import resource, sys; from cli import main; sys.argv[0] = 'logdistill'\n"
+            "try:\n    main()\nfinally:\n"
+            "    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, "--workspace", str(workspace), "ingest", str(log),
+                           "--domain", "bgl", "--format", "loghub:BGL", "--json"],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    rss_kib = int(proc.stderr.rsplit("maxrss", 1)[1].split()[0])
+    return seconds, rss_kib // 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated line counts")
+    parser.add_argument("--gzip", action="store_true", help="ingest .gz files")
+    args = parser.parse_args()
+    print(f"{'lines':>10}{'file MB':>9}{'seconds':>9}{'lines/s':>10}{'peak RSS MiB':>14}{'workspace MB':>14}")
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        for lines in map(int, args.sizes.split(",")):
+            log = Path(tmp) / (f"bgl-{lines}.log" + (".gz" if args.gzip else ""))
+            write_stream(log, lines, args.gzip)
+            workspace = Path(tmp) / f"ws-{lines}.db"
+            seconds, rss = run_ingest(log, workspace)
+            print(f"{lines:>10,}{log.stat().st_size / 1e6:>9.1f}{seconds:>9.1f}{lines / seconds:>10,.0f}{rss:>14}"
+                  f"{workspace.stat().st_size / 1e6:>14.1f}")
+            log.unlink()
+
+
+if __name__ == "__main__":
+    main()
