@@ -251,3 +251,16 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("Error:") and "Traceback" not in proc.stderr
     assert not (tmp_path / "ws.db").exists()
+
+
+@pytest.mark.parametrize("command", ["ingest", "domains", "embed"])
+def test_help_describes_every_option(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    from cli import app
+    import typer.main
+
+    click_command = typer.main.get_command(app).commands[command]
+    for param in click_command.params:
+        if param.param_type_name == "option" and param.name != "help":
+            assert param.help, f"{command} {param.opts} has no help text"
