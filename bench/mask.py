@@ -111,18 +111,22 @@ def fidelity(system: str, masker: Masker) -> dict:
         raise SystemExit(f"{system}: {len(records)} parsed lines but {len(rows)} structured rows")
     events_of: dict[str, set[str]] = defaultdict(set)   # masked text -> EventIds
     texts_of: dict[str, set[str]] = defaultdict(set)    # EventId -> masked texts
+    messages_of: dict[str, set[str]] = defaultdict(set)  # masked text -> distinct messages
     template = {}
     for record, row in zip(records, rows):
         masked = masker.mask(record.message)
         events_of[masked].add(row["EventId"])
         texts_of[row["EventId"]].add(masked)
+        messages_of[masked].add(record.message)
         template[row["EventId"]] = row["EventTemplate"]
     merges = {m: sorted(e) for m, e in events_of.items() if len(e) > 1}
     splits = {e: sorted(t) for e, t in texts_of.items() if len(t) > 1}
+    # The masked texts that absorb the most distinct messages: where over-masking would show.
+    widest = sorted(messages_of.items(), key=lambda kv: -len(kv[1]))[:1]
     return {"system": system, "unique": len(events_of), "events": len(texts_of),
             "merged_texts": len(merges), "merged_events": sum(len(e) for e in merges.values()),
             "split_events": len(splits), "extra_texts": sum(len(t) - 1 for t in splits.values()),
-            "merges": merges, "splits": splits, "template": template}
+            "merges": merges, "splits": splits, "widest": widest, "template": template}
 
 
 def report_fidelity(masker: Masker, systems: list[str], examples: int) -> None:
@@ -147,6 +151,11 @@ def report_fidelity(masker: Masker, systems: list[str], examples: int) -> None:
             print(f"[{r['system']}] MERGE {masked!r}")
             for e in events[:4]:
                 print(f"      {e}: {r['template'][e]!r}")
+        if not r["merges"]:
+            for masked, messages in r["widest"]:
+                first, last = sorted(messages)[0], sorted(messages)[-1]
+                print(f"[{r['system']}] no merge; widest text {masked!r} <- {len(messages)} distinct messages, "
+                      f"e.g. {first!r} | {last!r}")
         for event, texts in list(r["splits"].items())[:examples]:
             print(f"[{r['system']}] SPLIT {event} {r['template'][event]!r} -> {len(texts)} texts, e.g.")
             for t in texts[:3]:
