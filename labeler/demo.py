@@ -20,6 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from detector.errors import LogdistillError
 from detector.formats import InputFormat
 from labeler.samplelogs import DEFAULT_LINES, DEFAULT_SEED, SampleLog, write_corpus
 from labeler.workspace import Workspace, open_workspace
@@ -129,6 +130,7 @@ def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: str = "llamacpp"
     samples: list[SampleLog] = []
 
     def generate() -> tuple[str, int]:
+        _check_same_corpus(workdir / "corpus" / "manifest.json", seed, lines)
         samples.extend(write_corpus(workdir / "corpus", seed=seed, lines=lines))
         return (", ".join(f"{s.system} {s.lines} lines ({s.anomalous_lines} anomalous)" for s in samples), 0)
 
@@ -153,6 +155,16 @@ def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: str = "llamacpp"
     (workdir / "report.md").write_text(markdown_report(report), encoding="utf-8")
     report.files["report"] = str(workdir / "report.md")
     return report
+
+
+def _check_same_corpus(manifest: Path, seed: int, lines: int) -> None:
+    """A workdir holds one corpus: another one would be ingested on top of the first."""
+    if not manifest.exists():
+        return
+    made = json.loads(manifest.read_text(encoding="utf-8"))
+    if (made.get("seed"), made.get("lines_per_system")) != (seed, lines):
+        raise LogdistillError(f"{manifest.parent.parent} holds the corpus of --seed {made.get('seed')} --lines "
+                              f"{made.get('lines_per_system')}; use another --workdir for --seed {seed} --lines {lines}")
 
 
 # ---------------------------------------------------------------------------- pipeline steps (also used by bench/)

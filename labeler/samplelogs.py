@@ -69,8 +69,8 @@ BAD_USERS = ["admin", "test", "oracle", "ubuntu", "pi", "postgres", "guest", "ft
 PROCS = ["java", "python3", "postgres", "node", "redis-server"]
 SERVICES = ["nginx", "postgresql", "redis", "kafka", "api-gateway"]
 SERVERS = ["api.example.com", "shop.example.com", "static.example.com"]
-APPS = ["checkout", "cart", "search", "payments", "frontend"]
-NAMESPACES = ["shop", "platform"]
+NAMESPACE_OF_APP = {"checkout": "shop", "cart": "shop", "payments": "shop", "search": "platform",
+                    "frontend": "platform"}
 NODES = ["node-1", "node-2", "node-3", "node-4"]
 IMAGES_TAG = {"checkout": "1.8.2", "cart": "2.1.0", "search": "0.9.14", "payments": "3.2.1",
               "frontend": "5.0.3"}
@@ -134,17 +134,18 @@ class Fields:
                            f"{'blk_' + str(r.randint(1_073_741_825, 1_075_000_000))}",
             "hdfs_path": lambda: f"/user/{r.choice(USERS)}/events/dt=2024-03-{r.randint(1, 12):02d}/part-{r.randint(0, 199):05d}",
             "dev": lambda: r.choice(["sda", "sdb", "nvme0n1"]),
-            "app": lambda: r.choice(APPS),
-            "ns": lambda: r.choice(NAMESPACES),
+            "app": lambda: r.choice(list(NAMESPACE_OF_APP)),
             "node": lambda: r.choice(NODES),
             "rack": lambda: r.choice(["R02-M1-N4", "R17-M0-NC", "R31-M1-N9", "R63-M0-N0"]),
             "unit": lambda: r.choice(["U01", "U11", "U31"]),
             "slot": lambda: r.choice(["J08", "J12", "J17"]),
             "core": lambda: str(r.randint(0, 3)),
         }
-        if name == "pod":  # a pod of the incident's app (sticky app), as a ReplicaSet names it
+        if name == "ns":
+            return NAMESPACE_OF_APP[self["app"]]
+        if name == "pod":  # one of two replicas of the line's app, named as a ReplicaSet names them
             app = self["app"]
-            return f"{self['ns']}/{app}-{sum(map(ord, app)) * 7919 % 10**6:06d}{r.choice('bcdfg')}-{r.choice(['x7k2p', 'm4qzt', 'b9wnc'])}"
+            return f"{self['ns']}/{app}-{sum(map(ord, app)) * 7919 % 10**6:06d}c-{r.choice(['x7k2p', 'm4qzt'])}"
         if name == "image":
             app = self["app"]
             return f"registry.example.com/shop/{app}:{IMAGES_TAG[app]}"
