@@ -142,7 +142,11 @@ def _insert_entries(ws: Workspace, rows: list[tuple]) -> None:
 def ensure_domain(ws: Workspace, domain: str, fmt: InputFormat, description: str | None) -> None:
     if not domain or not domain.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise LogdistillError(f"domain name {domain!r} must be letters, digits, '-', '_' or '.'")
-    exists = ws.db.execute("select 1 from domains where name = ?", [domain]).fetchone()
+    exists = ws.db.execute("select format from domains where name = ?", [domain]).fetchone()
+    if exists and exists[0] != fmt.name:
+        # One domain, one format: a bundle scores a domain's stream with the format it was read with.
+        raise LogdistillError(f"domain {domain!r} was ingested with format {exists[0]!r}, not {fmt.name!r}; "
+                              "use that format or another domain name")
     if not exists:
         ws.db["domains"].insert({"name": domain, "format": fmt.name,
                                  "description": description or "", "created": now()})

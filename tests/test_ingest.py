@@ -222,19 +222,25 @@ def test_bad_ingest_into_existing_workspace_changes_nothing(seeded, tmp_path, ca
     data = tmp_path / "data"
     data.mkdir()
     before = workspace_dump(seeded.workspace)
-    domain = "bad name!" if case == "bad domain name" else "seed"
+    domain = "bad name!" if case == "bad domain name" else "fresh"
     assert_user_error(seeded("ingest", make(data), "--domain", domain, *options), message)
     assert workspace_dump(seeded.workspace) == before
 
 
-def test_bad_second_file_rolls_back_the_first(seeded, tmp_path):
-    good = _write(tmp_path, "good.log", b"fine 1\nfine 2\n")
-    bad = _write(tmp_path, "bad.jsonl", b'{"text": "a"}\n')  # read as raw: fine; as jsonl below: no 'y'
+def test_a_domain_keeps_its_format(seeded, tmp_path):
     before = workspace_dump(seeded.workspace)
-    result = seeded("ingest", good, bad, "--domain", "seed", "--format", "jsonl")
-    assert_user_error(result, "malformed JSONL at line 1")
+    more = _write(tmp_path, "more.jsonl", b'{"text": "a"}\n')
+    assert_user_error(seeded("ingest", more, "--domain", "seed", "--format", "jsonl"), "was ingested with format 'raw'")
     assert workspace_dump(seeded.workspace) == before
-    assert bad.exists()
+
+
+def test_bad_second_file_rolls_back_the_first(seeded, tmp_path):
+    good = _write(tmp_path, "good.jsonl", b'{"text": "fine 1"}\n{"text": "fine 2"}\n')
+    bad = _write(tmp_path, "bad.jsonl", b'{"text": "ok"}\n{"message": "no text field"}\n')
+    before = workspace_dump(seeded.workspace)
+    result = seeded("ingest", good, bad, "--domain", "fresh", "--format", "jsonl")
+    assert_user_error(result, "record at line 2 has no field 'text'")
+    assert workspace_dump(seeded.workspace) == before
 
 
 def test_missing_file_among_several_checked_before_anything(seeded, tmp_path):
