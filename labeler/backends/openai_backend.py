@@ -94,7 +94,8 @@ class OpenAIBackend:
             return self._client.chat.completions.create(
                 messages=[{"role": "user", "content": prompt}], **common, **extra)
         extra = {"logprobs": logprobs} if logprobs else {}
-        return self._client.completions.create(prompt=prompt, **common, **extra)
+        # As in the llamacpp backend: the answer word follows the prompt after a space.
+        return self._client.completions.create(prompt=prompt.rstrip(), **common, **extra)
 
     def _read(self, response) -> tuple[str, list[tuple[str, float]]]:
         """(reply text, top-k (token, logprob) of the first reply token, empty when not offered)."""

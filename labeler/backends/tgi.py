@@ -73,8 +73,10 @@ class TGIBackend:
 
     def _ask(self, prompt: str, max_tokens: int, top_n_tokens: int | None, classify: bool) -> Answer:
         started = time.perf_counter()
+        # As in the llamacpp backend: the answer word follows the prompt after a space.
+        text = prompt.rstrip() if classify else prompt
         response = call_with_retries(
-            lambda: self._client.generate(prompt, max_new_tokens=max_tokens, do_sample=False,
+            lambda: self._client.generate(text, max_new_tokens=max_tokens, do_sample=False,
                                           top_n_tokens=top_n_tokens),
             self._is_transient, attempts=self.attempts, max_wait=self.max_wait, describe=self._describe)
         details = response.details
