@@ -292,7 +292,8 @@ def lei_list(
     ctx: typer.Context,
     domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
     status: Optional[str] = typer.Option(None, "--status", help="pending | accepted (includes edited) | edited | rejected."),
-    flagged: bool = typer.Option(False, "--flagged", help="Only rows flagged empty, too-long or repeats-line."),
+    flagged: bool = typer.Option(False, "--flagged",
+                                 help="Only flagged rows (empty, too-long, repeats-line, copies-variable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List LEI rows with their flags, most frequent template first."""
@@ -680,6 +681,9 @@ def train(
     domains: Optional[list[str]] = typer.Option(None, "--domains", "-d",
                                                 help="Source domains (repeat or comma-separate; default: all labeled)."),
     labels: str = typer.Option("soft", "--labels", help="soft (aggregated LLM labels, eq. 4) or ground-truth."),
+    features: str = typer.Option("masked", "--features",
+                                 help="masked (the masked line) or lei (its template's accepted LEI interpretation, "
+                                      "else the masked line); the bundle and `score` follow the model."),
     epochs: int = typer.Option(600, "--epochs", min=1, help="Training epochs."),
     batch_size: int = typer.Option(2000, "--batch-size", min=1, help="Rows per optimizer step."),
     lr: float = typer.Option(4e-4, "--lr", help="AdamW learning rate."),
@@ -703,8 +707,9 @@ def train(
         def on_epoch(done: int, total: int, loss: float) -> None:
             bar.update(task, completed=done, description=f"training (loss {loss:.4f})")
 
-        with ws.run("train", {"out": name, "domains": domain_names, "labels": labels, **params}):
-            row = train_detector(ws, name, domains=domain_names, labels=labels, params=params, on_epoch=on_epoch)
+        with ws.run("train", {"out": name, "domains": domain_names, "labels": labels, "features": features, **params}):
+            row = train_detector(ws, name, domains=domain_names, labels=labels, features=features, params=params,
+                                 on_epoch=on_epoch)
     metrics = json.loads(row["metrics"])
     if as_json:
         print_json({**row, **{k: json.loads(row[k]) for k in ("config", "provenance", "metrics")}})

@@ -23,8 +23,8 @@ from detector.errors import LogdistillError
 from detector.formats import InputFormat
 from detector.mask import Masker
 from detector.model import DomainAdversarialDetector
-from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, MASK_MEMBER,
-                              META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, content_hash)
+from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, LEI_MEMBER,
+                              MASK_MEMBER, META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, content_hash)
 
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # readable by every onnxruntime since 1.14
@@ -102,10 +102,11 @@ def _version(package: str) -> str | None:
 
 def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, *, embedder_kind: str,
                  embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
-                 threshold: float, info: dict) -> dict:
+                 threshold: float, info: dict, lei_table: str | None = None) -> dict:
     """Write the bundle atomically (temporary file, then rename); returns its metadata.
 
     `info` carries what the bundle should remember of its making (model name, metrics, labels).
+    `lei_table` (a TemplateInterpretations JSON) makes a `--features lei` bundle.
     """
     if not 0.0 <= threshold <= 1.0:
         raise LogdistillError(f"threshold must lie in [0, 1], got {threshold}")
@@ -119,6 +120,8 @@ def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, 
         if embedder_path is None or not Path(embedder_path).is_file():
             raise LogdistillError(f"the fastText model {embedder_path} of this detector is missing")
         members[EMBEDDER_MEMBER] = Path(embedder_path).read_bytes()
+    if lei_table is not None:
+        members[LEI_MEMBER] = lei_table.encode()
     meta = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -127,6 +130,7 @@ def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, 
         "embedder": {"kind": embedder_kind, "dim": model.input_dim_,
                      "member": EMBEDDER_MEMBER if EMBEDDER_MEMBER in members else None},
         "mask_version": masker.version,
+        "features": "lei" if lei_table is not None else "masked",
         "input_format": dataclasses.asdict(input_format),
         "source_domains": list(model.domains_),
         "threshold": threshold,

@@ -32,6 +32,7 @@ import numpy as np
 from detector.embed import Embedder, load_embedder
 from detector.errors import LogdistillError
 from detector.formats import InputFormat
+from detector.lei_features import TemplateInterpretations
 from detector.mask import Masker
 
 BUNDLE_FORMAT = "logdistill-bundle"
@@ -40,6 +41,7 @@ META_MEMBER = "meta.json"
 MODEL_MEMBER = "model.onnx"
 MASK_MEMBER = "mask.json"
 EMBEDDER_MEMBER = "embedder.bin"
+LEI_MEMBER = "lei.json"  # `--features lei`: templates and their interpretations
 INPUT_NAME = "embedding"
 OUTPUT_NAME = "p_anomalous"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -93,6 +95,11 @@ class Bundle:
     input_format: InputFormat
     embedder: Embedder
     session: object  # onnxruntime.InferenceSession
+    interpretations: TemplateInterpretations | None = None  # set when the model reads LEI text
+
+    def embedding_text(self, masked: str) -> str:
+        """What the model embeds for a masked text: itself, or (`--features lei`) its template's interpretation."""
+        return self.interpretations.text_for(masked) if self.interpretations else masked
 
     @property
     def threshold(self) -> float:
@@ -121,6 +128,8 @@ def load_bundle(path: str | Path, *, threads: int = 0) -> Bundle:
         input_format = InputFormat(**meta["input_format"])
         embedder_info = meta["embedder"]
         model_bytes = members[MODEL_MEMBER]
+        interpretations = (TemplateInterpretations.from_json(members[LEI_MEMBER].decode())
+                           if meta.get("features") == "lei" else None)
     except (KeyError, TypeError, ValueError) as e:
         raise LogdistillError(f"bundle {path} is incomplete ({e})") from None
     if embedder_info["kind"] == "fasttext":
@@ -139,7 +148,7 @@ def load_bundle(path: str | Path, *, threads: int = 0) -> Bundle:
         session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own untyped errors for a bad graph
         raise LogdistillError(f"bundle {path}: the ONNX graph does not load ({e})") from None
-    return Bundle(path, meta, masker, input_format, embedder, session)
+    return Bundle(path, meta, masker, input_format, embedder, session, interpretations)
 
 
 class CachedScorer:
@@ -162,7 +171,7 @@ class CachedScorer:
         scores = self.scores
         new = [m for m in distinct if m not in scores]
         if new:
-            probabilities = self.bundle.predict(self.bundle.embedder.embed(new))
+            probabilities = self.bundle.predict(self.bundle.embedder.embed([self.bundle.embedding_text(m) for m in new]))
             scores.update(zip(new, probabilities.tolist()))
             self.embedded += len(new)
         result = [scores[m] for m in masked]

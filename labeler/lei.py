@@ -37,6 +37,7 @@ REPEAT_SIMILARITY = 0.75  # difflib ratio to the raw line or template above whic
 EXPORT_COLUMNS = ["domain", "template_id", "template", "representative", "interpretation", "model",
                   "prompt_version", "status", "note", "flags", "updated"]
 _ENUMERATOR = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
+_VARIABLE = re.compile(r"\w*\d{3,}\w*")  # a token with 3+ digits: an id, a count, a timestamp
 
 
 def clean_interpretation(response: str) -> str:
@@ -53,7 +54,8 @@ def clean_interpretation(response: str) -> str:
 
 
 def flags(row: dict) -> list[str]:
-    """What an operator should look at: empty, too long, or a mere repeat of the raw line."""
+    """What an operator should look at: empty, too long, a mere repeat of the raw line, or a
+    copy of one of its variable parts (an interpretation is about the event, not one instance)."""
     text = (row.get("interpretation") or "").strip()
     if not text:
         return ["empty"]
@@ -66,6 +68,8 @@ def flags(row: dict) -> list[str]:
         if source and (lowered in source or difflib.SequenceMatcher(None, lowered, source).ratio() >= REPEAT_SIMILARITY):
             found.append("repeats-line")
             break
+    if set(_VARIABLE.findall(text)) & set(_VARIABLE.findall(row.get("representative") or "")):
+        found.append("copies-variable")
     return found
 
 

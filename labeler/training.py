@@ -22,6 +22,7 @@ from labeler.vectors import load_vectors
 from labeler.workspace import Workspace, now
 
 LABEL_KINDS = ("soft", "ground-truth")
+FEATURE_KINDS = ("masked", "lei")  # lei: the template's approved interpretation (labeler.lei)
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -41,10 +42,17 @@ def _ground_truth(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], fl
     return {(r["domain"], r["text_id"]): r["truth"] for r in rows}
 
 
-def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = "soft") -> TrainingSet:
-    """Rows of every labeled text of `domains` (default: every domain with labels)."""
+def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = "soft",
+                 features: str = "masked") -> TrainingSet:
+    """Rows of every labeled text of `domains` (default: every domain with labels).
+
+    `features="lei"`: a text whose template has an approved LEI interpretation is represented by
+    the embedding of that sentence; the others by their masked text's embedding.
+    """
     if labels not in LABEL_KINDS:
         raise LogdistillError(f"unknown label kind {labels!r}; choose one of: {', '.join(LABEL_KINDS)}")
+    if features not in FEATURE_KINDS:
+        raise LogdistillError(f"unknown features {features!r}; choose one of: {', '.join(FEATURE_KINDS)}")
     for domain in domains or []:
         ws.require_domain(domain)
     chosen = domains or ws.domain_names()
@@ -62,7 +70,12 @@ def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = 
         word = "anomalous" if anomalous else "normal"
         raise LogdistillError(f"all {len(y)} labeled texts are {word}: a detector needs both classes")
     text_ids = np.array([t for _, t in keys], dtype=np.int64)
-    X = load_vectors(ws, text_ids.tolist())
+    if features == "lei":
+        from labeler.lei import feature_vectors, interpretation_table
+
+        X = feature_vectors(ws, text_ids.tolist(), interpretation_table(ws))
+    else:
+        X = load_vectors(ws, text_ids.tolist())
     return TrainingSet(np.array([d for d, _ in keys]), text_ids, X, y)
 
 
@@ -113,7 +126,7 @@ def _model_path(ws: Workspace, name: str) -> Path:
 
 
 def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None,
-                   labels: str = "soft", params: dict | None = None,
+                   labels: str = "soft", features: str = "masked", params: dict | None = None,
                    on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels, save it and record it in `models`; returns the row."""
     from detector.model import DomainAdversarialDetector
@@ -125,15 +138,20 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     if ws.db["models"].count_where("name = ?", [name]):
         raise LogdistillError(f"a model named {name!r} exists already; choose another --out")
     model = DomainAdversarialDetector(**(params or {}))  # bad parameters fail before the data is read
-    data = training_set(ws, domains, labels)
+    data = training_set(ws, domains, labels, features)
     started = time.perf_counter()
     model.fit(data.X, data.y, data.domains, on_epoch=on_epoch)
     seconds = time.perf_counter() - started
     path = _model_path(ws, name)
     model.save(path)
+    if features == "lei":  # the table the bundle will carry, as it was when the model learned
+        from labeler.lei import interpretation_table
+
+        path.with_suffix(".lei.json").write_text(interpretation_table(ws).to_json(), encoding="utf-8")
     source_domains = list(model.domains_)
     row = {"name": name, "path": str(path), "created": now(),
            "config": json.dumps({"params": model.get_params(), "domains": source_domains, "labels": labels,
+                                 "features": features,
                                  "embedder": ws.setting("embedder"), "mask_version": ws.masker.version}),
            "provenance": json.dumps(_provenance(ws, labels, source_domains)),
            "metrics": json.dumps({**_training_metrics(model, data, ws), "seconds": round(seconds, 2)})}
@@ -169,6 +187,12 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
     model = DomainAdversarialDetector.load(row["path"])
     info = {"model_name": name, "trained": row["created"], "labels": config["labels"],
             "training_metrics": json.loads(row["metrics"]), "provenance": json.loads(row["provenance"])}
+    lei_table = None
+    if config.get("features") == "lei":
+        lei_path = Path(row["path"]).with_suffix(".lei.json")
+        if not lei_path.is_file():
+            raise LogdistillError(f"the LEI table {lei_path} of model {name!r} is missing")
+        lei_table = lei_path.read_text(encoding="utf-8")
     return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"],
                         masker=ws.masker, input_format=_bundle_input_format(ws, config["domains"]),
-                        threshold=threshold, info=info)
+                        threshold=threshold, info=info, lei_table=lei_table)

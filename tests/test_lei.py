@@ -137,6 +137,8 @@ def test_flags_and_cleaning():
     assert lei.flags({**row, "interpretation": "mod_jk child workerEnv in error state 6"}) == ["repeats-line"]
     assert lei.flags({**row, "interpretation": "A web server worker is in an error state."}) == []
     assert lei.flags({**row, "interpretation": " ".join(["word"] * 31)}) == ["too-long"]
+    node = {"representative": "2552992 node-212 node temperature 1072633140 1 ambient=30", "template": "ambient=<*>"}
+    assert lei.flags({**node, "interpretation": "The node is running at 1072633140."}) == ["copies-variable"]
     assert lei.clean_interpretation(" 1. The disk failed.\n2. The disk failed.") == "The disk failed."
     assert lei.clean_interpretation('\n "A job started."\n\nLog: next') == "A job started."
 
@@ -201,3 +203,27 @@ def test_feature_vectors_use_approved_interpretations(ws_path: Path):
     # Every text of the approved template reads the same sentence, so the same vector.
     rows = [X[i] for i, t in enumerate(text_ids) if t in of_template_1]
     assert len(rows) >= 2 and all((r == rows[0]).all() for r in rows)
+
+
+@pytest.mark.slow
+def test_train_bundle_score_with_lei_features(ws_path: Path, tmp_path: Path):
+    from detector.runtime import CachedScorer, load_bundle
+
+    run = _cli(ws_path)
+    sentence = "A login named a user that does not exist."
+    for args in (["lei", "set", "web:1", "--status", "accepted", "--text", sentence],
+                 ["label", "set", "--match", "^Invalid user", "--label", "1"],
+                 ["label", "set", "--match", "^(Connection closed|pam_unix)", "--label", "0"],
+                 ["embed"],
+                 ["train", "--features", "lei", "--epochs", "5", "--out", "with-lei"],
+                 ["export", "with-lei", "--out", tmp_path / "lei.bundle"]):
+        result = run(*args)
+        assert result.exit_code == 0, (args, result.output)
+    bundle = load_bundle(tmp_path / "lei.bundle")
+    assert bundle.meta["features"] == "lei" and len(bundle.interpretations) == 1
+    # A line of the accepted template, even one never seen, is embedded as the sentence.
+    assert bundle.embedding_text("Invalid user nobody from <*>") == sentence
+    assert bundle.embedding_text("Connection closed by <*> [preauth]") == "Connection closed by <*> [preauth]"
+    scores = CachedScorer(bundle).score(["Invalid user nobody from 10.0.0.1", "Invalid user eve from 10.0.0.2"])
+    assert scores[0] == scores[1]  # same template, same sentence, same score
+    assert run("train", "--features", "words", "--epochs", "1").exit_code == 2
