@@ -37,6 +37,11 @@ def queries(workspace) -> dict[str, tuple]:
         conn.close()
 
 
+def round0(output: str) -> dict:
+    """The round-0 part of `label run --json`."""
+    return json.loads(output)["round0"]
+
+
 def status(cli) -> dict:
     r = cli("label", "status", "--json")
     assert r.exit_code == 0, r.output
@@ -49,7 +54,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     assert unique < 100  # lines share masked texts: asking per line would cost more
     r = cli("label", "run", "--rounds", "0", "--json")
     assert r.exit_code == 0, r.output
-    report = json.loads(r.stdout)
+    report = round0(r.stdout)
     assert (report["ask"]["calls"], report["ask"]["cache_hits"], report["llm_labels"]) == (unique, 0, unique)
     with open_workspace(cli.workspace) as ws:
         rows = list(ws.db.query("""select l.p_anomalous, l.label, l.weight, q.prompt, t.masked, q.model,
@@ -63,7 +68,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     assert all(0.0 < r["p_anomalous"] < 1.0 for r in rows) and len({r["p_anomalous"] for r in rows}) > 1
     assert json.loads(runs[0]["params"])["prompt"]["version"] == rows[0]["prompt_version"]
 
-    again = json.loads(cli("label", "run", "--rounds", "0", "--json").stdout)
+    again = round0(cli("label", "run", "--rounds", "0", "--json").stdout)
     assert (again["ask"]["calls"], again["ask"]["cache_hits"], again["llm_labels"]) == (0, unique, unique)
     s = status(cli)
     assert s["labeled"] == unique and s["sources"] == {"llm": unique} and s["auroc"] is not None
@@ -72,7 +77,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     new_task = tmp_path / "task.txt"
     new_task.write_text("Log of {system}.\nMessage: {log}\nVerdict (normal or anomalous):")
     assert cli("prompts", "set", "task", "--file", new_task).exit_code == 0
-    changed = json.loads(cli("label", "run", "--rounds", "0", "--max-calls", "2", "--json").stdout)
+    changed = round0(cli("label", "run", "--rounds", "0", "--max-calls", "2", "--json").stdout)
     assert (changed["ask"]["calls"], changed["ask"]["unanswered"], changed["complete"]) == (2, unique - 2, False)
 
 
@@ -95,7 +100,7 @@ def test_kill_9_during_round0_then_resume_without_asking_again(cli, tmp_path):
 
     r = run_logdistill("--workspace", cli.workspace, "label", "run", "--rounds", "0", "--json")
     assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
+    report = round0(r.stdout)
     assert report["ask"]["cache_hits"] == len(committed)
     assert report["ask"]["calls"] == unique - len(committed)
     after = queries(cli.workspace)
@@ -108,7 +113,7 @@ def test_rules_and_manual_labels(cli, tmp_path):
     unique = ingest_bgl(cli, tmp_path, 200)
     r = cli("label", "run", "--rounds", "0", "--no-llm", "--rules", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["rule_labels"] == unique
+    assert round0(r.stdout)["rule_labels"] == unique
     s = status(cli)
     assert s["sources"] == {"rule": unique} and s["labeled"] == unique and s["ground_truth_texts"] == unique
     assert s["auroc"] is not None and s["recall"] > 0.5  # most anomalous texts here carry a severity word
@@ -146,7 +151,7 @@ def test_bad_inputs_exit_2_and_leave_the_cache_intact(cli, tmp_path, monkeypatch
                 "--base-url", server.url + "/v1", "--json"]
         r = cli(*base)
         assert r.exit_code == 0, r.output
-        answered = json.loads(r.stdout)["ask"]["calls"]
+        answered = round0(r.stdout)["ask"]["calls"]
         before = queries(cli.workspace)
         assert len(before) == answered > 0
         cases = [
