@@ -154,5 +154,7 @@ def test_tgi_errors(tgi_server):
     assert backend.classify(["Message: ok\nVerdict:"])[0].completion_tokens == 1  # overloaded, retried
     with pytest.raises(LogdistillError, match="rejected the request: Input validation error: `top_n_tokens`"):
         make_backend("tgi", base_url=tgi_server.url, top_n_tokens=6, **FAST).classify(["x"])
+    with pytest.raises(LogdistillError, match=r"serves 'google/gemma-3-270m', not 'gpt2'"):
+        make_backend("tgi", "gpt2", base_url=tgi_server.url, **FAST)
     with pytest.raises(LogdistillError, match=r"cannot reach the TGI server .*gave up after 2 attempts"):
         make_backend("tgi", base_url=f"http://127.0.0.1:{free_port()}", attempts=2, max_wait=0.01)

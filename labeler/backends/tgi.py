@@ -3,7 +3,8 @@
 Greedy generation with `details=True` and `top_n_tokens`: p_anomalous comes from the top
 tokens of the first generated position, the label from the text (or p_anomalous when the text
 states neither answer). The model name for the cache key is the server's `model_id` from
-`/info` unless given; asking `/info` first also makes a wrong URL fail before any prompt.
+`/info` (a different --model is refused); asking `/info` first also makes a wrong URL fail
+before any prompt.
 """
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ class TGIBackend:
         key = api_key_from_env(api_key_env)
         self._headers = {"Authorization": f"Bearer {key}"}
         self._client = text_generation.Client(self.base_url, headers=self._headers, timeout=int(timeout))
-        self.model = model or self._server_model_id()
+        served = self._server_model_id()
+        if model and model != served:
+            raise LogdistillError(f"{self._where()} serves {served!r}, not {model!r}")
+        self.model = served
 
     def params(self) -> dict:
         return {"do_sample": False, "max_new_tokens": self.max_tokens, "top_n_tokens": self.top_n_tokens}
