@@ -574,14 +574,25 @@ def label_run(
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Ask the LLM at most this many times."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this (USD)."),
     price_per_1k_tokens: Optional[float] = typer.Option(None, "--price-per-1k-tokens", help="USD per 1000 tokens, for --max-cost."),
+    until_stable: bool = typer.Option(False, "--until-stable", help="Stop before --rounds once labels stop flipping."),
+    stable_flips: float = typer.Option(0.01, "--stable-flips", help="--until-stable: a round is calm when its flips are at most this fraction of the texts."),
+    patience: int = typer.Option(2, "--patience", help="--until-stable: stop after this many calm rounds in a row."),
+    verifier_folds: int = typer.Option(1, "--verifier-folds", help="Score each text by a verifier that did not see its label (K folds; 1: in-sample)."),
+    verifier_epochs: int = typer.Option(5, "--verifier-epochs", help="Verifier training epochs per round (at least 150 steps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the verifier and of the augmentation draw."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Label the unique masked texts. Cached answers are reused: a re-run asks only what is missing."""
+    """Label the unique masked texts: round 0, then calibration rounds 1..N (verifier, candidates,
+    induce/filter/refine re-asking). Continues from the last finished round; cached answers are
+    reused, so a re-run after a crash asks only what is missing."""
     from labeler.cache import Budget
+    from labeler.calibration import CalibrationOptions, run_calibration
     from labeler.rounds import run_round0
 
-    if rounds != 0:
-        raise LogdistillError("only --rounds 0 is available so far")
+    if rounds < 0:
+        raise LogdistillError("--rounds must be 0 or more")
+    if rounds > 0 and not llm:
+        raise LogdistillError("calibration rounds ask the LLM again; --rounds above 0 needs --llm")
     budget = Budget(max_calls=max_calls, max_cost=max_cost, price_per_1k_tokens=price_per_1k_tokens)
     with open_ws(ctx) as ws:
         for name in domain or []:
@@ -590,34 +601,56 @@ def label_run(
         params = {"rounds": rounds, "domains": domain, "backend": llm_backend and llm_backend.name,
                   "model": llm_backend and llm_backend.model, "decoding": llm_backend and llm_backend.params(),
                   "base_url": base_url, "concurrency": concurrency, "rules": rules, "rules_weight": rules_weight,
-                  "max_calls": max_calls, "max_cost": max_cost, "price_per_1k_tokens": price_per_1k_tokens}
+                  "max_calls": max_calls, "max_cost": max_cost, "price_per_1k_tokens": price_per_1k_tokens,
+                  "until_stable": until_stable, "stable_flips": stable_flips, "patience": patience,
+                  "verifier_folds": verifier_folds, "verifier_epochs": verifier_epochs, "seed": seed}
+        report, calibration = None, []
         try:
             with progress_bar() as bar, ws.run("label run", params) as run_id:
                 task = bar.add_task("round 0", total=None)
 
-                def show(stats, total):
+                def show(stats, total, name="round 0"):
                     bar.update(task, total=total, completed=stats.cache_hits + stats.calls,
-                               description=f"round 0 · {stats.calls} calls ({stats.calls_per_second:.1f}/s) · "
+                               description=f"{name} · {stats.calls} calls ({stats.calls_per_second:.1f}/s) · "
                                            f"{stats.cache_hits} cached · {stats.tokens} tokens")
 
-                report = run_round0(ws, llm_backend, domains=domain, rules=rules, rules_weight=rules_weight,
-                                    budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
-                ws.db["runs"].update(run_id, {"params": json.dumps({**params, "prompt": report.prompt,
-                                                                    "rules_version": report.rules_version})})
+                # round 0 again only while no calibration round builds on it (it is free when cached)
+                if rounds == 0 or not ws.db["rounds"].count_where("number >= 1"):
+                    report = run_round0(ws, llm_backend, domains=domain, rules=rules, rules_weight=rules_weight,
+                                        budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
+                    ws.db["runs"].update(run_id, {"params": json.dumps({**params, "prompt": report.prompt,
+                                                                        "rules_version": report.rules_version})})
+                    budget = Budget(max_calls=None if max_calls is None else max_calls - report.ask.calls,
+                                    max_cost=None if max_cost is None else max_cost - report.ask.cost,
+                                    price_per_1k_tokens=price_per_1k_tokens)
+                if rounds > 0 and (report is None or report.complete):
+                    calibration = run_calibration(
+                        ws, llm_backend, rounds=rounds, domains=domain, budget=budget,
+                        options=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
+                                                   seed=seed),
+                        until_stable=until_stable, stable_flips=stable_flips, patience=patience,
+                        batch_size=4 * max(1, concurrency or 1),
+                        on_progress=lambda name, stats, total: show(stats, total, name))
         finally:
             if llm_backend is not None:
                 llm_backend.close()
-    data = report.to_dict()
     if as_json:
-        print_json(data)
+        print_json({"round0": report and report.to_dict(), "rounds": [r.to_dict() for r in calibration]})
         return
-    a = report.ask
-    out.print(f"round 0 over {report.texts} unique texts in {', '.join(report.domains)}: "
-              f"{report.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
-              f"{a.calls_per_second:.1f} calls/s, {report.unparsed} unparsed, {a.errors} errors), "
-              f"{report.rule_labels} rule labels")
-    if not report.complete:
-        out.print(f"[yellow]budget reached: {a.unanswered} texts not asked; run again with a larger budget[/]")
+    if report is not None:
+        a = report.ask
+        out.print(f"round 0 over {report.texts} unique texts in {', '.join(report.domains)}: "
+                  f"{report.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
+                  f"{a.calls_per_second:.1f} calls/s, {report.unparsed} unparsed, {a.errors} errors), "
+                  f"{report.rule_labels} rule labels")
+        if not report.complete:
+            out.print(f"[yellow]budget reached: {a.unanswered} texts not asked; run again with a larger budget[/]")
+    for r in calibration:
+        a = r.ask
+        state = "finished" if r.complete else f"[yellow]stopped by the budget ({a.unanswered} prompts not asked)[/]"
+        out.print(f"round {r.number}{' (resumed)' if r.resumed else ''}: {r.candidates} candidates, "
+                  f"{a.calls} calls, {a.cache_hits} cached, flips {r.flips_to_anomalous} to anomalous / "
+                  f"{r.flips_to_normal} to normal; {state}")
 
 
 def _make_backend(name: str, model: Optional[str], base_url: Optional[str], concurrency: Optional[int]):
@@ -664,6 +697,98 @@ def label_status_command(
             row[key] = None if row[key] is None else f"{row[key]:.3f}"
     print_table(rows, ["domain", "texts", "labeled", "anomalous", "anomaly_rate", "sources",
                        "ground_truth_texts", "auroc", "precision", "recall", "f1"])
+    _print_round_table(ctx, domain)
+
+
+# ---------------------------------------------------------------------------- label rounds, plot, review (helper-rounds)
+
+ROUND_COLUMNS = ["number", "candidates", "flips_to_anomalous", "flips_to_normal", "calls", "cache_hits", "tokens",
+                 "seconds", "verifier_loss", "candidate_error_rate", "support_error_rate", "precision", "recall",
+                 "f1", "auroc"]
+
+
+def _print_round_table(ctx: typer.Context, domain: Optional[list[str]]) -> None:
+    from labeler.calibration import round_table
+
+    with open_ws(ctx) as ws:
+        rows = round_table(ws, domain)
+    if not rows:
+        return
+    for row in rows:
+        for key in ROUND_COLUMNS[7:]:
+            row[key] = None if row[key] is None else f"{row[key]:.3f}"
+        if not row["finished"]:
+            row["number"] = f"{row['number']} (unfinished)"
+    print_table(rows, ROUND_COLUMNS, title="rounds (error rates: of the labels before the round; quality: after it)")
+
+
+@label_app.command("rounds")
+def label_rounds(
+    ctx: typer.Context,
+    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains' label quality (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The round table: candidates, flips both ways, calls, cache hits, tokens, seconds, verifier loss;
+    with ground truth, label precision/recall/F1 after each round and the error rate of candidates vs. support."""
+    from labeler.calibration import round_table
+
+    if as_json:
+        with open_ws(ctx) as ws:
+            print_json(round_table(ws, domain))
+        return
+    _print_round_table(ctx, domain)
+
+
+@label_app.command("plot")
+def label_plot(
+    ctx: typer.Context,
+    out_path: Path = typer.Option(Path("rounds.png"), "--out", "-o", help="The image to write (PNG, SVG or PDF)."),
+    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+) -> None:
+    """Plot label quality (precision, recall, F1, AUROC against ground truth) per round, as MaidLog's Fig. 5."""
+    from labeler.calibration import plot_rounds, round_table
+
+    with open_ws(ctx) as ws:
+        rows = round_table(ws, domain)
+    plot_rounds(rows, str(out_path))
+    out.print(f"label quality of {sum(r['f1'] is not None for r in rows)} rounds written to {out_path}")
+
+
+@label_app.command("review")
+def label_review(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", "-n", help="How many of the most doubtful texts to show."),
+    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+) -> None:
+    """Settle the most doubtful labels by hand: a anomalous, n normal, s skip, q quit (one key, or one
+    line per text on stdin for scripts). Answers become manual labels."""
+    from labeler.annotators import set_manual_labels
+    from labeler.review import KEYS, doubtful_texts
+
+    interactive = sys.stdin.isatty()
+    with open_ws(ctx) as ws, ws.run("label review", {"limit": limit, "domains": domain}):
+        doubts = doubtful_texts(ws, domain, limit)
+        settled = 0
+        for number, d in enumerate(doubts, 1):
+            out.rule(f"{number}/{len(doubts)} · {d.domain} · text {d.text_id}")
+            out.print(d.line, highlight=False, markup=False)
+            out.print(f"masked: {d.masked}", highlight=False, markup=False)
+            out.print(f"label now {d.soft_label:.2f} ({'anomalous' if d.soft_label >= 0.5 else 'normal'}), "
+                      f"verifier P(anomalous) {d.verifier_p:.2f}")
+            print_table([{**a, "p_anomalous": None if a["p_anomalous"] is None else f"{a['p_anomalous']:.2f}"}
+                         for a in d.answers], ["source", "round", "label", "p_anomalous", "weight"])
+            out.print("[a]nomalous  [n]ormal  [s]kip  [q]uit: ", end="")
+            typed = click.getchar() if interactive else sys.stdin.readline()
+            if typed == "":  # end of a script's input
+                break
+            key = typed.strip().lower()[:1]
+            out.print(key)
+            if key == "q":
+                break
+            if key in KEYS:
+                set_manual_labels(ws, KEYS[key], text_id=d.text_id, domains=[d.domain])
+                settled += 1
+    out.print(f"{settled} texts labeled by hand")
 
 
 # ---------------------------------------------------------------------------- train, export, score, eval (helper-detector)

@@ -18,8 +18,12 @@ def llm_weight(round_number: int) -> float:
     return 1.0 + round_number
 
 
-def soft_labels(ws: Workspace, domains: list[str] | None = None) -> dict[tuple[str, int], float]:
-    """(domain, text_id) -> soft label in [0, 1] (eq. 4), for every text with at least one vote."""
+def soft_labels(ws: Workspace, domains: list[str] | None = None,
+                through_round: int | None = None) -> dict[tuple[str, int], float]:
+    """(domain, text_id) -> soft label in [0, 1] (eq. 4), for every text with at least one vote.
+
+    `through_round`: only the answers of rounds 0..r (the labels as they stood after round r).
+    """
     sql = """select domain, text_id,
                     sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
              from labels where coalesce(p_anomalous, label) is not null and weight > 0"""
@@ -27,9 +31,13 @@ def soft_labels(ws: Workspace, domains: list[str] | None = None) -> dict[tuple[s
     if domains:
         sql += f" and domain in ({', '.join('?' * len(domains))})"
         args += domains
+    if through_round is not None:
+        sql += " and round <= ?"
+        args.append(through_round)
     return {(r["domain"], r["text_id"]): r["soft"] for r in ws.db.query(sql + " group by domain, text_id", args)}
 
 
-def hard_labels(ws: Workspace, domains: list[str] | None = None) -> dict[tuple[str, int], int]:
+def hard_labels(ws: Workspace, domains: list[str] | None = None,
+                through_round: int | None = None) -> dict[tuple[str, int], int]:
     """(domain, text_id) -> aggregated label (eq. 3): the soft label rounded (0.5 counts as anomalous)."""
-    return {key: int(soft >= 0.5) for key, soft in soft_labels(ws, domains).items()}
+    return {key: int(soft >= 0.5) for key, soft in soft_labels(ws, domains, through_round).items()}

@@ -94,7 +94,7 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     db["rounds"].create({"number": int, "started": str, "finished": str, "params": str,
                          "candidates": int, "flips_to_anomalous": int, "flips_to_normal": int,
                          "calls": int, "cache_hits": int, "tokens": int, "seconds": float,
-                         "verifier_loss": float, "stats": str}, pk="number")
+                         "verifier_loss": float, "stats": str, "plan": str}, pk="number")
     db["templates"].create({"domain": str, "template_id": int, "template": str, "count": int,
                             "representative": str}, pk=("domain", "template_id"))
     # Drain3's state per domain (so new lines keep their template ids) and text -> template.

@@ -1,0 +1,319 @@
+"""Calibration rounds 1..R (MaidLog III-B): find doubtful labels and ask the LLM again, with evidence.
+
+A round r:
+  1. plan: train the verifier on the current hard labels (eq. 3), pick candidates and the
+     support set (labeler.candidates), draw one augmentation per candidate with its examples
+     (labeler.augment, FAISS over the support set). The plan is committed as the round's row
+     (`rounds.plan`) before any question is asked;
+  2. ask: render the plan's prompts and ask them through the call cache (each answer is
+     committed as it arrives);
+  3. finish: in one transaction, the answers join `labels` with weight w_r = 1 + r and the
+     round's row gets its statistics (flips, calls, tokens, label quality).
+A run killed at any point leaves either a finished round or a planned one; the next run
+re-renders the stored plan, finds the answered prompts in the cache and finishes the round.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from detector.errors import LogdistillError
+from labeler import prompts
+from labeler.aggregate import hard_labels, llm_weight, soft_labels
+from labeler.augment import Augmented, plan_augmentations
+from labeler.backends.base import Backend
+from labeler.cache import AskStats, Budget, ask
+from labeler.candidates import SUPPORT_PORTION, candidate_portion, select_candidates
+from labeler.retrieval import SupportIndex
+from labeler.rounds import resolve_domains
+from labeler.vectors import embed_missing, load_vectors
+from labeler.verifier import verify
+from labeler.workspace import Workspace, now
+
+Progress = Callable[[str, AskStats, int], None]  # (round description, stats, prompts in the round)
+
+
+@dataclass
+class CalibrationOptions:
+    verifier_folds: int = 1
+    verifier_epochs: int = 5
+    support_portion: float = SUPPORT_PORTION
+    seed: int = 0
+
+
+@dataclass
+class RoundReport:
+    number: int
+    candidates: int = 0
+    flips_to_anomalous: int = 0
+    flips_to_normal: int = 0
+    ask: AskStats = field(default_factory=AskStats)
+    complete: bool = False
+    resumed: bool = False
+
+    @property
+    def flips(self) -> int:
+        return self.flips_to_anomalous + self.flips_to_normal
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["flips"] = self.flips
+        return data
+
+
+def _round_row(ws: Workspace, number: int) -> dict | None:
+    rows = list(ws.db.query("select * from rounds where number = ?", [number]))
+    return dict(rows[0]) if rows else None
+
+
+def last_finished_round(ws: Workspace) -> int | None:
+    row = ws.db.execute("select max(number) from rounds where finished is not null").fetchone()
+    return row[0]
+
+
+def _labeled(ws: Workspace, domains: list[str]) -> tuple[list[tuple[str, int]], np.ndarray]:
+    labels = hard_labels(ws, domains)
+    keys = sorted(labels)
+    return keys, np.array([labels[k] for k in keys], dtype=int)
+
+
+def _ground_truth(ws: Workspace, keys: list[tuple[str, int]]) -> np.ndarray:
+    """0/1 per (domain, text) where any line has ground truth (1 if any line is anomalous), else -1."""
+    truth = {(r["domain"], r["text_id"]): r["gt"] for r in ws.db.query(
+        "select domain, text_id, max(ground_truth) as gt from entries where ground_truth is not null"
+        " group by domain, text_id")}
+    return np.array([truth.get(k, -1) for k in keys], dtype=int)
+
+
+def plan_round(ws: Workspace, number: int, domains: list[str], options: CalibrationOptions) -> dict:
+    """Train the verifier, choose candidates and support, draw augmentations; commit the plan."""
+    started_at, started = now(), time.perf_counter()
+    keys, labels = _labeled(ws, domains)
+    if not keys:
+        raise LogdistillError("no labels yet; round 0 must run first")
+    embed_missing(ws)
+    text_ids = np.array([t for _, t in keys])
+    key_domains = np.array([d for d, _ in keys])
+    X = load_vectors(ws, text_ids.tolist())
+    scores = verify(X, labels, key_domains, folds=options.verifier_folds, epochs=options.verifier_epochs,
+                    seed=options.seed + number)
+    portion = candidate_portion(number)
+    chosen = select_candidates(labels, scores.predictions, scores.losses, key_domains, portion=portion,
+                               support_portion=options.support_portion)
+    index = SupportIndex(X[chosen.support], text_ids[chosen.support], labels[chosen.support])
+    rng = np.random.default_rng([options.seed, number])
+    plan = plan_augmentations(ws, [keys[i] for i in chosen.candidates], X[chosen.candidates], index, rng)
+    truth = _ground_truth(ws, keys)
+    stats = {"portion": portion, "support": len(chosen.support), "disagreements": int(chosen.disagreement.sum()),
+             "verifier_folds": scores.folds,
+             "augmentations": {a: sum(p.augmentation == a for p in plan) for a in ("induce", "filter", "refine")}}
+    if (truth >= 0).any():
+        rates = chosen.error_rates(labels, truth)
+        stats.update({"candidate_error_rate": rates["candidates"], "support_error_rate": rates["support"]})
+    row = {"number": number, "started": started_at, "finished": None,
+           "params": json.dumps({**asdict(options), "domains": domains, "candidate_portion": portion}),
+           "candidates": len(plan), "verifier_loss": scores.mean_loss, "seconds": time.perf_counter() - started,
+           "stats": json.dumps(stats), "plan": json.dumps([p.to_dict() for p in plan])}
+    with ws.transaction():
+        ws.db["rounds"].upsert(row, pk="number")
+    return row
+
+
+def render_plan(ws: Workspace, plan: list[Augmented]) -> tuple[list[str], dict[str, prompts.Prompt]]:
+    """The prompt of each planned candidate (deterministic: a resumed round renders the same text)."""
+    templates = {name: prompts.get_prompt(ws, name) for name in {p.augmentation for p in plan}}
+    needed = {p.text_id for p in plan} | {t for p in plan for t, _ in p.examples}
+    masked: dict[int, str] = {}
+    needed_list = sorted(needed)
+    for start in range(0, len(needed_list), 500):
+        chunk = needed_list[start:start + 500]
+        masked.update({r["id"]: r["masked"] for r in ws.db.query(
+            f"select id, masked from texts where id in ({', '.join('?' * len(chunk))})", chunk)})
+    systems = {d: prompts.system_description(ws.require_domain(d)) for d in {p.domain for p in plan}}
+    rendered = [templates[p.augmentation].render(
+        system=systems[p.domain], log=masked[p.text_id],
+        examples=prompts.format_examples([(masked[t], label) for t, label in p.examples])) for p in plan]
+    return rendered, templates
+
+
+def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, batch_size: int = 4,
+              on_progress: Progress | None = None) -> RoundReport:
+    """Ask (or find in the cache) every prompt of round `number`'s plan; finish the round if all are answered."""
+    row = _round_row(ws, number)
+    plan = [Augmented.from_dict(p) for p in json.loads(row["plan"])]
+    rendered, templates = render_plan(ws, plan)
+    report = RoundReport(number, candidates=len(plan))
+    started = time.perf_counter()
+    answered: list[dict | None] = [None] * len(plan)
+    for name, template in templates.items():  # one ask per prompt name, so each query records its version
+        mine = [i for i, p in enumerate(plan) if p.augmentation == name]
+        asked = ask(ws, backend, [rendered[i] for i in mine], prompt_name=name, prompt_version=template.version,
+                    batch_size=batch_size, budget=_remaining(budget, report.ask),
+                    on_progress=(lambda s, done=report.ask: on_progress(
+                        f"round {number}", _sum(done, s), len(plan))) if on_progress else None)
+        for i, answer in zip(mine, asked.rows):
+            answered[i] = answer
+        report.ask = _sum(report.ask, asked.stats)
+    report.ask.seconds = time.perf_counter() - started
+    if report.ask.unanswered:
+        return report
+    _finish_round(ws, number, plan, answered, report, row)
+    return report
+
+
+def _sum(a: AskStats, b: AskStats) -> AskStats:
+    return AskStats(**{k: getattr(a, k) + getattr(b, k) for k in asdict(a)})
+
+
+def _remaining(budget: Budget, spent: AskStats) -> Budget:
+    return Budget(max_calls=None if budget.max_calls is None else max(0, budget.max_calls - spent.calls),
+                  max_cost=None if budget.max_cost is None else max(0.0, budget.max_cost - spent.cost),
+                  price_per_1k_tokens=budget.price_per_1k_tokens)
+
+
+def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: list[dict | None],
+                  report: RoundReport, row: dict) -> None:
+    """The round's answers join `labels` and its row is finished, in one transaction."""
+    domains = json.loads(row["params"])["domains"]
+    created = now()
+    labels = [{"domain": p.domain, "text_id": p.text_id, "round": number, "source": p.augmentation,
+               "label": a["label"], "p_anomalous": a["p_anomalous"], "weight": llm_weight(number),
+               "query_key": a["key"], "created": created}
+              for p, a in zip(plan, answered) if a is not None and (a["label"] is not None or a["p_anomalous"] is not None)]
+    keys = [a["key"] for a in answered if a is not None]
+    fresh = list(ws.db.query(  # asked during this round (a resumed round counts its first session's calls too)
+        f"""select count(*) as calls, coalesce(sum(prompt_tokens + completion_tokens), 0) as tokens
+            from queries where created >= ? and key in ({', '.join('?' * len(keys))})""",
+        [row["started"], *keys]))[0] if keys else {"calls": 0, "tokens": 0}
+    stats = json.loads(row["stats"])
+    stats["unparsed"] = len(plan) - len(labels)
+    with ws.transaction():
+        before = hard_labels(ws, domains)
+        ws.db.execute("delete from labels where round = ? and source in ('induce', 'filter', 'refine')", [number])
+        ws.db["labels"].insert_all(labels)
+        after = hard_labels(ws, domains)
+        report.flips_to_anomalous = sum(1 for k, v in after.items() if v == 1 and before.get(k) == 0)
+        report.flips_to_normal = sum(1 for k, v in after.items() if v == 0 and before.get(k) == 1)
+        ws.db["rounds"].update(number, {
+            "finished": now(), "flips_to_anomalous": report.flips_to_anomalous,
+            "flips_to_normal": report.flips_to_normal, "calls": fresh["calls"],
+            "cache_hits": len(set(keys)) - fresh["calls"], "tokens": fresh["tokens"],
+            "seconds": (row["seconds"] or 0.0) + report.ask.seconds, "stats": json.dumps(stats)})
+    report.complete = True
+
+
+def run_calibration(ws: Workspace, backend: Backend, *, rounds: int, domains: list[str] | None = None,
+                    budget: Budget | None = None, options: CalibrationOptions | None = None,
+                    until_stable: bool = False, stable_flips: float = 0.01, patience: int = 2,
+                    batch_size: int = 4, on_progress: Progress | None = None,
+                    on_round: Callable[[RoundReport], None] | None = None) -> list[RoundReport]:
+    """Rounds after the last finished one, up to `rounds`, within `budget` (round 0 must exist).
+
+    A planned but unfinished round is resumed first. With `until_stable`, stop once the flips
+    of a round stay at or below `stable_flips` (a fraction of the labeled texts) for `patience`
+    rounds in a row. Stops early, leaving the round planned, when the budget runs out.
+    """
+    domains = resolve_domains(ws, domains)
+    budget = budget or Budget()
+    options = options or CalibrationOptions()
+    if _round_row(ws, 0) is None:
+        raise LogdistillError("round 0 has not run yet; run `logdistill label run --rounds 0` first")
+    reports: list[RoundReport] = []
+    spent, calm = AskStats(), 0
+    number = (last_finished_round(ws) or 0) + 1
+    while number <= rounds:
+        left = _remaining(budget, spent)
+        if left.max_calls == 0 or left.max_cost == 0.0:
+            break
+        row = _round_row(ws, number)
+        resumed = row is not None and row["finished"] is None
+        if not resumed:
+            plan_round(ws, number, domains, options)
+        report = ask_round(ws, backend, number, budget=left, batch_size=batch_size, on_progress=on_progress)
+        report.resumed = resumed
+        spent = _sum(spent, report.ask)
+        reports.append(report)
+        if on_round:
+            on_round(report)
+        if not report.complete:
+            break
+        if until_stable:
+            labeled = max(1, len(soft_labels(ws, domains)))
+            calm = calm + 1 if report.flips <= stable_flips * labeled else 0
+            if calm >= patience:
+                break
+        number += 1
+    return reports
+
+
+def round_table(ws: Workspace, domains: list[str] | None = None) -> list[dict]:
+    """One row per round: candidates, flips, calls, cache hits, tokens, seconds, verifier loss; where
+    ground truth exists, the label quality after the round and the candidates' and support's error
+    rates before it (MaidLog Table III)."""
+    from labeler.status import quality
+
+    domains = resolve_domains(ws, domains)
+    keys = None
+    rows = []
+    for r in ws.db.query("select * from rounds order by number"):
+        stats = json.loads(r["stats"] or "{}")
+        row = {k: r[k] for k in ("number", "candidates", "flips_to_anomalous", "flips_to_normal", "calls",
+                                 "cache_hits", "tokens", "seconds", "verifier_loss")}
+        row["finished"] = r["finished"] is not None
+        row["candidate_error_rate"] = stats.get("candidate_error_rate")
+        row["support_error_rate"] = stats.get("support_error_rate")
+        soft = soft_labels(ws, domains, through_round=r["number"])
+        if keys is None:
+            keys = sorted(soft)
+            truth = _ground_truth(ws, keys)
+        scored = [(truth[i], soft[k]) for i, k in enumerate(keys) if truth[i] >= 0 and k in soft]
+        row.update({"auroc": None, "precision": None, "recall": None, "f1": None})
+        if r["finished"] is not None and scored:
+            row.update(quality([t for t, _ in scored], [s for _, s in scored]))
+        rows.append(row)
+    return rows
+
+
+def plot_rounds(rows: list[dict], out_path: str) -> None:
+    """Label quality per round (MaidLog Fig. 5): precision, recall, F1 (and AUROC) after each round.
+
+    The image is written to a temporary file and renamed, so it appears whole or not at all.
+    """
+    import os
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["f1"] is not None]
+    if not done:
+        raise LogdistillError("no finished round has ground truth to score; `label plot` needs labeled lines")
+    out = Path(out_path)
+    if not out.parent.is_dir():
+        raise LogdistillError(f"cannot write {out}: folder {out.parent} does not exist")
+    figure, axis = plt.subplots(figsize=(7, 4))
+    x = [r["number"] for r in done]
+    for metric in ("precision", "recall", "f1", "auroc"):
+        if any(r[metric] is not None for r in done):
+            axis.plot(x, [r[metric] for r in done], marker="o", label=metric)
+    axis.set_xlabel("round")
+    axis.set_ylabel("label quality")
+    axis.set_ylim(0, 1.02)
+    axis.set_title("Label quality per calibration round")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}{out.suffix}")
+    try:
+        figure.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, out)
+    except (OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise LogdistillError(f"cannot write {out}: {e}") from None
+    finally:
+        plt.close(figure)

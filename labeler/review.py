@@ -1,0 +1,55 @@
+"""`label review`: an operator looks at the most doubtful texts and settles them by hand.
+
+Doubt is the verifier's loss against the current label (the same measure that picks
+calibration candidates), computed afresh on the current labels; texts already labeled by
+hand are left out. Each settled text becomes a `manual` label, which outweighs every round.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labeler.aggregate import soft_labels
+from labeler.rounds import resolve_domains
+from labeler.vectors import embed_missing, load_vectors
+from labeler.verifier import verify
+from labeler.workspace import Workspace
+
+KEYS = {"a": 1, "n": 0}  # a: anomalous, n: normal; s skips, q quits
+
+
+@dataclass
+class Doubt:
+    domain: str
+    text_id: int
+    masked: str
+    line: str  # one raw line with this text
+    soft_label: float
+    verifier_p: float  # the verifier's P(anomalous)
+    answers: list[dict] = field(default_factory=list)  # source, round, label, p_anomalous, weight
+
+
+def doubtful_texts(ws: Workspace, domains: list[str] | None = None, limit: int = 20, seed: int = 0) -> list[Doubt]:
+    """The `limit` texts whose current label the verifier doubts most, most doubtful first."""
+    domains = resolve_domains(ws, domains)
+    manual = {(r["domain"], r["text_id"]) for r in ws.db.query("select domain, text_id from labels where source = 'manual'")}
+    soft = {k: v for k, v in soft_labels(ws, domains).items() if k not in manual}
+    if not soft or limit <= 0:
+        return []
+    keys = sorted(soft)
+    labels = np.array([int(soft[k] >= 0.5) for k in keys])
+    embed_missing(ws)
+    X = load_vectors(ws, [t for _, t in keys])
+    scores = verify(X, labels, np.array([d for d, _ in keys]), seed=seed)
+    doubts = []
+    for i in np.argsort(-scores.losses, kind="stable")[:limit]:
+        domain, text_id = keys[i]
+        entry = ws.db.execute("""select e.raw, t.masked from entries e join texts t on t.id = e.text_id
+                                 where e.domain = ? and e.text_id = ? order by e.position limit 1""",
+                              [domain, text_id]).fetchone()
+        answers = [dict(r) for r in ws.db.query(
+            """select source, round, label, p_anomalous, weight from labels
+               where domain = ? and text_id = ? order by round, id""", [domain, text_id])]
+        doubts.append(Doubt(domain, text_id, entry[1], entry[0], soft[keys[i]], float(scores.p_anomalous[i]), answers))
+    return doubts

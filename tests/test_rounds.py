@@ -1,0 +1,164 @@
+"""Calibration rounds on a small BGL subset with the real embedded model: rounds 1..R, weights,
+resumption after kill -9 with no answered prompt asked again, the round table, plot and review."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from labeler.aggregate import hard_labels, llm_weight, soft_labels
+from labeler.workspace import open_workspace
+from tests.conftest import REPO, Cli
+from tests.test_round0 import ingest_bgl, queries
+
+pytestmark = pytest.mark.slow
+LINES = 300  # the first 300 BGL lines: a few dozen unique texts, a few anomalous
+
+
+@pytest.fixture(scope="module")
+def after_round0(tmp_path_factory):
+    """A workspace with round 0 (LLM + rules) done; each test works on a copy."""
+    folder = tmp_path_factory.mktemp("round0")
+    cli = Cli(folder / "cache.db")
+    ingest_bgl(cli, folder, LINES)
+    r = cli("label", "run", "--rounds", "0", "--rules")
+    assert r.exit_code == 0, r.output
+    return folder / "cache.db"
+
+
+def copy_workspace(source, tmp_path) -> Cli:
+    target = tmp_path / "cache.db"
+    shutil.copyfile(source, target)
+    shutil.copytree(source.with_name(source.name + ".d"), target.with_name(target.name + ".d"))
+    conn = sqlite3.connect(target)  # the embedder file is referenced by path: point it at the copy
+    conn.execute("update embedders set path = replace(path, ?, ?)",
+                 [str(source.parent), str(tmp_path)])
+    conn.commit()
+    conn.close()
+    return Cli(target)
+
+
+def rounds_rows(workspace) -> list[dict]:
+    with open_workspace(workspace) as ws:
+        return [dict(r) for r in ws.db.query("select * from rounds order by number")]
+
+
+def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path):
+    cli = copy_workspace(after_round0, tmp_path)
+    r = cli("label", "run", "--rounds", "2", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["round0"]["ask"]["calls"] == 0  # round 0 came from the cache
+    assert [x["number"] for x in report["rounds"]] == [1, 2] and all(x["complete"] for x in report["rounds"])
+    rows = rounds_rows(cli.workspace)
+    assert [row["number"] for row in rows] == [0, 1, 2] and all(row["finished"] for row in rows)
+    with open_workspace(cli.workspace) as ws:
+        for row in rows[1:]:
+            plan = json.loads(row["plan"])
+            assert len(plan) == row["candidates"] > 0
+            labels = list(ws.db.query("select * from labels where round = ?", [row["number"]]))
+            assert len(labels) == len(plan)
+            assert {l["weight"] for l in labels} == {llm_weight(row["number"])}
+            assert {l["source"] for l in labels} <= {"induce", "filter", "refine"}
+            for p in plan:  # every example shown is another text; induce/filter examples carry labels
+                assert p["text_id"] not in [t for t, _ in p["examples"]]
+                if p["augmentation"] == "induce":
+                    assert sorted(lab for _, lab in p["examples"]) == [0] * 4 + [1] * min(2, len(p["examples"]) - 4)
+            prompts = [q["prompt"] for q in ws.db.query(
+                "select q.prompt from labels l join queries q on q.key = l.query_key where l.round = ?", [row["number"]])]
+            assert all(p.rstrip().endswith("Verdict (normal or anomalous):") for p in prompts)
+            stats = json.loads(row["stats"])
+            assert stats["candidate_error_rate"] is not None and stats["support_error_rate"] is not None
+            assert row["calls"] + row["cache_hits"] == len({q for q in prompts})
+        # flips are what the aggregate says: labels through round 1 vs through round 2
+        before, after = hard_labels(ws, through_round=1), hard_labels(ws, through_round=2)
+        assert rows[2]["flips_to_anomalous"] == sum(1 for k in after if after[k] == 1 and before[k] == 0)
+        assert rows[2]["flips_to_normal"] == sum(1 for k in after if after[k] == 0 and before[k] == 1)
+    # continuing to the same round does nothing; the table and the plot cover every round
+    again = cli("label", "run", "--rounds", "2", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["rounds"] == []
+    table = json.loads(cli("label", "rounds", "--json").stdout)
+    assert [t["number"] for t in table] == [0, 1, 2] and all(t["f1"] is not None for t in table)
+    plot = cli("label", "plot", "--out", tmp_path / "rounds.png")
+    assert plot.exit_code == 0, plot.output
+    assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "rounds (error rates" in cli("label", "status").stdout
+
+
+def test_kill_mid_round_then_resume_asks_nothing_twice(after_round0, tmp_path):
+    cli = copy_workspace(after_round0, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "--workspace", str(cli.workspace), "label", "run",
+                             "--rounds", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = set(queries(cli.workspace))
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:  # wait until round 1 is planned and has an answer or two
+            time.sleep(0.5)
+            rows = rounds_rows(cli.workspace)
+            if len(rows) > 1 and len(set(queries(cli.workspace)) - before) >= 2:
+                break
+            assert proc.poll() is None, "label run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    answered = {k: v for k, v in queries(cli.workspace).items() if k not in before}
+    assert answered
+    row = rounds_rows(cli.workspace)[1]
+    assert row["finished"] is None  # planned, not aggregated
+    with open_workspace(cli.workspace) as ws:
+        assert ws.db.execute("select count(*) from labels where round = 1").fetchone()[0] == 0
+    r = cli("label", "run", "--rounds", "1", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)["rounds"][0]
+    assert report["resumed"] and report["complete"]
+    assert report["ask"]["cache_hits"] >= len(answered)
+    after = queries(cli.workspace)
+    assert all(after[k] == v for k, v in answered.items())  # not asked again (same row, same time)
+    row = rounds_rows(cli.workspace)[1]
+    assert row["finished"] and json.loads(row["plan"]) == json.loads(rounds_rows(cli.workspace)[1]["plan"])
+    assert row["calls"] == len(after) - len(before)  # the killed session's calls count for the round
+
+
+def test_budget_stops_mid_round_and_the_next_run_finishes_it(after_round0, tmp_path):
+    cli = copy_workspace(after_round0, tmp_path)
+    r = cli("label", "run", "--rounds", "1", "--max-calls", "1", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)["rounds"][0]
+    assert report["ask"]["calls"] == 1 and not report["complete"]
+    assert rounds_rows(cli.workspace)[1]["finished"] is None
+    r = cli("label", "run", "--rounds", "1", "--json")
+    assert json.loads(r.stdout)["rounds"][0]["complete"]
+
+
+def test_review_from_stdin_writes_manual_labels(after_round0, tmp_path):
+    cli = copy_workspace(after_round0, tmp_path)
+    r = cli("label", "review", "--limit", "3", input="a\nn\nq\n")
+    assert r.exit_code == 0, r.output
+    assert "2 texts labeled by hand" in r.stdout
+    with open_workspace(cli.workspace) as ws:
+        manual = list(ws.db.query("select label from labels where source = 'manual' order by id"))
+        assert [m["label"] for m in manual] == [1, 0]
+        soft = soft_labels(ws)
+        settled = list(ws.db.query("select domain, text_id, label from labels where source = 'manual'"))
+        assert all(round(soft[(m["domain"], m["text_id"])]) == m["label"] for m in settled)
+    # a text settled by hand is no longer doubtful
+    again = cli("label", "review", "--limit", "50", input="")
+    assert again.exit_code == 0
+    for m in settled:
+        assert f"text {m['text_id']}\n" not in again.stdout.replace("─", "")
+
+
+def test_rounds_need_round0_and_an_llm(after_round0, tmp_path):
+    cli = copy_workspace(after_round0, tmp_path)
+    r = cli("label", "run", "--rounds", "1", "--no-llm", "--rules")
+    assert r.exit_code == 2 and "needs --llm" in r.output
