@@ -51,14 +51,19 @@ class FastTextEmbedder:
 
     @classmethod
     def train(cls, texts: Iterable[str], out_path: str | os.PathLike, *, dim: int = 300,
-              epoch: int = 10, max_words: int = 5_000, bucket: int = 20_000, minn: int = 3,
-              maxn: int = 5) -> "FastTextEmbedder":
+              epoch: int = 10, lr: float = 0.5, max_words: int = 5_000, bucket: int = 20_000,
+              minn: int = 3, maxn: int = 5) -> "FastTextEmbedder":
         """Train skip-gram vectors on `texts` and save them to `out_path`.
 
         The file holds (words + bucket) * dim input and words * dim output float32 values, so
         the vocabulary is capped at `max_words` (the rarest words are left to their subword
         n-grams): at the defaults at most 36 MB, leaving room in a 50 MB bundle. The 16
         loghub-2k samples together give 4,158 words and a 34 MB file.
+
+        The learning rate is ten times fastText's default: a log corpus is a few thousand short
+        lines, and at lr 0.05 the vectors barely leave their random start (on loghub-2k a linear
+        probe for BGL anomalies scored AUROC 0.80 at lr 0.05 and 0.89 at lr 0.5, both 50 epochs).
+        A rate that diverges (fastText stops with "Encountered NaN") is halved and retried.
         """
         import fasttext
 
@@ -72,9 +77,17 @@ class FastTextEmbedder:
         try:
             if not counts:
                 raise LogdistillError("no texts to train a fastText embedder on")
-            model = fasttext.train_unsupervised(
-                corpus.name, model="skipgram", dim=dim, epoch=epoch, minCount=min_count_for(counts, max_words),
-                bucket=bucket, minn=minn, maxn=maxn, thread=1, verbose=0)
+            while True:
+                try:
+                    model = fasttext.train_unsupervised(
+                        corpus.name, model="skipgram", dim=dim, epoch=epoch, lr=lr,
+                        minCount=min_count_for(counts, max_words), bucket=bucket, minn=minn,
+                        maxn=maxn, thread=1, verbose=0)
+                    break
+                except RuntimeError as e:
+                    if "NaN" not in str(e) or lr < 0.01:
+                        raise
+                    lr /= 2
         finally:
             os.unlink(corpus.name)
         tmp = out_path.with_name(out_path.name + ".tmp")
