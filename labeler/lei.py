@@ -65,7 +65,8 @@ def flags(row: dict) -> list[str]:
     lowered = text.lower()
     for source in (row.get("representative"), row.get("template")):
         source = (source or "").lower()
-        if source and (lowered in source or difflib.SequenceMatcher(None, lowered, source).ratio() >= REPEAT_SIMILARITY):
+        similar = source and difflib.SequenceMatcher(None, lowered, source).ratio() >= REPEAT_SIMILARITY
+        if source and (lowered in source or similar):
             found.append("repeats-line")
             break
     if set(_VARIABLE.findall(text)) & set(_VARIABLE.findall(row.get("representative") or "")):

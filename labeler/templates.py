@@ -170,7 +170,8 @@ def list_templates(ws: Workspace, domain: str | None = None) -> list[dict]:
             "select domain, template_id as id, template, count, representative from templates"
             " where domain = ? order by count desc, template_id", [name])]
         if not found and domain:
-            raise LogdistillError(f"no templates for domain {domain!r}; run `logdistill templates build --domain {domain}`")
+            raise LogdistillError(f"no templates for domain {domain!r}; "
+                                  f"run `logdistill templates build --domain {domain}`")
         rows.extend(found)
     return rows
 
