@@ -28,7 +28,7 @@ from labeler.backends.base import ANSWER_WORDS, Answer, p_anomalous_from_logprob
 DEFAULT_MODEL = "gemma3-270m"
 SMOLLM2 = "smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PRUNE_NATS = 10.0  # a multi-token answer spelling this far below the best one-token one is ignored
+PRUNE_NATS = 10.0  # a multi-token answer spelling this far below the best one-token one is not extended
 
 
 def default_gguf_path() -> Path:
@@ -174,11 +174,10 @@ class LlamaCppBackend:
         for label, forms in spellings.items():
             for ids in forms:
                 logprob = float(first[ids[0]])
-                # A word is at most as likely as its first token: below e^-PRUNE of the best one-token
-                # answer it cannot move p_anomalous by more than that, so skip its extra steps.
-                if len(ids) > 1 and logprob < best_single - PRUNE_NATS:
-                    continue
-                for i in range(1, len(ids)):
+                # A word is at most as likely as its first token: far below the best one-token answer
+                # that bound stands in for the word (it moves p_anomalous by < e^-PRUNE_NATS).
+                extend = len(ids) > 1 and logprob >= best_single - PRUNE_NATS
+                for i in range(1, len(ids) if extend else 1):
                     logprob += float(_log_softmax(self.next_token_logits(tokens + ids[:i]))[ids[i]])
                 logprobs[label].append(logprob)
         return logprobs
