@@ -63,7 +63,7 @@ def set_embedder(ws: Workspace, kind: str = "fasttext", *, fasttext_model: str |
         name = f"fasttext-{_file_digest(tmp)}"
         path = ws.artifact_dir / f"{name}.bin"
         tmp.replace(path)
-        config.update({"trained_on_texts": len(texts), "dim": dim, "epoch": epochs, "lr": 0.5})
+        config.update({"trained_on_texts": len(texts), "dim": dim, "epoch": epochs, "lr": 0.1})
     embedder = load_embedder(kind, path)
     with ws.transaction():
         ws.db["embedders"].upsert({"name": name, "kind": kind, "dim": embedder.dim,
