@@ -270,3 +270,16 @@ def test_help_describes_every_option(cli, command):
     for param in click_command.params:
         if param.param_type_name == "option" and param.name != "help":
             assert param.help, f"{command} {param.opts} has no help text"
+
+
+@pytest.mark.parametrize("system", ["BGL", "HPC"])
+def test_split_fast_path_parses_exactly_as_the_layout_regex(system):
+    """Layouts of space-separated fields are parsed by str.split; it must agree with the regex,
+    odd lines included (leading white space, too few fields, empty message)."""
+    from detector.formats import parse_format, space_separated_fields
+
+    fmt = parse_format(f"loghub:{system}")
+    assert space_separated_fields(fmt.layout)
+    lines = loghub_file(system).read_text(errors="replace").split("\n")
+    lines += [" a b", "x", "- a b c d e f g h i  ", "\t- 1 2 3 4 5 6 7 8 msg  ", "- 1 2 3 4 5 6 7 8   msg"]
+    assert list(fmt.records(lines)) == list(fmt._regex_records(lines, strict=False))
