@@ -243,8 +243,10 @@ def export(ws: Workspace, out: Path, fmt: str, status: str | None = None, domain
         raise LogdistillError(f"unknown export format {fmt!r}; csv or jsonl")
     rows = list_rows(ws, domain, status)
     if not rows:
-        what = f" with status {status}" if status else ""
-        raise LogdistillError(f"the LEI table has no rows{what} to export; run `logdistill lei build` first")
+        if status:
+            raise LogdistillError(f"the LEI table has no rows with status {status} to export; "
+                                  "`logdistill lei review` decides on pending rows")
+        raise LogdistillError("the LEI table has no rows to export; run `logdistill lei build` first")
     if out.is_dir():
         raise LogdistillError(f"{out} is a directory")
     if not out.parent.is_dir():
