@@ -580,13 +580,15 @@ def label_run(
     verifier_folds: int = typer.Option(1, "--verifier-folds", help="Score each text by a verifier that did not see its label (K folds; 1: in-sample)."),
     verifier_epochs: int = typer.Option(5, "--verifier-epochs", help="Verifier training epochs per round (at least 150 steps)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the verifier and of the augmentation draw."),
+    augmentations: str = typer.Option("induce,filter,refine", "--augmentations",
+                                      help="Comma-separated augmentations a candidate is re-asked with, one drawn at random."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Label the unique masked texts: round 0, then calibration rounds 1..N (verifier, candidates,
     induce/filter/refine re-asking). Continues from the last finished round; cached answers are
     reused, so a re-run after a crash asks only what is missing."""
     from labeler.cache import Budget
-    from labeler.calibration import CalibrationOptions, run_calibration
+    from labeler.calibration import CalibrationOptions, round0_complete, run_calibration
     from labeler.rounds import run_round0
 
     if rounds < 0:
@@ -603,7 +605,8 @@ def label_run(
                   "base_url": base_url, "concurrency": concurrency, "rules": rules, "rules_weight": rules_weight,
                   "max_calls": max_calls, "max_cost": max_cost, "price_per_1k_tokens": price_per_1k_tokens,
                   "until_stable": until_stable, "stable_flips": stable_flips, "patience": patience,
-                  "verifier_folds": verifier_folds, "verifier_epochs": verifier_epochs, "seed": seed}
+                  "verifier_folds": verifier_folds, "verifier_epochs": verifier_epochs, "seed": seed,
+                  "augmentations": augmentations}
         report, calibration = None, []
         try:
             with progress_bar() as bar, ws.run("label run", params) as run_id:
@@ -614,8 +617,8 @@ def label_run(
                                description=f"{name} · {stats.calls} calls ({stats.calls_per_second:.1f}/s) · "
                                            f"{stats.cache_hits} cached · {stats.tokens} tokens")
 
-                # round 0 again only while no calibration round builds on it (it is free when cached)
-                if rounds == 0 or not ws.db["rounds"].count_where("number >= 1"):
+                # --rounds 0 (re)labels round 0; a higher --rounds continues from a complete round 0 as it is
+                if rounds == 0 or not round0_complete(ws):
                     report = run_round0(ws, llm_backend, domains=domain, rules=rules, rules_weight=rules_weight,
                                         budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
                     ws.db["runs"].update(run_id, {"params": json.dumps({**params, "prompt": report.prompt,
@@ -627,6 +630,7 @@ def label_run(
                     calibration = run_calibration(
                         ws, llm_backend, rounds=rounds, domains=domain, budget=budget,
                         options=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
+                                                   augmentations=tuple(a.strip() for a in augmentations.split(",") if a.strip()),
                                                    seed=seed),
                         until_stable=until_stable, stable_flips=stable_flips, patience=patience,
                         batch_size=4 * max(1, concurrency or 1),

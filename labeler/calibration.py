@@ -24,7 +24,7 @@ import numpy as np
 from detector.errors import LogdistillError
 from labeler import prompts
 from labeler.aggregate import hard_labels, llm_weight, soft_labels
-from labeler.augment import Augmented, plan_augmentations
+from labeler.augment import AUGMENTATIONS, Augmented, plan_augmentations
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
 from labeler.candidates import SUPPORT_PORTION, candidate_portion, select_candidates
@@ -42,7 +42,14 @@ class CalibrationOptions:
     verifier_folds: int = 1
     verifier_epochs: int = 5
     support_portion: float = SUPPORT_PORTION
+    augmentations: tuple[str, ...] = AUGMENTATIONS  # drawn from at random, one per candidate
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
+        if unknown or not self.augmentations:
+            raise LogdistillError(f"unknown augmentation(s) {', '.join(unknown) or '(none given)'}; "
+                                  f"choose from {', '.join(AUGMENTATIONS)}")
 
 
 @dataclass
@@ -68,6 +75,12 @@ class RoundReport:
 def _round_row(ws: Workspace, number: int) -> dict | None:
     rows = list(ws.db.query("select * from rounds where number = ?", [number]))
     return dict(rows[0]) if rows else None
+
+
+def round0_complete(ws: Workspace) -> bool:
+    """Round 0 ran and every text got its answer (a budget can leave some unasked)."""
+    row = _round_row(ws, 0)
+    return row is not None and row["finished"] is not None and not json.loads(row["stats"] or "{}").get("unanswered")
 
 
 def last_finished_round(ws: Workspace) -> int | None:
@@ -106,7 +119,8 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
                                support_portion=options.support_portion)
     index = SupportIndex(X[chosen.support], text_ids[chosen.support], labels[chosen.support])
     rng = np.random.default_rng([options.seed, number])
-    plan = plan_augmentations(ws, [keys[i] for i in chosen.candidates], X[chosen.candidates], index, rng)
+    plan = plan_augmentations(ws, [keys[i] for i in chosen.candidates], X[chosen.candidates], index, rng,
+                              options.augmentations)
     truth = _ground_truth(ws, keys)
     stats = {"portion": portion, "support": len(chosen.support), "disagreements": int(chosen.disagreement.sum()),
              "verifier_folds": scores.folds,
@@ -220,8 +234,8 @@ def run_calibration(ws: Workspace, backend: Backend, *, rounds: int, domains: li
     domains = resolve_domains(ws, domains)
     budget = budget or Budget()
     options = options or CalibrationOptions()
-    if _round_row(ws, 0) is None:
-        raise LogdistillError("round 0 has not run yet; run `logdistill label run --rounds 0` first")
+    if not round0_complete(ws):
+        raise LogdistillError("round 0 is not complete yet; run `logdistill label run --rounds 0` first")
     reports: list[RoundReport] = []
     spent, calm = AskStats(), 0
     number = (last_finished_round(ws) or 0) + 1

@@ -19,7 +19,7 @@ from tests.conftest import REPO, Cli
 from tests.test_round0 import ingest_bgl, queries
 
 pytestmark = pytest.mark.slow
-LINES = 300  # the first 300 BGL lines: a few dozen unique texts, a few anomalous
+LINES = 150  # the first 150 BGL lines: ten unique texts (the embedded model costs seconds a call)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def after_round0(tmp_path_factory):
     folder = tmp_path_factory.mktemp("round0")
     cli = Cli(folder / "cache.db")
     ingest_bgl(cli, folder, LINES)
+    assert cli("embed").exit_code == 0
     r = cli("label", "run", "--rounds", "0", "--rules")
     assert r.exit_code == 0, r.output
     return folder / "cache.db"
@@ -55,7 +56,7 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
     r = cli("label", "run", "--rounds", "2", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["round0"]["ask"]["calls"] == 0  # round 0 came from the cache
+    assert report["round0"] is None  # round 0 (LLM + rules) stands as it was
     assert [x["number"] for x in report["rounds"]] == [1, 2] and all(x["complete"] for x in report["rounds"])
     rows = rounds_rows(cli.workspace)
     assert [row["number"] for row in rows] == [0, 1, 2] and all(row["finished"] for row in rows)
@@ -67,8 +68,9 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
             assert len(labels) == len(plan)
             assert {l["weight"] for l in labels} == {llm_weight(row["number"])}
             assert {l["source"] for l in labels} <= {"induce", "filter", "refine"}
-            for p in plan:  # every example shown is another text; induce/filter examples carry labels
-                assert p["text_id"] not in [t for t, _ in p["examples"]]
+            for p in plan:  # retrieved examples are other texts, with labels; refine shows the log around it
+                if p["augmentation"] != "refine":
+                    assert p["text_id"] not in [t for t, _ in p["examples"]]
                 if p["augmentation"] == "induce":
                     assert sorted(lab for _, lab in p["examples"]) == [0] * 4 + [1] * min(2, len(p["examples"]) - 4)
             prompts = [q["prompt"] for q in ws.db.query(
@@ -100,10 +102,10 @@ def test_kill_mid_round_then_resume_asks_nothing_twice(after_round0, tmp_path):
     before = set(queries(cli.workspace))
     deadline = time.time() + 600
     try:
-        while time.time() < deadline:  # wait until round 1 is planned and has an answer or two
-            time.sleep(0.5)
+        while time.time() < deadline:  # kill as soon as round 1 is planned (its plan committed, its answers coming)
+            time.sleep(0.1)
             rows = rounds_rows(cli.workspace)
-            if len(rows) > 1 and len(set(queries(cli.workspace)) - before) >= 2:
+            if len(rows) > 1:
                 break
             assert proc.poll() is None, "label run ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
@@ -112,9 +114,8 @@ def test_kill_mid_round_then_resume_asks_nothing_twice(after_round0, tmp_path):
         if proc.poll() is None:
             proc.kill()
     answered = {k: v for k, v in queries(cli.workspace).items() if k not in before}
-    assert answered
-    row = rounds_rows(cli.workspace)[1]
-    assert row["finished"] is None  # planned, not aggregated
+    planned = rounds_rows(cli.workspace)[1]
+    assert planned["finished"] is None  # planned, not aggregated
     with open_workspace(cli.workspace) as ws:
         assert ws.db.execute("select count(*) from labels where round = 1").fetchone()[0] == 0
     r = cli("label", "run", "--rounds", "1", "--json")
@@ -125,8 +126,10 @@ def test_kill_mid_round_then_resume_asks_nothing_twice(after_round0, tmp_path):
     after = queries(cli.workspace)
     assert all(after[k] == v for k, v in answered.items())  # not asked again (same row, same time)
     row = rounds_rows(cli.workspace)[1]
-    assert row["finished"] and json.loads(row["plan"]) == json.loads(rounds_rows(cli.workspace)[1]["plan"])
+    assert row["finished"] and row["plan"] == planned["plan"]  # the stored plan, not a new draw
     assert row["calls"] == len(after) - len(before)  # the killed session's calls count for the round
+    with open_workspace(cli.workspace) as ws:
+        assert ws.db.execute("select count(*) from labels where round = 1").fetchone()[0] == row["candidates"]
 
 
 def test_budget_stops_mid_round_and_the_next_run_finishes_it(after_round0, tmp_path):
