@@ -286,6 +286,7 @@ def _label_and_train(ws: Workspace, llm, sources: list[SampleLog], stages: _Stag
 
     if rounds:
         stages.run("calibration rounds", rounds_stage)
+        _plot_rounds(ws, domains, Path(stages.report.workdir) / "rounds.png", stages.report)
     stages.report.label_quality = [{k: v for k, v in row.items() if k != "rounds"} for row in label_status(ws, domains)]
 
     def train() -> tuple[str, int]:
@@ -323,6 +324,14 @@ def _export_and_evaluate(ws: Workspace, target: SampleLog, bundle_path: Path, st
         return f"{target.system}: AUROC {result['auroc']:.3f}, best F1 {result['best_f1']:.3f} on {result['lines']} lines", 0
 
     stages.run(f"score unseen {target.system}", evaluate)
+
+
+def _plot_rounds(ws: Workspace, domains: list[str], path: Path, report: DemoReport) -> None:
+    """Label quality per round (MaidLog Fig. 5) for the sources with ground truth."""
+    from labeler.calibration import plot_rounds, round_table
+
+    plot_rounds(round_table(ws, domains), str(path))
+    report.files["rounds_plot"] = str(path)
 
 
 def _record_round(ws: Workspace, report: DemoReport, domains: list[str], number: int) -> None:
@@ -378,7 +387,7 @@ def markdown_report(report: DemoReport) -> str:
         columns = list(report.rounds[0])
         lines += ["", "## Rounds (label quality where the source has ground truth)", "",
                   "| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
-        lines += ["| " + " | ".join(_fmt(r.get(c)) if isinstance(r.get(c), float) else str(r.get(c, "-"))
+        lines += ["| " + " | ".join(_fmt(r.get(c)) if isinstance(r.get(c), float) or r.get(c) is None else str(r[c])
                                     for c in columns) + " |" for r in report.rounds]
     lines += ["", "## Label quality on the sources (per unique text; only `hpc` has ground truth)", "",
               "| domain | texts | anomalous | AUROC | precision | recall | F1 |", "|---|---:|---:|---:|---:|---:|---:|"]
