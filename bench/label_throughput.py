@@ -8,7 +8,8 @@ for BGL. Measured:
   3. the openai backend against a local `python -m llama_cpp.server` with the same model, at
      concurrency 1 and 4 (completions endpoint, max_tokens 1, top-5 logprobs).
 calls/s = calls / wall time after one warm-up call; the median latency is per call. The
-machine's load average is printed: on a shared machine the absolute figures move with it.
+compared runs alternate in blocks over the same prompts, so load drift on a shared machine
+hits both alike; the load average is printed, the absolute figures move with it.
 
     python bench/label_throughput.py [--limit N] [--openai-limit N] [--logprobs K] [--skip-openai]
 """
@@ -42,15 +43,22 @@ def bgl_unique_texts() -> list[str]:
     return list(dict.fromkeys(masker.mask(r.message) for r in parse_format("loghub:BGL").records(lines)))
 
 
-def measure(backend, prompts: list[str]) -> dict:
-    backend.classify(prompts[:1])  # warm-up: model pages, first full prompt
-    started = time.perf_counter()
-    answers = backend.classify(prompts[1:])
-    wall = time.perf_counter() - started
-    return {"answers": answers, "calls": len(answers), "calls_per_s": len(answers) / wall,
-            "median_latency_s": statistics.median(a.latency for a in answers),
-            "with_p": sum(a.p_anomalous is not None for a in answers),
-            "unparsed": sum(a.label is None for a in answers)}
+def measure(backends: dict, prompts: list[str], block: int = 10) -> dict:
+    """Figures per backend over the same prompts, run in alternating blocks so that load drift on a
+    shared machine hits every backend alike."""
+    answers = {name: [] for name in backends}
+    wall = dict.fromkeys(backends, 0.0)
+    for backend in backends.values():
+        backend.classify(prompts[:1])  # warm-up: model pages, first full prompt
+    for start in range(1, len(prompts), block):
+        for name, backend in backends.items():
+            began = time.perf_counter()
+            answers[name] += backend.classify(prompts[start:start + block])
+            wall[name] += time.perf_counter() - began
+    return {name: {"answers": got, "calls": len(got), "calls_per_s": len(got) / wall[name],
+                   "median_latency_s": statistics.median(a.latency for a in got),
+                   "with_p": sum(a.p_anomalous is not None for a in got),
+                   "unparsed": sum(a.label is None for a in got)} for name, got in answers.items()}
 
 
 def report(name: str, figures: dict) -> None:
@@ -74,23 +82,23 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
 
     local = prompts[: args.limit or len(prompts)]
-    results = {}
-    for reuse in (True, False):
-        backend = make_backend("llamacpp", prefix_reuse=reuse)
-        results[reuse] = measure(backend, local)
-        report(f"llamacpp {DEFAULT_MODEL}, prefix re-use {'on' if reuse else 'off'}", results[reuse])
-        backend.close()
+    backends = {reuse: make_backend("llamacpp", prefix_reuse=reuse) for reuse in (True, False)}
+    results = measure(backends, local)
+    for reuse, figures in results.items():
+        report(f"llamacpp {DEFAULT_MODEL}, prefix re-use {'on' if reuse else 'off'}", figures)
+        backends[reuse].close()
     largest = max(abs(a.p_anomalous - b.p_anomalous) for a, b in zip(results[True]["answers"], results[False]["answers"]))
     print(f"prefix re-use speed-up: {results[True]['calls_per_s'] / results[False]['calls_per_s']:.2f}x "
           f"(largest p_anomalous difference between the two: {largest:.4f})", flush=True)
     if not args.skip_openai:
         remote = prompts[: args.openai_limit]
         with llama_cpp_server(default_gguf_path(), DEFAULT_MODEL) as url:
-            for concurrency in (1, 4):
-                backend = make_backend("openai", DEFAULT_MODEL, base_url=url, endpoint="completions",
-                                       concurrency=concurrency, logprobs=args.logprobs, max_tokens=1)
-                report(f"openai -> llama_cpp.server, concurrency {concurrency}", measure(backend, remote))
-                backend.close()
+            backends = {concurrency: make_backend("openai", DEFAULT_MODEL, base_url=url, endpoint="completions",
+                                                  concurrency=concurrency, logprobs=args.logprobs, max_tokens=1)
+                        for concurrency in (1, 4)}
+            for concurrency, figures in measure(backends, remote, block=8).items():
+                report(f"openai -> llama_cpp.server, concurrency {concurrency}", figures)
+                backends[concurrency].close()
 
 
 if __name__ == "__main__":
