@@ -2,7 +2,7 @@
 
 Doubt is the verifier's loss against the current label (the same measure that picks
 calibration candidates), computed afresh on the current labels; texts already labeled by
-hand are left out. Each settled text becomes a `manual` label, which outweighs every round.
+hand are not shown again (their labels still teach the verifier). Each settled text becomes a `manual` label, which outweighs every round.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def doubtful_texts(ws: Workspace, domains: list[str] | None = None, limit: int =
     """The `limit` texts whose current label the verifier doubts most, most doubtful first."""
     domains = resolve_domains(ws, domains)
     manual = {(r["domain"], r["text_id"]) for r in ws.db.query("select domain, text_id from labels where source = 'manual'")}
-    soft = {k: v for k, v in soft_labels(ws, domains).items() if k not in manual}
-    if not soft or limit <= 0:
+    soft = soft_labels(ws, domains)  # the verifier learns from every label, hand-set ones included
+    if not set(soft) - manual or limit <= 0:
         return []
     keys = sorted(soft)
     labels = np.array([int(soft[k] >= 0.5) for k in keys])
@@ -43,7 +43,8 @@ def doubtful_texts(ws: Workspace, domains: list[str] | None = None, limit: int =
     X = load_vectors(ws, [t for _, t in keys])
     scores = verify(X, labels, np.array([d for d, _ in keys]), seed=seed)
     doubts = []
-    for i in np.argsort(-scores.losses, kind="stable")[:limit]:
+    doubtful = [i for i in np.argsort(-scores.losses, kind="stable") if keys[i] not in manual]
+    for i in doubtful[:limit]:
         domain, text_id = keys[i]
         entry = ws.db.execute("""select e.raw, t.masked from entries e join texts t on t.id = e.text_id
                                  where e.domain = ? and e.text_id = ? order by e.position limit 1""",
