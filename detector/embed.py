@@ -11,7 +11,10 @@ This module imports fasttext lazily and never torch at import time, so the runti
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -22,6 +25,11 @@ import numpy as np
 from detector.errors import LogdistillError
 
 EMBEDDER_KINDS = ("fasttext", "minilm")
+
+_TRAIN_IN_CHILD = """
+import json, sys, fasttext
+fasttext.train_unsupervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])
+"""
 
 
 class Embedder(Protocol):
@@ -61,14 +69,16 @@ class FastTextEmbedder:
         loghub-2k samples together give 4,158 words and a 34 MB file.
 
         The learning rate is twice fastText's default: a log corpus is a few thousand short
-        lines, and at lr 0.05 the vectors barely leave their random start (on loghub-2k a linear
-        probe for BGL anomalies scored mean AUROC 0.80 at lr 0.05, 0.85 at 0.1, 0.89 at 0.5, 50
-        epochs). Above 0.1 single-thread training stopped being reproducible (vectors of two
-        runs differed by up to 0.05), so 0.1 it is. A rate that diverges (fastText stops with
-        "Encountered NaN") is halved and retried.
-        """
-        import fasttext
+        lines, and at lr 0.05 the vectors barely leave their random start. A rate that diverges
+        (fastText stops with "Encountered NaN") is halved and retried; the rate used is kept in
+        `lr` of the returned embedder.
 
+        Training runs in a fresh child process. fastText 0.9.3 with one thread initialises only
+        the first tenth of its input matrix and leaves the rest as allocated: zeros from a fresh
+        mapping, but stale heap values when the process has freed a matrix of that size before
+        (a second training in one process gave vectors 1e29 apart). A new process always gets
+        a fresh mapping, so the same corpus and settings give the same model.
+        """
         out_path = Path(out_path)
         counts: Counter[str] = Counter()
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as corpus:
@@ -76,26 +86,27 @@ class FastTextEmbedder:
                 line = text.replace("\n", " ")
                 corpus.write(line + "\n")
                 counts.update(line.split())
+        tmp = out_path.with_name(out_path.name + ".tmp")
         try:
             if not counts:
                 raise LogdistillError("no texts to train a fastText embedder on")
+            settings = {"input": corpus.name, "model": "skipgram", "dim": dim, "epoch": epoch,
+                        "minCount": min_count_for(counts, max_words), "bucket": bucket,
+                        "minn": minn, "maxn": maxn, "thread": 1, "verbose": 0}
             while True:
-                try:
-                    model = fasttext.train_unsupervised(
-                        corpus.name, model="skipgram", dim=dim, epoch=epoch, lr=lr,
-                        minCount=min_count_for(counts, max_words), bucket=bucket, minn=minn,
-                        maxn=maxn, thread=1, verbose=0)
+                child = subprocess.run([sys.executable, "-c", _TRAIN_IN_CHILD, json.dumps({**settings, "lr": lr}), str(tmp)],
+                                       capture_output=True, text=True)
+                if child.returncode == 0:
                     break
-                except RuntimeError as e:
-                    if "NaN" not in str(e) or lr < 0.01:
-                        raise
-                    lr /= 2
+                if "NaN" not in child.stderr or lr < 0.01:
+                    raise LogdistillError(f"fastText training failed: {child.stderr.strip().splitlines()[-1:]}")
+                lr /= 2
         finally:
             os.unlink(corpus.name)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        model.save_model(str(tmp))
         os.replace(tmp, out_path)
-        return cls(out_path)
+        embedder = cls(out_path)
+        embedder.lr = lr
+        return embedder
 
     def embed(self, texts: list[str]) -> np.ndarray:
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)

@@ -59,11 +59,11 @@ def set_embedder(ws: Workspace, kind: str = "fasttext", *, fasttext_model: str |
             raise LogdistillError("the workspace has no texts yet; run `logdistill ingest` first")
         epochs = corpus_epochs(len(texts))
         tmp = ws.artifact_dir / "fasttext-training.bin"
-        FastTextEmbedder.train(texts, tmp, dim=dim, epoch=epochs)
+        trained = FastTextEmbedder.train(texts, tmp, dim=dim, epoch=epochs)
         name = f"fasttext-{_file_digest(tmp)}"
         path = ws.artifact_dir / f"{name}.bin"
         tmp.replace(path)
-        config.update({"trained_on_texts": len(texts), "dim": dim, "epoch": epochs, "lr": 0.1})
+        config.update({"trained_on_texts": len(texts), "dim": dim, "epoch": epochs, "lr": trained.lr})
     embedder = load_embedder(kind, path)
     with ws.transaction():
         ws.db["embedders"].upsert({"name": name, "kind": kind, "dim": embedder.dim,
