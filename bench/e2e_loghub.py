@@ -131,9 +131,8 @@ def main() -> None:
             print("    " + round0_summary(r0), file=sys.stderr)
             train_and_score(ws, "(b) detector, round-0 labels", "round0", base)
             if args.rounds:
-                done = timer.stage(f"calibration rounds 1..{args.rounds}",
-                                   lambda: calibrate(ws, llm, sources, args.rounds),
-                                   calls=lambda rs: sum(r.ask.calls for r in rs))
+                timer.stage(f"calibration rounds 1..{args.rounds}", lambda: calibrate(ws, llm, sources, args.rounds),
+                            calls=lambda rs: sum(r.ask.calls for r in rs))
                 train_and_score(ws, f"(c) detector after {args.rounds} rounds", f"round{args.rounds}", base)
                 train_and_score(ws, "(d) ablation: no adversarial loss, single head", "ablation",
                                 {**base, "adversarial": False, "single_head": True})

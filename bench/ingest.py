@@ -11,14 +11,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import resource
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from peak_rss import REPO, run_logdistill
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
 
 
@@ -33,18 +29,7 @@ def write_stream(path: Path, lines: int, compress: bool) -> None:
 
 def run_ingest(log: Path, workspace: Path) -> tuple[float, int]:
     """(seconds, peak RSS in MiB) of one `logdistill ingest` subprocess."""
-    code = ("import resource, sys; from cli import main; sys.argv[0] = 'logdistill'\n"
-            "try:\n    main()\nfinally:\n"
-            "    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, "--workspace", str(workspace), "ingest", str(log),
-                           "--domain", "bgl", "--format", "loghub:BGL", "--json"],
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr)
-    rss_kib = int(proc.stderr.rsplit("maxrss", 1)[1].split()[0])
-    return seconds, rss_kib // 1024
+    return run_logdistill(["--workspace", workspace, "ingest", log, "--domain", "bgl", "--format", "loghub:BGL", "--json"])
 
 
 def main() -> None:

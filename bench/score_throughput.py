@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from detector.runtime import load_bundle  # noqa: E402
+from peak_rss import run_logdistill  # noqa: E402
 
 BGL = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k")) / "BGL" / "BGL_2k.log"
 
@@ -87,22 +87,14 @@ def main() -> None:
                 for line in f:
                     mask(line)
 
-        peak_rss_kb: list[int] = []
+        peak_rss_mb: list[int] = []
 
         def end_to_end() -> None:
-            with open(os.devnull, "w") as sink:
-                child = subprocess.Popen([sys.executable, "-m", "cli", "score", str(bundle_path), str(stream)],
-                                         stdout=sink, stderr=subprocess.DEVNULL, cwd=REPO,
-                                         env={**os.environ, "PYTHONPATH": str(REPO)})
-                _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
-                child.returncode = os.waitstatus_to_exitcode(status)
-            if child.returncode != 0:
-                raise SystemExit(f"score failed with exit code {child.returncode}")
-            peak_rss_kb.append(usage.ru_maxrss)
+            peak_rss_mb.append(run_logdistill(["score", bundle_path, stream])[1])
 
         mask_s = median_time(masking_only, args.repeat)
         score_s = median_time(end_to_end, args.repeat)
-        peak_rss_mb = max(peak_rss_kb) / 1024
+        peak_rss_mb = max(peak_rss_mb)
 
         rng = np.random.default_rng(0)
         real = bundle.embedder.embed(sorted({mask(line) for line in BGL.read_text().splitlines()}))

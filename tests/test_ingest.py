@@ -5,7 +5,6 @@ exactly as it was (no file at all where there was none before).
 """
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
