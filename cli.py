@@ -571,6 +571,10 @@ def label_run(
     llm: bool = typer.Option(True, "--llm/--no-llm", help="Ask the LLM (--no-llm with --rules: rules alone)."),
     rules: bool = typer.Option(False, "--rules", help="Add the severity rule set (prompt `rules`) as an annotator."),
     rules_weight: float = typer.Option(1.0, "--rules-weight", help="Weight of a rule label (an LLM round-0 answer weighs 1)."),
+    debias: bool = typer.Option(True, "--debias/--no-debias",
+                                help="Calibrate the LLM's p_anomalous against its answer to the same prompt with a "
+                                     "content-free message (round 0: 3 extra calls per domain; later rounds: one per "
+                                     "candidate; see labeler/debias.py)."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Ask the LLM at most this many times."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this (USD)."),
     price_per_1k_tokens: Optional[float] = typer.Option(None, "--price-per-1k-tokens", help="USD per 1000 tokens, for --max-cost."),
@@ -603,6 +607,7 @@ def label_run(
         params = {"rounds": rounds, "domains": domain, "backend": llm_backend and llm_backend.name,
                   "model": llm_backend and llm_backend.model, "decoding": llm_backend and llm_backend.params(),
                   "base_url": base_url, "concurrency": concurrency, "rules": rules, "rules_weight": rules_weight,
+                  "debias": debias,
                   "max_calls": max_calls, "max_cost": max_cost, "price_per_1k_tokens": price_per_1k_tokens,
                   "until_stable": until_stable, "stable_flips": stable_flips, "patience": patience,
                   "verifier_folds": verifier_folds, "verifier_epochs": verifier_epochs, "seed": seed,
@@ -620,7 +625,7 @@ def label_run(
                 # --rounds 0 (re)labels round 0; a higher --rounds continues from a complete round 0 as it is
                 if rounds == 0 or not round0_complete(ws):
                     report = run_round0(ws, llm_backend, domains=domain, rules=rules, rules_weight=rules_weight,
-                                        budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
+                                        debias=debias, budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
                     ws.db["runs"].update(run_id, {"params": json.dumps({**params, "prompt": report.prompt,
                                                                         "rules_version": report.rules_version})})
                     budget = Budget(max_calls=None if max_calls is None else max_calls - report.ask.calls,
@@ -631,7 +636,7 @@ def label_run(
                         ws, llm_backend, rounds=rounds, domains=domain, budget=budget,
                         options=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
                                                    augmentations=tuple(a.strip() for a in augmentations.split(",") if a.strip()),
-                                                   seed=seed),
+                                                   debias=debias, seed=seed),
                         until_stable=until_stable, stable_flips=stable_flips, patience=patience,
                         batch_size=4 * max(1, concurrency or 1),
                         on_progress=lambda name, stats, total: show(stats, total, name))
@@ -647,6 +652,10 @@ def label_run(
                   f"{report.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
                   f"{a.calls_per_second:.1f} calls/s, {report.unparsed} unparsed, {a.errors} errors), "
                   f"{report.rule_labels} rule labels")
+        known = {d: q for d, q in report.priors.items() if q is not None}
+        if known:
+            out.print("LLM lean on content-free messages (divided out): "
+                      + ", ".join(f"{d} p_anomalous {q:.3f}" for d, q in known.items()))
         if not report.complete:
             out.print(f"[yellow]budget reached: {a.unanswered} texts not asked; run again with a larger budget[/]")
     for r in calibration:

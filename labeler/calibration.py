@@ -27,6 +27,7 @@ from labeler.aggregate import hard_labels, llm_weight, soft_labels
 from labeler.augment import AUGMENTATIONS, Augmented, plan_augmentations
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
+from labeler.debias import CONTENT_FREE, calibrate, prior
 from labeler.candidates import SUPPORT_PORTION, candidate_portion, select_candidates
 from labeler.retrieval import SupportIndex
 from labeler.rounds import resolve_domains
@@ -43,6 +44,7 @@ class CalibrationOptions:
     verifier_epochs: int = 5
     support_portion: float = SUPPORT_PORTION
     augmentations: tuple[str, ...] = AUGMENTATIONS  # drawn from at random, one per candidate
+    debias: bool = True  # each prompt also asked with a content-free message (labeler.debias)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -137,8 +139,13 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
     return row
 
 
-def render_plan(ws: Workspace, plan: list[Augmented]) -> tuple[list[str], dict[str, prompts.Prompt]]:
-    """The prompt of each planned candidate (deterministic: a resumed round renders the same text)."""
+def render_plan(ws: Workspace, plan: list[Augmented], log_override: str | None = None
+                ) -> tuple[list[str], dict[str, prompts.Prompt]]:
+    """The prompt of each planned candidate (deterministic: a resumed round renders the same text).
+
+    `log_override`: the same prompts, examples and all, with this message in place of the
+    candidate's (the content-free twins of labeler.debias).
+    """
     templates = {name: prompts.get_prompt(ws, name) for name in {p.augmentation for p in plan}}
     needed = {p.text_id for p in plan} | {t for p in plan for t, _ in p.examples}
     masked: dict[int, str] = {}
@@ -149,7 +156,7 @@ def render_plan(ws: Workspace, plan: list[Augmented]) -> tuple[list[str], dict[s
             f"select id, masked from texts where id in ({', '.join('?' * len(chunk))})", chunk)})
     systems = {d: prompts.system_description(ws.require_domain(d)) for d in {p.domain for p in plan}}
     rendered = [templates[p.augmentation].render(
-        system=systems[p.domain], log=masked[p.text_id],
+        system=systems[p.domain], log=masked[p.text_id] if log_override is None else log_override,
         examples=prompts.format_examples([(masked[t], label) for t, label in p.examples])) for p in plan]
     return rendered, templates
 
@@ -159,24 +166,36 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
     """Ask (or find in the cache) every prompt of round `number`'s plan; finish the round if all are answered."""
     row = _round_row(ws, number)
     plan = [Augmented.from_dict(p) for p in json.loads(row["plan"])]
+    debiased = json.loads(row["params"]).get("debias", False)
     rendered, templates = render_plan(ws, plan)
+    twins = render_plan(ws, plan, log_override=CONTENT_FREE[0])[0] if debiased else []
     report = RoundReport(number, candidates=len(plan))
     started = time.perf_counter()
-    answered: list[dict | None] = [None] * len(plan)
+    answers: dict[str, dict | None] = {}
     for name, template in templates.items():  # one ask per prompt name, so each query records its version
         mine = [i for i, p in enumerate(plan) if p.augmentation == name]
-        asked = ask(ws, backend, [rendered[i] for i in mine], prompt_name=name, prompt_version=template.version,
+        # each content-free twin right before its prompt: a budget never leaves an answer without its twin
+        questions = [q for i in mine for q in ((twins[i], rendered[i]) if debiased else (rendered[i],))]
+        asked = ask(ws, backend, questions, prompt_name=name, prompt_version=template.version,
                     batch_size=batch_size, budget=_remaining(budget, report.ask),
                     on_progress=(lambda s, done=report.ask: on_progress(
-                        f"round {number}", _sum(done, s), len(plan))) if on_progress else None)
-        for i, answer in zip(mine, asked.rows):
-            answered[i] = answer
+                        f"round {number}", _sum(done, s), len(plan) * (2 if debiased else 1))) if on_progress else None)
+        answers.update(zip(questions, asked.rows))
         report.ask = _sum(report.ask, asked.stats)
     report.ask.seconds = time.perf_counter() - started
     if report.ask.unanswered:
         return report
-    _finish_round(ws, number, plan, answered, report, row)
+    answered = [_debiased(answers[rendered[i]], answers[twins[i]] if debiased else None) for i in range(len(plan))]
+    _finish_round(ws, number, plan, answered, report, row, queried=[a for a in answers.values() if a is not None])
     return report
+
+
+def _debiased(answer: dict | None, twin: dict | None) -> dict | None:
+    """The answer with its p_anomalous calibrated against its content-free twin's (labeler.debias)."""
+    if answer is None or twin is None:
+        return answer
+    p = calibrate(answer["p_anomalous"], prior([twin["p_anomalous"]]))
+    return {**answer, "p_anomalous": p, "label": answer["label"] if p is None else int(p >= 0.5)}
 
 
 def _sum(a: AskStats, b: AskStats) -> AskStats:
@@ -190,7 +209,7 @@ def _remaining(budget: Budget, spent: AskStats) -> Budget:
 
 
 def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: list[dict | None],
-                  report: RoundReport, row: dict) -> None:
+                  report: RoundReport, row: dict, queried: list[dict]) -> None:
     """The round's answers join `labels` and its row is finished, in one transaction."""
     domains = json.loads(row["params"])["domains"]
     created = now()
@@ -198,7 +217,7 @@ def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: l
                "label": a["label"], "p_anomalous": a["p_anomalous"], "weight": llm_weight(number),
                "query_key": a["key"], "created": created}
               for p, a in zip(plan, answered) if a is not None and (a["label"] is not None or a["p_anomalous"] is not None)]
-    keys = [a["key"] for a in answered if a is not None]
+    keys = [a["key"] for a in queried]
     fresh = list(ws.db.query(  # asked during this round (a resumed round counts its first session's calls too)
         f"""select count(*) as calls, coalesce(sum(prompt_tokens + completion_tokens), 0) as tokens
             from queries where created >= ? and key in ({', '.join('?' * len(keys))})""",

@@ -20,6 +20,7 @@ from labeler.aggregate import RULE_WEIGHT, llm_weight
 from labeler.annotators import parse_rules, rule_labels
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
+from labeler.debias import CONTENT_FREE, calibrate, prior
 from labeler.workspace import Workspace, now
 
 
@@ -33,6 +34,7 @@ class Round0Report:
     ask: AskStats = field(default_factory=AskStats)
     prompt: dict | None = None  # name and version of the task prompt
     rules_version: str | None = None
+    priors: dict[str, float | None] = field(default_factory=dict)  # domain -> the task prompt's lean (labeler.debias)
 
     @property
     def complete(self) -> bool:
@@ -69,10 +71,12 @@ def task_prompt_name(backend: Backend) -> str:
 
 
 def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | None = None, rules: bool = False,
-               rules_weight: float = RULE_WEIGHT, budget: Budget | None = None, batch_size: int = 4,
-               on_progress: Callable[[AskStats, int], None] | None = None) -> Round0Report:
+               rules_weight: float = RULE_WEIGHT, debias: bool = True, budget: Budget | None = None,
+               batch_size: int = 4, on_progress: Callable[[AskStats, int], None] | None = None) -> Round0Report:
     """Label every unique text of `domains` with the LLM (`backend`, may be None) and/or the rule set.
 
+    With `debias`, each domain's task prompt is also asked with content-free messages and the
+    LLM's p_anomalous is calibrated against that lean (labeler.debias).
     `on_progress(stats, total)` is called after the cache look-up and after each batch.
     """
     if backend is None and not rules:
@@ -83,7 +87,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
     started_at, started = now(), time.perf_counter()
     rows: list[dict] = []
     if backend is not None:
-        rows += _llm_labels(ws, backend, texts, report, budget, batch_size, on_progress)
+        rows += _llm_labels(ws, backend, texts, report, budget, batch_size, on_progress, debias)
     if rules:
         rule_prompt = prompts.get_prompt(ws, prompts.RULES)
         report.rules_version = rule_prompt.version
@@ -98,33 +102,45 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
             "number": 0, "started": started_at, "finished": now(),
             "params": json.dumps({"domains": domains, "backend": backend and backend.name,
                                   "model": backend and backend.model, "prompt": report.prompt,
-                                  "rules_version": report.rules_version, "rules_weight": rules_weight if rules else None}),
+                                  "rules_version": report.rules_version, "rules_weight": rules_weight if rules else None,
+                                  "debias": debias and backend is not None}),
             "candidates": len(texts), "calls": report.ask.calls, "cache_hits": report.ask.cache_hits,
             "tokens": report.ask.tokens, "seconds": time.perf_counter() - started,
             "stats": json.dumps({"llm_labels": report.llm_labels, "rule_labels": report.rule_labels,
-                                 "unparsed": report.unparsed, "unanswered": report.ask.unanswered})}, pk="number")
+                                 "unparsed": report.unparsed, "unanswered": report.ask.unanswered,
+                                 "priors": report.priors})}, pk="number")
     return report
 
 
 def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Round0Report,
-                budget: Budget | None, batch_size: int, on_progress) -> list[dict]:
+                budget: Budget | None, batch_size: int, on_progress, debias: bool) -> list[dict]:
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
     report.prompt = {"name": prompt.name, "version": prompt.version}
     systems = {d: prompts.system_description(ws.require_domain(d)) for d in report.domains}
     rendered = [prompt.render(system=systems[t["domain"]], log=t["masked"], examples="") for t in texts]
-    asked = ask(ws, backend, rendered, prompt_name=prompt.name, prompt_version=prompt.version,
+    content_free = {d: [prompt.render(system=systems[d], log=log, examples="") for log in CONTENT_FREE]
+                    for d in report.domains} if debias else {}
+    # content-free prompts first: a budget that stops the round early still leaves the priors known
+    everything = [p for d in report.domains for p in content_free.get(d, [])] + rendered
+    asked = ask(ws, backend, everything, prompt_name=prompt.name, prompt_version=prompt.version,
                 batch_size=batch_size, budget=budget,
-                on_progress=(lambda stats: on_progress(stats, len(set(rendered)))) if on_progress else None)
+                on_progress=(lambda stats: on_progress(stats, len(set(everything)))) if on_progress else None)
     report.ask = asked.stats
+    answers = dict(zip(everything, asked.rows))
+    if debias:
+        report.priors = {d: prior([answers[p]["p_anomalous"] for p in content_free[d] if answers[p] is not None])
+                         for d in report.domains}
     created, rows = now(), []
-    for t, row in zip(texts, asked.rows):
+    for t, text_prompt in zip(texts, rendered):
+        row = answers[text_prompt]
         if row is None:
             continue
         if row["label"] is None and row["p_anomalous"] is None:
             report.unparsed += 1
             continue
+        p = calibrate(row["p_anomalous"], report.priors.get(t["domain"]))
         rows.append({"domain": t["domain"], "text_id": t["text_id"], "round": 0, "source": "llm",
-                     "label": row["label"], "p_anomalous": row["p_anomalous"], "weight": llm_weight(0),
-                     "query_key": row["key"], "created": created})
+                     "label": row["label"] if p is None else int(p >= 0.5), "p_anomalous": p,
+                     "weight": llm_weight(0), "query_key": row["key"], "created": created})
     report.llm_labels = len(rows)
     return rows

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from labeler.debias import CONTENT_FREE, calibrate
 from labeler.workspace import open_workspace
 from tests.conftest import REPO, loghub_file, run_logdistill
 from tests.servers.openai_like import OpenAILikeServer
@@ -52,24 +53,38 @@ def status(cli) -> dict:
 def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     unique = ingest_bgl(cli, tmp_path, 100)
     assert unique < 100  # lines share masked texts: asking per line would cost more
-    r = cli("label", "run", "--rounds", "0", "--json")
+    r = cli("label", "run", "--rounds", "0", "--no-debias", "--json")
     assert r.exit_code == 0, r.output
     report = round0(r.stdout)
     assert (report["ask"]["calls"], report["ask"]["cache_hits"], report["llm_labels"]) == (unique, 0, unique)
+    llm_labels = """select l.text_id, l.p_anomalous, l.label, l.weight, q.prompt, t.masked, q.model, q.prompt_name,
+                           q.prompt_version, q.p_anomalous as raw_p from labels l
+                    join queries q on q.key = l.query_key join texts t on t.id = l.text_id
+                    where l.source = 'llm' and l.round = 0 order by l.text_id"""
     with open_workspace(cli.workspace) as ws:
-        rows = list(ws.db.query("""select l.p_anomalous, l.label, l.weight, q.prompt, t.masked, q.model,
-                                          q.prompt_name, q.prompt_version from labels l
-                                   join queries q on q.key = l.query_key join texts t on t.id = l.text_id
-                                   where l.source = 'llm' and l.round = 0"""))
+        rows = list(ws.db.query(llm_labels))
         runs = list(ws.db.query("select params from runs where command = 'label run'"))
     assert len(rows) == unique
     assert all(r["prompt"].count(r["masked"]) >= 1 and "BlueGene/L" in r["prompt"] for r in rows)
     assert {(r["model"], r["prompt_name"], r["weight"]) for r in rows} == {("gemma3-270m", "task", 1.0)}
     assert all(0.0 < r["p_anomalous"] < 1.0 for r in rows) and len({r["p_anomalous"] for r in rows}) > 1
+    assert all(r["p_anomalous"] == r["raw_p"] for r in rows)
     assert json.loads(runs[0]["params"])["prompt"]["version"] == rows[0]["prompt_version"]
 
+    # debiased (the default): only the content-free prompts are new; the labels move, their order does not
+    debiased = round0(cli("label", "run", "--rounds", "0", "--json").stdout)
+    assert (debiased["ask"]["calls"], debiased["ask"]["cache_hits"]) == (len(CONTENT_FREE), unique)
+    prior = debiased["priors"]["BGL"]
+    assert 0.0 < prior < 1.0
+    with open_workspace(cli.workspace) as ws:
+        calibrated = list(ws.db.query(llm_labels))
+    assert [r["p_anomalous"] for r in calibrated] == pytest.approx([calibrate(r["raw_p"], prior) for r in rows])
+    by_raw = sorted(calibrated, key=lambda r: r["raw_p"])
+    assert [r["p_anomalous"] for r in by_raw] == sorted(r["p_anomalous"] for r in calibrated)
+    assert all(r["label"] == int(r["p_anomalous"] >= 0.5) for r in calibrated)
+
     again = round0(cli("label", "run", "--rounds", "0", "--json").stdout)
-    assert (again["ask"]["calls"], again["ask"]["cache_hits"], again["llm_labels"]) == (0, unique, unique)
+    assert (again["ask"]["calls"], again["ask"]["cache_hits"], again["llm_labels"]) == (0, unique + len(CONTENT_FREE), unique)
     s = status(cli)
     assert s["labeled"] == unique and s["sources"] == {"llm": unique} and s["auroc"] is not None
 
@@ -78,7 +93,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     new_task.write_text("Log of {system}.\nMessage: {log}\nVerdict (normal or anomalous):")
     assert cli("prompts", "set", "task", "--file", new_task).exit_code == 0
     changed = round0(cli("label", "run", "--rounds", "0", "--max-calls", "2", "--json").stdout)
-    assert (changed["ask"]["calls"], changed["ask"]["unanswered"], changed["complete"]) == (2, unique - 2, False)
+    assert (changed["ask"]["calls"], changed["ask"]["unanswered"], changed["complete"]) == (2, unique + len(CONTENT_FREE) - 2, False)
 
 
 @pytest.mark.slow
@@ -102,9 +117,9 @@ def test_kill_9_during_round0_then_resume_without_asking_again(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     report = round0(r.stdout)
     assert report["ask"]["cache_hits"] == len(committed)
-    assert report["ask"]["calls"] == unique - len(committed)
+    assert report["ask"]["calls"] == unique + len(CONTENT_FREE) - len(committed)
     after = queries(cli.workspace)
-    assert len(after) == unique
+    assert len(after) == unique + len(CONTENT_FREE)
     assert all(after[k] == v for k, v in committed.items())  # no committed prompt was asked again
     assert status(cli)["labeled"] == unique
 

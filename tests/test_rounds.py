@@ -14,6 +14,9 @@ import time
 import pytest
 
 from labeler.aggregate import hard_labels, llm_weight, soft_labels
+from labeler.augment import Augmented
+from labeler.calibration import render_plan
+from labeler.debias import CONTENT_FREE, calibrate
 from labeler.workspace import open_workspace
 from tests.conftest import REPO, Cli
 from tests.test_round0 import ingest_bgl, queries
@@ -78,7 +81,16 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
             assert all(p.rstrip().endswith("Verdict (normal or anomalous):") for p in prompts)
             stats = json.loads(row["stats"])
             assert stats["candidate_error_rate"] is not None and stats["support_error_rate"] is not None
-            assert row["calls"] + row["cache_hits"] == len({q for q in prompts})
+            # each prompt has a content-free twin (same examples, message N/A) whose lean is divided out
+            twins, _ = render_plan(ws, [Augmented.from_dict(p) for p in plan], log_override=CONTENT_FREE[0])
+            raw = {q["prompt"]: q["p_anomalous"] for q in ws.db.query("select prompt, p_anomalous from queries")}
+            assert all(t in raw for t in twins)
+            assert row["calls"] + row["cache_hits"] == len(set(prompts) | set(twins))
+            by_text = {l["text_id"]: l for l in labels}
+            for p, twin in zip(plan, twins):
+                label = by_text[p["text_id"]]
+                asked = ws.db.execute("select p_anomalous from queries where key = ?", [label["query_key"]]).fetchone()[0]
+                assert label["p_anomalous"] == pytest.approx(calibrate(asked, raw[twin]))
         # flips are what the aggregate says: labels through round 1 vs through round 2
         before, after = hard_labels(ws, through_round=1), hard_labels(ws, through_round=2)
         assert rows[2]["flips_to_anomalous"] == sum(1 for k in after if after[k] == 1 and before[k] == 0)

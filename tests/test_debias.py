@@ -1,0 +1,23 @@
+"""Contextual calibration (labeler.debias): the lean of a prompt is divided out of its answers."""
+import pytest
+
+from labeler.debias import PRIOR_FLOOR, calibrate, prior
+
+
+def test_an_answer_as_anomalous_as_the_content_free_one_becomes_even():
+    assert calibrate(0.05, 0.05) == pytest.approx(0.5)
+    assert calibrate(0.2, 0.05) > 0.5 > calibrate(0.01, 0.05)  # above the lean is evidence for anomalous
+    assert calibrate(0.3, 0.5) == pytest.approx(0.3)  # an unbiased prompt is left alone
+
+
+def test_order_is_kept_so_auroc_does_not_change():
+    raw = [0.001, 0.01, 0.04, 0.05, 0.3, 0.9, 0.999]
+    assert [calibrate(p, 0.07) for p in raw] == sorted(calibrate(p, 0.07) for p in raw)
+
+
+def test_unknowns_pass_through_and_extremes_stay_finite():
+    assert calibrate(None, 0.1) is None and calibrate(0.3, None) == 0.3
+    assert prior([None, None]) is None and prior([]) is None
+    assert prior([0.02, None, 0.04]) == pytest.approx(0.03)
+    assert prior([0.0]) == PRIOR_FLOOR and prior([1.0]) == 1 - PRIOR_FLOOR
+    assert 0.0 < calibrate(0.0, prior([0.0])) < 1.0 and 0.0 < calibrate(1.0, 0.5) < 1.0
