@@ -1010,8 +1010,6 @@ def demo(
     out.print(f"{report.seconds:.0f} s, {report.llm_calls} LLM calls")
     for name, path in report.files.items():
         out.print(f"  {name}: {path}", highlight=False)
-    for missing in report.not_built:
-        out.print(f"[yellow]not built yet:[/] {missing}", highlight=False)
 
 
 def main() -> None:

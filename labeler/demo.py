@@ -67,7 +67,6 @@ class DemoReport:
     target: dict = field(default_factory=dict)  # name -> per-line metrics on the unseen system
     files: dict = field(default_factory=dict)  # what was written where
     flagged: list[dict] = field(default_factory=list)  # the unseen system's top-scored lines
-    not_built: list[str] = field(default_factory=list)  # stages skipped because their code is missing
 
     @property
     def llm_calls(self) -> int:
@@ -402,8 +401,6 @@ def markdown_report(report: DemoReport) -> str:
         lines += [f"- {f['score']:.3f} ({'anomalous' if f['truth'] else 'normal'}): `{f['message'][:140]}`"
                   for f in report.flagged]
     lines += ["", "## Files", ""] + [f"- {k}: `{v}`" for k, v in report.files.items()]
-    if report.not_built:
-        lines += ["", "## Not built yet", ""] + [f"- {n}" for n in report.not_built]
     return "\n".join(lines) + "\n"
 
 
