@@ -149,7 +149,7 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
 
         path.with_suffix(".lei.json").write_text(interpretation_table(ws).to_json(), encoding="utf-8")
     source_domains = list(model.domains_)
-    row = {"name": name, "path": str(path), "created": now(),
+    row = {"name": name, "path": ws.artifact_ref(path), "created": now(),
            "config": json.dumps({"params": model.get_params(), "domains": source_domains, "labels": labels,
                                  "features": features,
                                  "embedder": ws.setting("embedder"), "mask_version": ws.masker.version}),
@@ -184,15 +184,16 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
     embedder = ws.db["embedders"].get(config["embedder"])
     if config["mask_version"] != ws.masker.version:
         raise LogdistillError(f"model {name!r} was trained under other masking rules than the workspace's now")
-    model = DomainAdversarialDetector.load(row["path"])
+    model_path = ws.artifact_path(row["path"])
+    model = DomainAdversarialDetector.load(model_path)
     info = {"model_name": name, "trained": row["created"], "labels": config["labels"],
             "training_metrics": json.loads(row["metrics"]), "provenance": json.loads(row["provenance"])}
     lei_table = None
     if config.get("features") == "lei":
-        lei_path = Path(row["path"]).with_suffix(".lei.json")
+        lei_path = model_path.with_suffix(".lei.json")
         if not lei_path.is_file():
             raise LogdistillError(f"the LEI table {lei_path} of model {name!r} is missing")
         lei_table = lei_path.read_text(encoding="utf-8")
-    return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"],
+    return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"] and ws.artifact_path(embedder["path"]),
                         masker=ws.masker, input_format=_bundle_input_format(ws, config["domains"]),
                         threshold=threshold, info=info, lei_table=lei_table)

@@ -67,7 +67,7 @@ def set_embedder(ws: Workspace, kind: str = "fasttext", *, fasttext_model: str |
     embedder = load_embedder(kind, path)
     with ws.transaction():
         ws.db["embedders"].upsert({"name": name, "kind": kind, "dim": embedder.dim,
-                                   "path": str(path) if path else None,
+                                   "path": ws.artifact_ref(path) if path else None,
                                    "config": json.dumps(config), "created": now()}, pk="name")
         ws.set_setting("embedder", name)
     return name
@@ -78,7 +78,7 @@ def active_embedder(ws: Workspace) -> tuple[str, Embedder]:
     if name is None:
         raise LogdistillError("no embedder chosen yet; run `logdistill embed`")
     row = ws.db["embedders"].get(name)
-    return name, load_embedder(row["kind"], row["path"])
+    return name, load_embedder(row["kind"], row["path"] and ws.artifact_path(row["path"]))
 
 
 def embed_missing(ws: Workspace, on_progress: Callable[[int, int], None] | None = None) -> int:

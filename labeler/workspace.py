@@ -146,6 +146,19 @@ class Workspace:
         folder.mkdir(exist_ok=True)
         return folder
 
+    def artifact_ref(self, path: Path) -> str:
+        """How a file is recorded in the workspace: relative to the artifact folder when it lies
+        there (so a workspace moved or opened from another directory still finds it), else absolute."""
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.artifact_dir.resolve()))
+        except ValueError:
+            return str(path)
+
+    def artifact_path(self, ref: str) -> Path:
+        """The file a recorded reference names (see `artifact_ref`)."""
+        return self.artifact_dir / ref  # an absolute `ref` stays absolute
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All-or-nothing: commits at the end of the block, rolls back on any exception."""

@@ -1,6 +1,8 @@
 """`export` and bundle loading: contents, size, and every kind of bad bundle refused in one line."""
 import json
+import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +76,25 @@ def test_export_writes_atomically_and_records_the_run(bgl_bundle, tmp_path):
     result = cli("export", "nope", "--out", tmp_path / "x.bundle")
     assert result.exit_code == 2 and "no trained model 'nope'" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_moved_workspace_still_finds_its_embedder_and_models(bgl_bundle, tmp_path, monkeypatch):
+    """Artifacts are recorded relative to the workspace's folder, not to the directory it was used from."""
+    workspace, _ = bgl_bundle
+    moved = tmp_path / "elsewhere" / "cache.db"
+    moved.parent.mkdir()
+    shutil.copyfile(workspace, moved)
+    shutil.copytree(workspace.with_name(workspace.name + ".d"), moved.with_name(moved.name + ".d"))
+    monkeypatch.chdir(tmp_path)
+    original = workspace.with_name(workspace.name + ".d")
+    hidden = original.with_name(original.name + ".hidden")
+    original.rename(hidden)  # only the copy's files can be found
+    try:
+        result = Cli(Path("elsewhere/cache.db"))("export", "bgl", "--out", "moved.bundle")
+    finally:
+        hidden.rename(original)
+    assert result.exit_code == 0, result.output
+    assert load_bundle(tmp_path / "moved.bundle").meta["model_name"] == "bgl"
 
 
 def test_train_records_config_provenance_and_metrics(bgl_bundle):
