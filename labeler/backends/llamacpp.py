@@ -29,6 +29,9 @@ DEFAULT_MODEL = "gemma3-270m"
 SMOLLM2 = "smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRUNE_NATS = 10.0  # a multi-token answer spelling this far below the best one-token one is not extended
+# Plain generation (LEI): one line, and a repetition penalty, because greedy decoding of a 270M
+# model otherwise loops ("with a partition with a partition ...") until max_tokens.
+GENERATION = {"stop": ["\n"], "repeat_penalty": 1.3}
 
 
 def default_gguf_path() -> Path:
@@ -117,7 +120,7 @@ class LlamaCppBackend:
 
     def params(self) -> dict:
         return {"method": "answer-word-logprobs", "temperature": 0, "chat": self.chat,
-                "answers": [ANSWER_WORDS[0], ANSWER_WORDS[1]]}
+                "answers": [ANSWER_WORDS[0], ANSWER_WORDS[1]], "generation": GENERATION}
 
     def classify(self, prompts: list[str]) -> list[Answer]:
         return [self._classify_one(prompt) for prompt in prompts]
@@ -128,7 +131,7 @@ class LlamaCppBackend:
             text = self.render(prompt)
             started = time.perf_counter()
             self._check_length(self._tokenize(text))
-            out = self._llm.create_completion(text, max_tokens=max_tokens, temperature=0.0)
+            out = self._llm.create_completion(text, max_tokens=max_tokens, temperature=0.0, **GENERATION)
             answers.append(Answer(label=None, text=out["choices"][0]["text"],
                                   prompt_tokens=out["usage"]["prompt_tokens"],
                                   completion_tokens=out["usage"]["completion_tokens"],
