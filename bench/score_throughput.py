@@ -15,19 +15,23 @@ temporary workspace, embedded, a detector trained briefly on ground truth, expor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
 
-from detector.runtime import load_bundle  # noqa: E402
+from detector.export import quantize_int8  # noqa: E402
+from detector.runtime import MODEL_MEMBER, load_bundle  # noqa: E402
 from peak_rss import run_logdistill  # noqa: E402
 
 BGL = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k")) / "BGL" / "BGL_2k.log"
@@ -103,12 +107,20 @@ def main() -> None:
                       + rng.normal(0, 1e-3, (block, real.shape[1]))).astype(np.float32)
         passes = -(-args.embeddings // block)
 
-        def model_only() -> None:
-            for _ in range(passes):
-                for start in range(0, block, 20_000):
-                    bundle.predict(embeddings[start:start + 20_000])
+        def model_only(scorer) -> float:
+            def run() -> None:
+                for _ in range(passes):
+                    for start in range(0, block, 20_000):
+                        scorer.predict(embeddings[start:start + 20_000])
+            return median_time(run, args.repeat)
 
-        model_s = median_time(model_only, args.repeat)
+        model_s = model_only(bundle)
+        with zipfile.ZipFile(bundle_path) as z:  # the same graph as `export --int8` writes it
+            int8_graph = quantize_int8(z.read(MODEL_MEMBER)) if bundle.meta.get("weights") != "int8" else None
+        int8_bundle = dataclasses.replace(bundle, session=onnxruntime.InferenceSession(
+            int8_graph, providers=["CPUExecutionProvider"])) if int8_graph else bundle
+        int8_s = model_only(int8_bundle)
+        int8_gap = float(np.abs(bundle.predict(real) - int8_bundle.predict(real)).max())
 
     print(f"bundle: {bundle_mb:.1f} MB, {bundle.meta['n_parameters']:,} parameters, "
           f"embedder {bundle.meta['embedder']['kind']} ({bundle.meta['embedder']['dim']}-d)")
@@ -118,7 +130,9 @@ def main() -> None:
     print(f"ratio end-to-end / masking:  {mask_s / score_s:12.2f}x  (target >= 0.8x)")
     print(f"peak RSS of score:           {peak_rss_mb:12,.0f} MB  (target <= 500 MB)")
     print(f"model only (ONNX, batches of 20k): {passes * block / model_s:,.0f} embeddings/s  "
-          f"({passes * block:,} in {model_s:.2f} s; target >= 1M/s)")
+          f"({passes * block:,} in {model_s:.2f} s; target >= 1M/s), {bundle.meta.get('weights', 'float32')} weights")
+    print(f"model only, int8 weights:          {passes * block / int8_s:,.0f} embeddings/s  "
+          f"({passes * block:,} in {int8_s:.2f} s; `export --int8`), largest score change {int8_gap:.1e}")
 
 
 if __name__ == "__main__":

@@ -174,8 +174,9 @@ def _bundle_input_format(ws: Workspace, domains: list[str]) -> InputFormat:
     return parse_format(formats.pop()) if len(formats) == 1 else parse_format("raw")
 
 
-def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """Write model `name` as a bundle at `out_path`; returns the bundle's metadata."""
+def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: float = DEFAULT_THRESHOLD,
+                    int8: bool = False) -> dict:
+    """Write model `name` as a bundle at `out_path` (`int8`: with int8 weights); returns the bundle's metadata."""
     from detector.export import write_bundle
     from detector.model import DomainAdversarialDetector
 
@@ -196,4 +197,4 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
         lei_table = lei_path.read_text(encoding="utf-8")
     return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"] and ws.artifact_path(embedder["path"]),
                         masker=ws.masker, input_format=_bundle_input_format(ws, config["domains"]),
-                        threshold=threshold, info=info, lei_table=lei_table)
+                        threshold=threshold, info=info, lei_table=lei_table, int8=int8)

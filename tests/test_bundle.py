@@ -4,6 +4,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import Cli, loghub_file
@@ -21,6 +22,23 @@ def test_bundle_holds_everything_and_is_small(bgl_bundle):
     assert meta["labels"] == "ground-truth" and "training_metrics" in meta
     assert bundle.masker.mask("took 12 ms") == "took <*> ms"
     assert bundle.predict(bundle.embedder.embed(["data TLB error interrupt"])).shape == (1,)
+
+
+def test_int8_bundle_scores_like_the_float32_one(bgl_bundle, tmp_path):
+    import onnx
+
+    workspace, path = bgl_bundle
+    result = Cli(workspace)("export", "bgl", "--out", tmp_path / "int8.bundle", "--int8")
+    assert result.exit_code == 0 and "int8 weights" in result.stdout, result.output
+    full, small = load_bundle(path), load_bundle(tmp_path / "int8.bundle")
+    assert (full.meta["weights"], small.meta["weights"]) == ("float32", "int8")
+    with zipfile.ZipFile(tmp_path / "int8.bundle") as z:
+        ops = {node.op_type for node in onnx.load_from_string(z.read("model.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    texts = sorted({full.masker.mask(line) for line in loghub_file("BGL").read_text().splitlines()})
+    vectors = full.embedder.embed(texts)
+    difference = np.abs(full.predict(vectors) - small.predict(vectors))
+    assert 0 < difference.max() < 0.01  # quantized, so not identical; close enough not to matter
 
 
 def rewrite(src, dst, change):
