@@ -80,10 +80,10 @@ def cached_rows(ws: Workspace, keys: list[str]) -> dict[str, dict]:
     return found
 
 
-def _store(ws: Workspace, backend: Backend, key: str, prompt: str, answer: Answer,
+def _store(ws: Workspace, backend: Backend, params: dict, key: str, prompt: str, answer: Answer,
            prompt_name: str | None, prompt_version: str | None) -> dict:
     row = {"key": key, "backend": backend.name, "model": backend.model,
-           "params": json.dumps(backend.params(), sort_keys=True), "prompt_name": prompt_name,
+           "params": json.dumps(params, sort_keys=True), "prompt_name": prompt_name,
            "prompt_version": prompt_version, "prompt": prompt, "response": answer.text, "label": answer.label,
            "p_anomalous": answer.p_anomalous, "prompt_tokens": answer.prompt_tokens,
            "completion_tokens": answer.completion_tokens, "latency": answer.latency, "error": answer.error,
@@ -103,7 +103,8 @@ def ask(ws: Workspace, backend: Backend, prompts: list[str], *, prompt_name: str
     most one batch. `generate=True` asks for plain completions (LEI) instead of labels.
     """
     budget = budget or Budget()
-    params = backend.params() if not generate else {**backend.params(), "generate": True, "max_tokens": max_tokens}
+    params = backend.params() if not generate else {**backend.params(generate=True), "generate": True,
+                                                    "max_tokens": max_tokens}
     keys = [cache_key(backend.name, backend.model, params, p) for p in prompts]
     unique = dict(zip(keys, prompts))  # identical prompts are asked once
     found = cached_rows(ws, list(unique))
@@ -126,7 +127,7 @@ def ask(ws: Workspace, backend: Backend, prompts: list[str], *, prompt_name: str
         texts = [p for _, p in batch]
         answers = backend.generate(texts, max_tokens=max_tokens) if generate else backend.classify(texts)
         for (key, prompt), answer in zip(batch, answers):
-            found[key] = _store(ws, backend, key, prompt, answer, prompt_name, prompt_version)
+            found[key] = _store(ws, backend, params, key, prompt, answer, prompt_name, prompt_version)
             stats.calls += 1
             stats.errors += answer.error is not None
             used = answer.prompt_tokens + answer.completion_tokens

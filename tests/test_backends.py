@@ -77,8 +77,8 @@ def test_llamacpp_generate(gemma):
     [answer] = gemma.generate(["The capital of France is"], max_tokens=4)
     assert answer.label is None and answer.text.strip() and 0 < answer.completion_tokens <= 4
     assert gemma.params() == {"method": "answer-word-logprobs", "temperature": 0, "chat": False,
-                              "answers": ["normal", "anomalous"],
-                              "generation": {"stop": ["\n"], "repeat_penalty": 1.3}}
+                              "answers": ["normal", "anomalous"]}  # classification keys do not change
+    assert gemma.params(generate=True)["stop"] == ["\n"] and gemma.params(generate=True)["repeat_penalty"] == 1.3
     [two_lines] = gemma.generate(["Log: disk full\nInterpretation: The disk is full.\nLog: link down\nInterpretation:"],
                                  max_tokens=48)
     assert "\n" not in two_lines.text.strip() and two_lines.completion_tokens < 48  # one line, then stop

@@ -46,8 +46,9 @@ class Backend(Protocol):
     model: str  # what the cache key and the provenance record
     chat: bool  # True: the model wants a chat template (use the *_chat prompts)
 
-    def params(self) -> dict:
-        """Decoding parameters that change answers (they are part of the cache key)."""
+    def params(self, generate: bool = False) -> dict:
+        """Decoding parameters that change answers (they are part of the cache key); with
+        `generate`, those of plain generation."""
 
     def classify(self, prompts: list[str]) -> list[Answer]:
         """One Answer per prompt, in order."""

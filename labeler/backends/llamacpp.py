@@ -118,9 +118,10 @@ class LlamaCppBackend:
 
     # ---- protocol
 
-    def params(self) -> dict:
-        return {"method": "answer-word-logprobs", "temperature": 0, "chat": self.chat,
-                "answers": [ANSWER_WORDS[0], ANSWER_WORDS[1]], "generation": GENERATION}
+    def params(self, generate: bool = False) -> dict:
+        params = {"method": "answer-word-logprobs", "temperature": 0, "chat": self.chat,
+                  "answers": [ANSWER_WORDS[0], ANSWER_WORDS[1]]}
+        return {**params, **GENERATION} if generate else params
 
     def classify(self, prompts: list[str]) -> list[Answer]:
         return [self._classify_one(prompt) for prompt in prompts]

@@ -47,7 +47,7 @@ class OpenAIBackend:
                                      timeout=timeout, max_retries=0)
         self._openai = openai
 
-    def params(self) -> dict:
+    def params(self, generate: bool = False) -> dict:
         return {"endpoint": "chat" if self.chat else "completions", "temperature": 0,
                 "max_tokens": self.max_tokens, "logprobs": self.logprobs}
 

@@ -50,7 +50,7 @@ class TGIBackend:
             raise LogdistillError(f"{self._where()} serves {served!r}, not {model!r}")
         self.model = served
 
-    def params(self) -> dict:
+    def params(self, generate: bool = False) -> dict:
         return {"do_sample": False, "max_new_tokens": self.max_tokens, "top_n_tokens": self.top_n_tokens}
 
     def classify(self, prompts: list[str]) -> list[Answer]:

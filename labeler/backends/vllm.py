@@ -73,7 +73,7 @@ class VLLMBackend:
                 from error
         self._vllm = vllm
 
-    def params(self) -> dict:
+    def params(self, generate: bool = False) -> dict:
         return {"mode": self.mode, "temperature": 0, "max_tokens": self.max_tokens, "logprobs": self.logprobs,
                 "chat": self.chat}
 
