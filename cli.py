@@ -823,7 +823,9 @@ def train(
                                  help="masked (the masked line) or lei (its template's accepted LEI interpretation, "
                                       "else the masked line); the bundle and `score` follow the model."),
     epochs: int = typer.Option(600, "--epochs", min=1, help="Training epochs."),
-    batch_size: int = typer.Option(2000, "--batch-size", min=1, help="Rows per optimizer step."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
+                                             help="Rows per optimizer step (default: MaidLog's 2000, or fewer so "
+                                                  "that an epoch takes at least 8 steps on a small corpus)."),
     lr: float = typer.Option(4e-4, "--lr", help="AdamW learning rate."),
     no_adversarial: bool = typer.Option(False, "--no-adversarial", help="Ablation: no gradient reversal (lambda = 0)."),
     single_head: bool = typer.Option(False, "--single-head", help="Ablation: one classification head for all domains."),

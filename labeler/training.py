@@ -116,7 +116,7 @@ def _training_metrics(model, data: TrainingSet, ws: Workspace) -> dict:
     history = model.history_
     return {"final_loss": history[-1]["loss"], "final_classification_loss": history[-1]["classification"],
             "final_domain_loss": history[-1]["domain"], "texts": int(len(data.y)),
-            "n_parameters": model.n_parameters, "domains": per_domain}
+            "n_parameters": model.n_parameters, "batch_size": model.batch_size_, "domains": per_domain}
 
 
 def _model_path(ws: Workspace, name: str) -> Path:

@@ -44,6 +44,17 @@ def test_default_size_is_about_0_4m_parameters():
     assert 300_000 <= model.n_parameters <= 500_000
 
 
+def test_small_corpora_get_batches_of_at_least_8_steps_per_epoch(tmp_path):
+    X, y, domains = synthetic(n=100)
+    model = DomainAdversarialDetector(epochs=1).fit(X, y, domains)
+    assert model.batch_size_ == 13  # ceil(100 / 8)
+    assert DomainAdversarialDetector(epochs=1, batch_size=50).fit(X, y, domains).batch_size_ == 50
+    model.save(tmp_path / "m.pt")
+    assert DomainAdversarialDetector.load(tmp_path / "m.pt").batch_size_ == 13
+    big = np.zeros((40_000, 2), np.float32), np.r_[np.zeros(20_000), np.ones(20_000)], np.zeros(40_000)
+    assert DomainAdversarialDetector(epochs=1, hidden=(4,), head_hidden=2, discriminator_hidden=2).fit(*big).batch_size_ == 2000
+
+
 def test_grl_ramp_rises_from_zero_to_one():
     values = [grl_lambda(k / 10) for k in range(11)]
     assert values[0] == 0 and values[-1] > 0.999 and values == sorted(values)
