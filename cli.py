@@ -827,6 +827,8 @@ def train(
                                              help="Rows per optimizer step (default: MaidLog's 2000, or fewer so "
                                                   "that an epoch takes at least 8 steps on a small corpus)."),
     lr: float = typer.Option(4e-4, "--lr", help="AdamW learning rate."),
+    beta: float = typer.Option(0.3, "--beta", min=0.0,
+                               help="Weight of the domain (adversarial) loss, eq. 10 (MaidLog: 1; see detector/model.py)."),
     no_adversarial: bool = typer.Option(False, "--no-adversarial", help="Ablation: no gradient reversal (lambda = 0)."),
     single_head: bool = typer.Option(False, "--single-head", help="Ablation: one classification head for all domains."),
     no_swa: bool = typer.Option(False, "--no-swa", help="Ablation: no stochastic weight averaging."),
@@ -838,7 +840,7 @@ def train(
     """Train the detector on the workspace's labels and record it in the models table."""
     from labeler.training import train_detector
 
-    params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "adversarial": not no_adversarial,
+    params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "adversarial": not no_adversarial,
               "single_head": single_head, "swa": not no_swa, "swa_start": swa_start, "seed": seed}
     domain_names = _split_names(domains)
     with open_ws(ctx) as ws, progress_bar() as bar:
