@@ -102,7 +102,9 @@ def test_user_fasttext_model_and_switch_is_reported(ingested, tmp_path):
     with open_workspace(ingested.workspace, create=False) as ws:
         assert ws.db.execute("select count(distinct embedder) from embeddings").fetchone()[0] == 2
         row = ws.db["embedders"].get(ws.setting("embedder"))
-        assert Path(row["path"]).parent == ws.artifact_dir and json.loads(row["config"])["source"] == str(own.resolve())
+        # copied into the workspace's own folder, recorded relative to it
+        assert ws.artifact_path(row["path"]).parent == ws.artifact_dir and not Path(row["path"]).is_absolute()
+        assert json.loads(row["config"])["source"] == str(own.resolve())
 
 
 def test_minilm_embedder(ingested):
