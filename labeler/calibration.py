@@ -27,8 +27,8 @@ from labeler.aggregate import hard_labels, llm_weight, soft_labels
 from labeler.augment import AUGMENTATIONS, Augmented, plan_augmentations
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
-from labeler.debias import CONTENT_FREE, calibrate, prior
 from labeler.candidates import SUPPORT_PORTION, candidate_portion, select_candidates
+from labeler.debias import CONTENT_FREE, debiased_answer, prior
 from labeler.retrieval import SupportIndex
 from labeler.rounds import resolve_domains
 from labeler.vectors import embed_missing, load_vectors
@@ -185,17 +185,11 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
     report.ask.seconds = time.perf_counter() - started
     if report.ask.unanswered:
         return report
-    answered = [_debiased(answers[rendered[i]], answers[twins[i]] if debiased else None) for i in range(len(plan))]
+    answered = [answers[prompt] for prompt in rendered]
+    if debiased:  # each answer against its own twin's lean
+        answered = [a and debiased_answer(a, prior([answers[twin]["p_anomalous"]])) for a, twin in zip(answered, twins)]
     _finish_round(ws, number, plan, answered, report, row, queried=[a for a in answers.values() if a is not None])
     return report
-
-
-def _debiased(answer: dict | None, twin: dict | None) -> dict | None:
-    """The answer with its p_anomalous calibrated against its content-free twin's (labeler.debias)."""
-    if answer is None or twin is None:
-        return answer
-    p = calibrate(answer["p_anomalous"], prior([twin["p_anomalous"]]))
-    return {**answer, "p_anomalous": p, "label": answer["label"] if p is None else int(p >= 0.5)}
 
 
 def _sum(a: AskStats, b: AskStats) -> AskStats:

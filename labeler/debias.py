@@ -35,3 +35,10 @@ def calibrate(p: float | None, q: float | None) -> float | None:
     p = min(1 - PRIOR_FLOOR, max(PRIOR_FLOOR, p))
     log_odds = math.log(p / (1 - p)) - math.log(q / (1 - q))
     return 1 / (1 + math.exp(-log_odds))
+
+
+def debiased_answer(answer: dict, q: float | None) -> dict:
+    """A cached answer row with its p_anomalous calibrated against the lean q, and its label
+    following the calibrated probability (unchanged where either is unknown)."""
+    p = calibrate(answer["p_anomalous"], q)
+    return {**answer, "p_anomalous": p, "label": answer["label"] if p is None else int(p >= 0.5)}

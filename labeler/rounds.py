@@ -20,7 +20,7 @@ from labeler.aggregate import RULE_WEIGHT, llm_weight
 from labeler.annotators import parse_rules, rule_labels
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
-from labeler.debias import CONTENT_FREE, calibrate, prior
+from labeler.debias import CONTENT_FREE, debiased_answer, prior
 from labeler.workspace import Workspace, now
 
 
@@ -138,9 +138,9 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
         if row["label"] is None and row["p_anomalous"] is None:
             report.unparsed += 1
             continue
-        p = calibrate(row["p_anomalous"], report.priors.get(t["domain"]))
+        row = debiased_answer(row, report.priors.get(t["domain"]))
         rows.append({"domain": t["domain"], "text_id": t["text_id"], "round": 0, "source": "llm",
-                     "label": row["label"] if p is None else int(p >= 0.5), "p_anomalous": p,
+                     "label": row["label"], "p_anomalous": row["p_anomalous"],
                      "weight": llm_weight(0), "query_key": row["key"], "created": created})
     report.llm_labels = len(rows)
     return rows

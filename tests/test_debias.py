@@ -1,7 +1,7 @@
 """Contextual calibration (labeler.debias): the lean of a prompt is divided out of its answers."""
 import pytest
 
-from labeler.debias import PRIOR_FLOOR, calibrate, prior
+from labeler.debias import PRIOR_FLOOR, calibrate, debiased_answer, prior
 
 
 def test_an_answer_as_anomalous_as_the_content_free_one_becomes_even():
@@ -21,3 +21,10 @@ def test_unknowns_pass_through_and_extremes_stay_finite():
     assert prior([0.02, None, 0.04]) == pytest.approx(0.03)
     assert prior([0.0]) == PRIOR_FLOOR and prior([1.0]) == 1 - PRIOR_FLOOR
     assert 0.0 < calibrate(0.0, prior([0.0])) < 1.0 and 0.0 < calibrate(1.0, 0.5) < 1.0
+
+
+def test_a_debiased_answer_takes_its_label_from_the_calibrated_probability():
+    answer = {"key": "k", "label": 0, "p_anomalous": 0.2}
+    assert debiased_answer(answer, 0.05) == {"key": "k", "label": 1, "p_anomalous": pytest.approx(calibrate(0.2, 0.05))}
+    text_only = {"key": "k", "label": 1, "p_anomalous": None}  # a server without log-probabilities
+    assert debiased_answer(text_only, 0.05) == text_only and debiased_answer(answer, None) == answer
