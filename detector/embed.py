@@ -99,7 +99,8 @@ class FastTextEmbedder:
                 if child.returncode == 0:
                     break
                 if "NaN" not in child.stderr or lr < 0.01:
-                    raise LogdistillError(f"fastText training failed: {child.stderr.strip().splitlines()[-1:]}")
+                    last = (child.stderr.strip().splitlines() or [f"exit code {child.returncode}"])[-1]
+                    raise LogdistillError(f"fastText training failed: {last}")
                 lr /= 2
         finally:
             os.unlink(corpus.name)
