@@ -180,7 +180,7 @@ def embed(
     out.print(f"embedder {name}: {computed} vectors computed")
 
 
-# ---------------------------------------------------------------------------- templates (helper-lei)
+# ---------------------------------------------------------------------------- templates
 
 templates_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
                             help="Drain3 log templates per domain (the keys of the LEI table).")
@@ -238,7 +238,7 @@ def templates_list(
     print_table(rows, ["domain", "id", "count", "template", "representative"])
 
 
-# ---------------------------------------------------------------------------- lei (helper-lei)
+# ---------------------------------------------------------------------------- lei
 
 lei_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
                       help="LEI table: an LLM interpretation per template, reviewed by an operator.")
@@ -386,7 +386,7 @@ def lei_export(
     out.print(f"{count} LEI rows written to {out_path}")
 
 
-# ---------------------------------------------------------------------------- prompts, cache, label (helper-labeling)
+# ---------------------------------------------------------------------------- prompts, cache, label
 
 prompts_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
                           help="Versioned prompt templates ({system}, {log}, {examples}) and the rule set.")
@@ -713,7 +713,7 @@ def label_status_command(
     _print_round_table(ctx, domain)
 
 
-# ---------------------------------------------------------------------------- label rounds, plot, review (helper-rounds)
+# ---------------------------------------------------------------------------- label rounds, plot, review
 
 ROUND_COLUMNS = ["number", "candidates", "flips_to_anomalous", "flips_to_normal", "calls", "cache_hits", "tokens",
                  "seconds", "verifier_loss", "candidate_error_rate", "support_error_rate", "precision", "recall",
@@ -804,7 +804,7 @@ def label_review(
     out.print(f"{settled} texts labeled by hand")
 
 
-# ---------------------------------------------------------------------------- train, export, score, eval (helper-detector)
+# ---------------------------------------------------------------------------- train, export, score, eval
 
 def _split_names(values: Optional[list[str]]) -> Optional[list[str]]:
     """`--domains a --domains b` and `--domains a,b` both give [a, b]."""
@@ -958,7 +958,7 @@ def eval_command(
         out.print(f"curves written to {plot}")
 
 
-# ---------------------------------------------------------------------------- demo (helper-demo)
+# ---------------------------------------------------------------------------- demo
 
 class _DemoBar:
     """Draws the demo's stages: one line per finished stage, a bar for the running one."""
