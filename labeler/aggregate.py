@@ -11,6 +11,7 @@ from labeler.workspace import Workspace
 
 RULE_WEIGHT = 1.0
 MANUAL_WEIGHT = 1000.0  # outweighs any realistic number of LLM rounds (sum of 1 + r over 42 rounds is 945)
+VOTES = "coalesce(p_anomalous, label) is not null and weight > 0"  # the `labels` rows that vote
 
 
 def llm_weight(round_number: int) -> float:
@@ -26,7 +27,7 @@ def soft_labels(ws: Workspace, domains: list[str] | None = None,
     """
     sql = """select domain, text_id,
                     sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
-             from labels where coalesce(p_anomalous, label) is not null and weight > 0"""
+             from labels where """ + VOTES
     args: list = []
     if domains:
         sql += f" and domain in ({', '.join('?' * len(domains))})"

@@ -115,12 +115,17 @@ def set_manual_labels(ws: Workspace, label: int, *, text_id: int | None = None, 
     if not rows:
         what = f"text id {text_id}" if text_id is not None else f"a text matching {match!r}"
         raise LogdistillError(f"no {what} in {'domain(s) ' + ', '.join(domains) if domains else 'the workspace'}")
+    write_manual_labels(ws, [(r["domain"], r["text_id"], label) for r in rows])
+    return rows
+
+
+def write_manual_labels(ws: Workspace, labeled: list[tuple[str, int, int]]) -> None:
+    """Give each (domain, text_id) the manual label 0/1, replacing an earlier one, in one transaction."""
     created = now()
     with ws.transaction():
-        for r in rows:
+        for domain, text_id, _ in labeled:
             ws.db.execute("delete from labels where source = 'manual' and domain = ? and text_id = ?",
-                          [r["domain"], r["text_id"]])
-        ws.db["labels"].insert_all({"domain": r["domain"], "text_id": r["text_id"], "round": 0, "source": "manual",
+                          [domain, text_id])
+        ws.db["labels"].insert_all({"domain": domain, "text_id": text_id, "round": 0, "source": "manual",
                                     "label": label, "p_anomalous": float(label), "weight": MANUAL_WEIGHT,
-                                    "query_key": None, "created": created} for r in rows)
-    return rows
+                                    "query_key": None, "created": created} for domain, text_id, label in labeled)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 from labeler.backends.base import Answer, Backend
 from labeler.workspace import Workspace, now
@@ -218,23 +219,13 @@ def show(ws: Workspace, key: str) -> dict:
 
 def export(ws: Workspace, out: Path) -> int:
     """Write every query as one JSON object per line; the file appears whole or not at all."""
-    if out.is_dir():
-        raise LogdistillError(f"{out} is a directory")
-    if not out.parent.is_dir():
-        raise LogdistillError(f"cannot write {out}: folder {out.parent} does not exist")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     count = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in ws.db.query("select * from queries order by created, rowid"):
-                row = dict(row)
-                row["params"] = json.loads(row["params"]) if row["params"] else {}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise LogdistillError(f"cannot write {out}: {e.strerror}") from None
+    with atomic_output(out) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for row in ws.db.query("select * from queries order by created, rowid"):
+            row = dict(row)
+            row["params"] = json.loads(row["params"]) if row["params"] else {}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

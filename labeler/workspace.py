@@ -12,15 +12,34 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import sqlite_utils
-
 from detector.errors import LogdistillError
 from detector.mask import Masker
+
+
+def _import_sqlite_utils():
+    """sqlite-utils, without the pandas it imports at import time whenever pandas is installed.
+
+    It needs pandas only to insert DataFrames, which logdistill never does; loading it cost every
+    command about 100 MiB of resident memory and 0.4 s (`import labeler.workspace`: 144 -> 41 MiB peak).
+    """
+    hide = "pandas" not in sys.modules
+    if hide:
+        sys.modules["pandas"] = None  # type: ignore[assignment]  # `import pandas` raises ImportError
+    try:
+        import sqlite_utils
+    finally:
+        if hide:
+            del sys.modules["pandas"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
 
 APPLICATION_ID = 0x4C44_5354  # "LDST"
 DEFAULT_PATH = "cache.db"
@@ -164,6 +183,19 @@ class Workspace:
         """All-or-nothing: commits at the end of the block, rolls back on any exception."""
         with self.db.conn:
             yield self.db.conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside the block see one state of the workspace, even while another process (a
+        long `label run`) commits: a deferred read transaction, which in WAL mode blocks no writer."""
+        if self.db.conn.in_transaction:
+            yield
+            return
+        self.db.conn.execute("begin deferred")
+        try:
+            yield
+        finally:
+            self.db.conn.rollback()
 
     # settings: small key/value facts about the workspace (mask rules, active embedder, ...)
     def setting(self, key: str, default: str | None = None) -> str | None:
