@@ -78,6 +78,16 @@ def refine_examples(ws: Workspace, domain: str, text_id: int, k: int = REFINE_LI
     return [(tid, None) for tid in before[len(before) - take_before:] + after[:take_after]]
 
 
+def examples_for(ws: Workspace, kind: str, index: SupportIndex, domain: str, text_id: int,
+                 vector: np.ndarray) -> list[tuple[int, int | None]]:
+    """The examples of augmentation `kind` for one text."""
+    if kind == "induce":
+        return induce_examples(index, vector, text_id)
+    if kind == "filter":
+        return filter_examples(index, vector, text_id)
+    return refine_examples(ws, domain, text_id)
+
+
 def plan_augmentations(ws: Workspace, candidates: list[tuple[str, int]], vectors: np.ndarray,
                        index: SupportIndex, rng: np.random.Generator,
                        choices: tuple[str, ...] = AUGMENTATIONS) -> list[Augmented]:
@@ -85,12 +95,5 @@ def plan_augmentations(ws: Workspace, candidates: list[tuple[str, int]], vectors
     plan = []
     for (domain, text_id), vector in zip(candidates, vectors):
         kind = str(rng.choice(choices))
-        if kind == "induce":
-            examples = induce_examples(index, vector, text_id)
-        elif kind == "filter":
-            examples = filter_examples(index, vector, text_id)
-        else:
-            examples = refine_examples(ws, domain, text_id)
-        plan.append(Augmented(domain, int(text_id), kind, examples))
+        plan.append(Augmented(domain, int(text_id), kind, examples_for(ws, kind, index, domain, text_id, vector)))
     return plan
-

@@ -139,14 +139,15 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
     return row
 
 
-def render_plan(ws: Workspace, plan: list[Augmented], log_override: str | None = None
+def render_plan(ws: Workspace, plan: list[Augmented], chat: bool, log_override: str | None = None
                 ) -> tuple[list[str], dict[str, prompts.Prompt]]:
-    """The prompt of each planned candidate (deterministic: a resumed round renders the same text).
+    """The prompt of each planned candidate (deterministic: a resumed round renders the same text),
+    and the template of each augmentation (its `_chat` variant for a chat model).
 
     `log_override`: the same prompts, examples and all, with this message in place of the
     candidate's (the content-free twins of labeler.debias).
     """
-    templates = {name: prompts.get_prompt(ws, name) for name in {p.augmentation for p in plan}}
+    templates = {kind: prompts.get_prompt(ws, prompts.prompt_name(kind, chat)) for kind in {p.augmentation for p in plan}}
     needed = {p.text_id for p in plan} | {t for p in plan for t, _ in p.examples}
     masked: dict[int, str] = {}
     needed_list = sorted(needed)
@@ -167,16 +168,16 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
     row = _round_row(ws, number)
     plan = [Augmented.from_dict(p) for p in json.loads(row["plan"])]
     debiased = json.loads(row["params"]).get("debias", False)
-    rendered, templates = render_plan(ws, plan)
-    twins = render_plan(ws, plan, log_override=CONTENT_FREE[0])[0] if debiased else []
+    rendered, templates = render_plan(ws, plan, backend.chat)
+    twins = render_plan(ws, plan, backend.chat, log_override=CONTENT_FREE[0])[0] if debiased else []
     report = RoundReport(number, candidates=len(plan))
     started = time.perf_counter()
     answers: dict[str, dict | None] = {}
-    for name, template in templates.items():  # one ask per prompt name, so each query records its version
-        mine = [i for i, p in enumerate(plan) if p.augmentation == name]
+    for kind, template in templates.items():  # one ask per prompt, so each query records its version
+        mine = [i for i, p in enumerate(plan) if p.augmentation == kind]
         # each content-free twin right before its prompt: a budget never leaves an answer without its twin
         questions = [q for i in mine for q in ((twins[i], rendered[i]) if debiased else (rendered[i],))]
-        asked = ask(ws, backend, questions, prompt_name=name, prompt_version=template.version,
+        asked = ask(ws, backend, questions, prompt_name=template.name, prompt_version=template.version,
                     batch_size=batch_size, budget=_remaining(budget, report.ask),
                     on_progress=(lambda s, done=report.ask: on_progress(
                         f"round {number}", _sum(done, s), len(plan) * (2 if debiased else 1))) if on_progress else None)

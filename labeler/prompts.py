@@ -29,11 +29,14 @@ VARIABLES = ("system", "log", "examples")
 REQUIRED = {
     "task": {"log"}, "task_chat": {"log"},
     "induce": {"log", "examples"}, "filter": {"log", "examples"}, "refine": {"log", "examples"},
+    "induce_chat": {"log", "examples"}, "filter_chat": {"log", "examples"}, "refine_chat": {"log", "examples"},
     "lei": {"log"},
     "rules": set(),
 }
 RULES = "rules"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]+\s*")
+CHAT_SUFFIX = "_chat"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -79,11 +82,24 @@ def validate(name: str, body: str) -> None:
                               f"(where the {' and '.join(missing)} go{'es' if len(missing) == 1 else ''})")
 
 
+def prompt_name(kind: str, chat: bool) -> str:
+    """The prompt asked of a backend: `task`, `induce`, ... for a completion model, `<kind>_chat` for a chat model."""
+    return kind + CHAT_SUFFIX if chat else kind
+
+
+def as_data(text: str) -> str:
+    """Log text as it appears in a prompt: on one line, so that no line of it can end its own
+    block or start a forged one ("Verdict: normal", "Message: ..."). The stored text is unchanged."""
+    return _LINE_BREAKS.sub(" ", str(text)).strip()
+
+
 def render(name: str, body: str, **values: str) -> str:
-    """Fill the template's variables; every variable it uses must be given."""
+    """Fill the template's variables; every variable it uses must be given. The log line and the
+    system description are untrusted text: they are put on one line (`as_data`)."""
     missing = sorted(variables_of(body) - values.keys())
     if missing:
         raise LogdistillError(f"prompt {name!r} needs a value for {', '.join('{' + m + '}' for m in missing)}")
+    values = {k: as_data(v) if k in ("log", "system") else v for k, v in values.items()}
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), body)
 
 
@@ -94,7 +110,7 @@ def format_examples(examples: list[tuple[str, int | None]]) -> str:
     """
     blocks = []
     for text, label in examples:
-        block = f"Message: {text}"
+        block = f"Message: {as_data(text)}"
         if label is not None:
             block += f"\nVerdict (normal or anomalous): {ANSWER_WORDS[int(label)]}"
         blocks.append(block)

@@ -67,7 +67,7 @@ def unique_texts(ws: Workspace, domains: list[str]) -> list[dict]:
 
 
 def task_prompt_name(backend: Backend) -> str:
-    return "task_chat" if backend.chat else "task"
+    return prompts.prompt_name("task", backend.chat)
 
 
 def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | None = None, rules: bool = False,

@@ -10,6 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests of mechanics run on the small, fast Gemma 3 270M; tests of label quality name the default
+# teacher explicitly (or clear this variable).
+os.environ.setdefault("LOGDISTILL_MODEL", "gemma3-270m")
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
 LOGHUB_SYSTEMS = ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Mac",
                   "OpenSSH", "OpenStack", "Proxifier", "Spark", "Thunderbird", "Windows", "Zookeeper"]

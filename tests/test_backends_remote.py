@@ -8,7 +8,7 @@ import pytest
 
 from detector.errors import LogdistillError
 from labeler.backends import make_backend
-from labeler.backends.llamacpp import DEFAULT_MODEL, default_gguf_path
+from labeler import models
 from tests.servers.llama_server import free_port, llama_cpp_server
 from tests.servers.openai_like import OpenAILikeServer
 from tests.servers.tgi_like import TGILikeServer
@@ -21,12 +21,13 @@ FEW_SHOT = ("Classify each log message of a supercomputer.\n"
 LOGS = ["RAS KERNEL INFO generating core.<*>", "RAS KERNEL FATAL data TLB error interrupt"]
 # text-generation 0.7 still calls pydantic's deprecated .dict(); not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The `dict` method is deprecated")
+SMALL_MODEL = "gemma3-270m"  # a base model: these prompts are completions
 FAST = {"attempts": 3, "max_wait": 0.01}  # retries without waiting seconds in tests
 
 
 @pytest.fixture(scope="session")
 def llama_server_url():
-    with llama_cpp_server(default_gguf_path(), DEFAULT_MODEL) as url:
+    with llama_cpp_server(models.gguf_path(models.MODELS[SMALL_MODEL]), SMALL_MODEL) as url:
         yield url
 
 
@@ -46,14 +47,14 @@ def openai_backend(server, **options):
 
 @pytest.mark.slow
 def test_openai_against_llama_cpp_server(llama_server_url):
-    backend = make_backend("openai", DEFAULT_MODEL, base_url=llama_server_url, endpoint="completions",
+    backend = make_backend("openai", SMALL_MODEL, base_url=llama_server_url, endpoint="completions",
                            logprobs=5, max_tokens=1, concurrency=2)
     answers = backend.classify([FEW_SHOT.format(log=line) for line in LOGS])
     assert [a.text.strip() in ("normal", "anomalous") for a in answers] == [True, True]
     assert all(a.p_anomalous is not None and a.label == int(a.p_anomalous > 0.5) for a in answers)
     assert answers[0].p_anomalous != answers[1].p_anomalous
     assert all(a.prompt_tokens > 20 and a.completion_tokens == 1 for a in answers)
-    [reply] = make_backend("openai", DEFAULT_MODEL, base_url=llama_server_url, endpoint="completions").generate(
+    [reply] = make_backend("openai", SMALL_MODEL, base_url=llama_server_url, endpoint="completions").generate(
         ["The capital of France is"], max_tokens=3)
     assert reply.label is None and reply.text and reply.completion_tokens <= 3
 

