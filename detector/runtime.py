@@ -5,20 +5,30 @@ so a bundle runs on a machine with none of the training stack.
 
 A stream is read in chunks of whole lines (as much as is available, so `tail -f | score`
 answers as lines arrive), parsed with the bundle's input format, masked, and scored. Logs
-repeat: the masked form of each message and the score of each masked text are cached
-(bounded LRU), so embedding and the ONNX graph run once per unique text, and masking once
-per unique message.
+repeat: the masker caches by digit-folded message (detector/mask.py) and the score of each
+masked text is cached (bounded LRU), so embedding and the ONNX graph run once per unique text.
+
+`workers > 1` (`score --workers`): the chunks go round-robin to `workers` processes (this one
+and forked children) that parse, mask, score and format them; a reader thread counts each
+chunk's records on its bytes (to number them) and hands it out at once, and the text comes
+back out in input order, so a line arriving on a pipe is answered as it arrives.
 """
 from __future__ import annotations
 
 import csv
-import functools
+import dataclasses
 import gzip
 import hashlib
 import io
 import json
+import multiprocessing
+import os
+import queue
+import re
+import signal
 import sys
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -31,7 +41,7 @@ import numpy as np
 
 from detector.embed import Embedder, load_embedder
 from detector.errors import LogdistillError
-from detector.formats import InputFormat
+from detector.formats import Columns, InputFormat
 from detector.lei_features import TemplateInterpretations
 from detector.mask import Masker
 
@@ -96,6 +106,7 @@ class Bundle:
     embedder: Embedder
     session: object  # onnxruntime.InferenceSession
     interpretations: TemplateInterpretations | None = None  # set when the model reads LEI text
+    model_bytes: bytes | None = None  # the ONNX graph, for a fresh session in a worker process
 
     def embedding_text(self, masked: str) -> str:
         """What the model embeds for a masked text: itself, or (`--features lei`) its template's interpretation."""
@@ -114,8 +125,6 @@ class Bundle:
 
 def load_bundle(path: str | Path, *, threads: int = 0) -> Bundle:
     """Open and verify a bundle; every defect is a one-line LogdistillError."""
-    import onnxruntime
-
     path = Path(path)
     if not path.is_file():
         raise LogdistillError(f"no bundle at {path}")
@@ -141,42 +150,54 @@ def load_bundle(path: str | Path, *, threads: int = 0) -> Bundle:
         embedder = load_embedder(embedder_info["kind"])
     if embedder.dim != embedder_info["dim"]:
         raise LogdistillError(f"bundle {path}: embedder gives {embedder.dim}-d vectors, the model expects {embedder_info['dim']}")
+    try:
+        session = new_session(model_bytes, threads)
+    except Exception as e:  # onnxruntime raises its own untyped errors for a bad graph
+        raise LogdistillError(f"bundle {path}: the ONNX graph does not load ({e})") from None
+    return Bundle(path, meta, masker, input_format, embedder, session, interpretations, model_bytes)
+
+
+def new_session(model_bytes: bytes, threads: int = 0):
+    """An ONNX Runtime CPU session of a graph; threads 0: ONNX Runtime's default."""
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    try:
-        session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own untyped errors for a bad graph
-        raise LogdistillError(f"bundle {path}: the ONNX graph does not load ({e})") from None
-    return Bundle(path, meta, masker, input_format, embedder, session, interpretations)
+    return onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 class CachedScorer:
-    """message -> P(anomalous), masking each distinct message once and scoring each masked text once.
+    """masked text -> P(anomalous), embedding and scoring each masked text once.
 
-    Both caches are bounded LRUs: `functools.lru_cache` over masking (keyed by message), an
-    OrderedDict of scores keyed by masked text.
+    Masking caches inside the Masker (keyed by the digit-folded message); the scores are a
+    bounded LRU, an OrderedDict keyed by masked text.
     """
 
     def __init__(self, bundle: Bundle, cache_size: int = 200_000):
         self.bundle = bundle
         self.cache_size = cache_size
-        self.mask = functools.lru_cache(maxsize=cache_size)(bundle.masker.mask)
+        self.mask = bundle.masker.mask
         self.scores: OrderedDict[str, float] = OrderedDict()
         self.embedded = 0  # unique masked texts embedded so far
+        self.new_texts: list[str] = []  # the masked texts embedded by the last call
 
     def score(self, messages: list[str]) -> list[float]:
-        masked = list(map(self.mask, messages))
+        return self.score_masked(list(map(self.mask, messages)))
+
+    def score_masked(self, masked: list[str]) -> list[float]:
         distinct = dict.fromkeys(masked)
         scores = self.scores
         new = [m for m in distinct if m not in scores]
+        self.new_texts = new
         if new:
             probabilities = self.bundle.predict(self.bundle.embedder.embed([self.bundle.embedding_text(m) for m in new]))
             scores.update(zip(new, probabilities.tolist()))
             self.embedded += len(new)
-        result = [scores[m] for m in masked]
+        result = list(map(scores.__getitem__, masked))
+        move = scores.move_to_end
         for m in distinct:
-            scores.move_to_end(m)
+            move(m)
         while len(scores) > self.cache_size:
             scores.popitem(last=False)
         return result
@@ -200,15 +221,16 @@ def open_input(path: str | Path | None) -> BinaryIO:
     return stream
 
 
-def line_batches(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
-    """Whole lines, in batches of what one read returns (so a pipe yields as soon as lines arrive)."""
+def byte_batches(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Whole lines as bytes (newline-separated, the last newline cut), in batches of what one
+    read returns, so a pipe yields as soon as lines arrive; a last line without newline too."""
     read = getattr(stream, "read1", stream.read)
     rest = b""
     while True:
         data = read(chunk_bytes)
         if not data:
             if rest:
-                yield [rest.decode("utf-8", "replace")]
+                yield rest
             return
         data = rest + data
         cut = data.rfind(b"\n")
@@ -216,7 +238,32 @@ def line_batches(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[l
             rest = data
             continue
         rest = data[cut + 1:]
-        yield data[:cut].decode("utf-8", "replace").split("\n")
+        yield data[:cut]
+
+
+def decode_lines(data: bytes) -> list[str]:
+    return data.decode("utf-8", "replace").split("\n")
+
+
+def line_batches(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
+    """Whole lines, in batches of what one read returns (so a pipe yields as soon as lines arrive)."""
+    return map(decode_lines, byte_batches(stream, chunk_bytes))
+
+
+# A line can be blank (only white space, so no record) only when it is empty or starts with
+# ASCII white space, an ASCII separator (str.isspace: \x1c-\x1f) or a non-ASCII byte.
+_MAYBE_BLANK_START = rb"[\t\n\x0b\x0c\r\x1c-\x1f \x80-\xff]"
+_MAYBE_BLANK_LINE = re.compile(rb"\n" + _MAYBE_BLANK_START)
+_MAYBE_BLANK_FIRST = re.compile(_MAYBE_BLANK_START)
+
+
+def count_records(data: bytes) -> int:
+    """How many records the line formats (and jsonl) make of a batch from `byte_batches`:
+    its lines less the blank ones, counted on the bytes unless a line may be blank."""
+    if data and not data.endswith(b"\n") and not _MAYBE_BLANK_FIRST.match(data) \
+            and not _MAYBE_BLANK_LINE.search(data):
+        return data.count(b"\n") + 1
+    return sum(1 for line in decode_lines(data) if line.strip())
 
 
 @dataclass
@@ -227,6 +274,21 @@ class ScoredBatch:
     truths: list[int | None]
 
 
+def _batch_columns(fmt: InputFormat, lines: list[str], header: list[str]) -> tuple[Columns, list[str]]:
+    """The records of one batch; csv batches are parsed with the header row in front."""
+    if fmt.kind == "csv":
+        if not header:
+            header, lines = lines[:1], lines[1:]
+        return fmt.columns(header + lines), header
+    return fmt.columns(lines), header
+
+
+def _check_first(fmt: InputFormat, columns: Columns, position: int) -> None:
+    if position == 0 and fmt.layout and columns.raws and columns.unmatched == len(columns.raws):
+        raise LogdistillError(f"the input does not match format {fmt.name!r} "
+                              f"(first line: {columns.raws[0][:120]!r}); pass the right --format")
+
+
 def score_stream(bundle: Bundle, stream: BinaryIO, input_format: InputFormat | None = None, *,
                  scorer: CachedScorer | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[ScoredBatch]:
     """Parse, mask and score a stream batch by batch, refusing input that does not fit the format."""
@@ -235,34 +297,52 @@ def score_stream(bundle: Bundle, stream: BinaryIO, input_format: InputFormat | N
     position = 0
     header: list[str] = []
     for lines in line_batches(stream, chunk_bytes):
-        if fmt.kind == "csv":  # each batch is parsed with the header row in front
-            if not header:
-                header, lines = lines[:1], lines[1:]
-            records = list(fmt.records(header + lines))
-        else:
-            records = list(fmt.records(lines))
-        if not records:
+        columns, header = _batch_columns(fmt, lines, header)
+        if not columns.raws:
             continue
-        if position == 0 and fmt.layout and not any(r.matched for r in records):
-            raise LogdistillError(f"the input does not match format {fmt.name!r} "
-                                  f"(first line: {records[0].raw[:120]!r}); pass the right --format")
-        scores = scorer.score([r.message for r in records])
-        yield ScoredBatch(position, [r.raw for r in records], scores, [r.ground_truth for r in records])
-        position += len(records)
+        _check_first(fmt, columns, position)
+        scores = scorer.score(columns.messages)
+        yield ScoredBatch(position, columns.raws, scores, columns.truths)
+        position += len(columns.raws)
+
+
+class _Fragments(dict):
+    """score -> the text of its columns in one output row, formatted once per distinct score."""
+
+    def __init__(self, threshold: float, output: str):
+        super().__init__()
+        self.threshold = threshold
+        self.output = output
+
+    def __missing__(self, s: float):
+        if len(self) > 100_000:
+            self.clear()
+        anomalous = s >= self.threshold
+        if self.output == "jsonl":
+            text = f'"score": {s:.6f}, "anomalous": {"true" if anomalous else "false"}, "raw": '
+        else:
+            text = (f"{s:.6f}", int(anomalous))
+        self[s] = text
+        return text
+
+
+def _format_rows(start: int, scores: list[float], raws: list[str], fragments: _Fragments,
+                 only_anomalies: bool) -> str:
+    rows = zip(range(start, start + len(scores)), scores, raws)
+    if only_anomalies:
+        threshold = fragments.threshold
+        rows = ((p, s, raw) for p, s, raw in rows if s >= threshold)
+    if fragments.output == "jsonl":
+        encode = encode_basestring
+        return "".join([f'{{"position": {p}, {fragments[s]}{encode(raw)}}}\n' for p, s, raw in rows])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows((p, *fragments[s], raw) for p, s, raw in rows)
+    return buffer.getvalue()
 
 
 def format_batch(batch: ScoredBatch, threshold: float, output: str, only_anomalies: bool) -> str:
     """The text of one scored batch: JSON lines or CSV rows (position, score, anomalous, raw)."""
-    rows = zip(range(batch.start, batch.start + len(batch.scores)), batch.scores, batch.raws)
-    if only_anomalies:
-        rows = ((p, s, raw) for p, s, raw in rows if s >= threshold)
-    if output == "jsonl":
-        return "".join(f'{{"position": {p}, "score": {s:.6f}, "anomalous": {"true" if s >= threshold else "false"}, '
-                       f'"raw": {encode_basestring(raw)}}}\n' for p, s, raw in rows)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(
-        (p, f"{s:.6f}", int(s >= threshold), raw) for p, s, raw in rows)
-    return buffer.getvalue()
+    return _format_rows(batch.start, batch.scores, batch.raws, _Fragments(threshold, output), only_anomalies)
 
 
 @dataclass
@@ -270,25 +350,225 @@ class ScoreSummary:
     lines: int = 0
     anomalous: int = 0
     unique_texts: int = 0
+    mask_cache_hits: int = 0  # messages masked from the masker's cache (no regex run)
+    mask_cache_misses: int = 0
+
+    @property
+    def mask_cache_hit_rate(self) -> float:
+        return self.mask_cache_hits / max(self.mask_cache_hits + self.mask_cache_misses, 1)
+
+
+class _BatchWork:
+    """Parse, mask, score and format one batch: the whole of `score` but reading and writing."""
+
+    def __init__(self, bundle: Bundle, fmt: InputFormat, threshold: float, output: str, only_anomalies: bool):
+        self.fmt = fmt
+        self.scorer = CachedScorer(bundle)
+        self.mask = bundle.masker.mask
+        self.fragments = _Fragments(threshold, output)
+        self.threshold = threshold
+        self.only_anomalies = only_anomalies
+        self.header: list[str] = []
+        self.cache_start = bundle.masker.cache_info()
+
+    def run(self, lines: list[str], position: int) -> tuple[str, int, int]:
+        """(output text, records, anomalous records) of one batch whose first record is at `position`."""
+        columns, self.header = _batch_columns(self.fmt, lines, self.header)
+        if not columns.raws:
+            return "", 0, 0
+        _check_first(self.fmt, columns, position)
+        scores = self.scorer.score_masked(list(map(self.mask, columns.messages)))
+        threshold = self.threshold
+        anomalous = sum(s >= threshold for s in scores)
+        return _format_rows(position, scores, columns.raws, self.fragments, self.only_anomalies), len(scores), anomalous
+
+    def cache_counts(self) -> tuple[int, int]:
+        now = self.scorer.bundle.masker.cache_info()
+        return now.hits - self.cache_start.hits, now.misses - self.cache_start.misses
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def score_to(bundle: Bundle, stream: BinaryIO, out: TextIO, *, input_format: InputFormat | None = None,
              threshold: float | None = None, output: str = "jsonl", only_anomalies: bool = False,
-             chunk_bytes: int = CHUNK_BYTES) -> ScoreSummary:
-    """What `logdistill score` does: score a stream and write one row per line, flushing per batch."""
+             chunk_bytes: int = CHUNK_BYTES, workers: int = 1) -> ScoreSummary:
+    """What `logdistill score` does: score a stream and write one row per line, flushing per batch.
+
+    workers > 1: that many forked processes do the work (see the module docstring); csv input,
+    whose records can span lines, and systems without fork stay in this process.
+    """
     if output not in OUTPUTS:
         raise LogdistillError(f"unknown output {output!r}; choose one of: {', '.join(OUTPUTS)}")
     threshold = bundle.threshold if threshold is None else threshold
     if not 0.0 <= threshold <= 1.0:
         raise LogdistillError(f"--threshold must lie in [0, 1], got {threshold}")
+    if workers < 1:
+        raise LogdistillError(f"--workers must be at least 1, got {workers}")
+    fmt = input_format or bundle.input_format
     if output == "csv":
         out.write("position,score,anomalous,raw\n")
-    scorer = CachedScorer(bundle)
+    if workers > 1 and fmt.kind != "csv" and "fork" in multiprocessing.get_all_start_methods():
+        return _score_parallel(bundle, stream, out, fmt, threshold, output, only_anomalies, chunk_bytes, workers)
+    work = _BatchWork(bundle, fmt, threshold, output, only_anomalies)
     summary = ScoreSummary()
-    for batch in score_stream(bundle, stream, input_format, scorer=scorer, chunk_bytes=chunk_bytes):
-        out.write(format_batch(batch, threshold, output, only_anomalies))
-        out.flush()
-        summary.lines += len(batch.scores)
-        summary.anomalous += sum(s >= threshold for s in batch.scores)
-    summary.unique_texts = scorer.embedded
+    for lines in line_batches(stream, chunk_bytes):
+        text, records, anomalous = work.run(lines, summary.lines)
+        if records:
+            out.write(text)
+            out.flush()
+        summary.lines += records
+        summary.anomalous += anomalous
+    summary.unique_texts = work.scorer.embedded
+    summary.mask_cache_hits, summary.mask_cache_misses = work.cache_counts()
+    return summary
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+_FORKED_JOB: tuple | None = None  # what a forked worker inherits: (bundle, fmt, threshold, output, only_anomalies)
+
+
+def _worker_main(inbox, outbox, inherited) -> None:
+    """A forked worker: batches (bytes, first position) in, (text, records, anomalous, new texts) out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for conn in inherited:  # the other ends, so the parent's exit reads as end of input here
+        conn.close()
+    bundle, fmt, threshold, output, only_anomalies = _FORKED_JOB
+    if bundle.model_bytes is not None:  # never run a session whose threads stayed in the parent
+        bundle = dataclasses.replace(bundle, session=new_session(bundle.model_bytes, threads=1))
+    work = _BatchWork(bundle, fmt, threshold, output, only_anomalies)
+    try:
+        while True:
+            task = inbox.recv()
+            if task is None:
+                outbox.send(("done", *work.cache_counts()))
+                return
+            data, position = task
+            try:
+                text, records, anomalous = work.run(decode_lines(data), position)
+                # hash(): forked workers share the parent's hash seed, so the parent can count distinct texts
+                result = ("ok", text, records, anomalous, [hash(t) for t in work.scorer.new_texts])
+                work.scorer.new_texts = []
+            except LogdistillError as e:
+                result = ("error", str(e))
+            except Exception as e:  # reported by the parent as one line, like every other failure
+                result = ("error", f"a scoring worker failed: {type(e).__name__}: {e}")
+            outbox.send(result)
+    except (EOFError, OSError):  # the parent has gone or stopped early
+        return
+
+
+def _score_parallel(bundle: Bundle, stream: BinaryIO, out: TextIO, fmt: InputFormat, threshold: float,
+                    output: str, only_anomalies: bool, chunk_bytes: int, workers: int) -> ScoreSummary:
+    """`workers` processes in all: this one scores every `workers`-th batch itself, forked
+    children the others (so two workers are two processes, and their memory two copies at most)."""
+    global _FORKED_JOB
+    context = multiprocessing.get_context("fork")
+    children = workers - 1
+    pipes = [(context.Pipe(duplex=False), context.Pipe(duplex=False)) for _ in range(children)]
+    parent_ends = [end for (task_pipe, result_pipe) in pipes for end in (task_pipe[1], result_pipe[0])]
+    _FORKED_JOB = (bundle, fmt, threshold, output, only_anomalies)
+    for text_stream in (out, sys.stdout, sys.stderr):  # a child flushes its copy of any buffered text at exit
+        text_stream.flush()
+    processes = []
+    try:
+        for (task_recv, _), (_, result_send) in pipes:
+            process = context.Process(target=_worker_main, args=(task_recv, result_send, parent_ends), daemon=True)
+            process.start()
+            processes.append(process)
+    finally:
+        _FORKED_JOB = None
+    for (task_recv, _), (_, result_send) in pipes:
+        task_recv.close()
+        result_send.close()
+    task_ends = [task_pipe[1] for task_pipe, _ in pipes]
+    result_ends = [result_pipe[0] for _, result_pipe in pipes]
+    own = _BatchWork(bundle, fmt, threshold, output, only_anomalies)
+
+    # A reader thread reads, numbers and hands out batches (batch k to worker k % workers;
+    # worker 0 is this thread); this thread scores its own and writes every result in order.
+    dispatched: queue.Queue = queue.Queue(maxsize=2 * workers)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                dispatched.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            position = 0
+            for k, data in enumerate(byte_batches(stream, chunk_bytes)):
+                worker, count = k % workers, count_records(data)
+                if worker == 0:
+                    if not put((0, count, data, position)):
+                        return
+                else:
+                    if not put((worker, count, None, position)):
+                        return
+                    task_ends[worker - 1].send((data, position))
+                position += count
+            put(None)
+        except BaseException as e:  # handed to the writer, which raises it
+            put(e)
+
+    reader = threading.Thread(target=read, name="logdistill-score-reader", daemon=True)
+    reader.start()
+    summary = ScoreSummary()
+    seen: set[int] = set()  # hash() of each masked text embedded: forked children share this hash seed
+    try:
+        while True:
+            item = dispatched.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            worker, count, data, position = item
+            if worker == 0:
+                text, records, anomalous = own.run(decode_lines(data), position)
+                new = [hash(t) for t in own.scorer.new_texts]
+                own.scorer.new_texts = []
+            else:
+                try:
+                    result = result_ends[worker - 1].recv()
+                except EOFError:
+                    raise LogdistillError("a scoring worker stopped unexpectedly") from None
+                if result[0] == "error":
+                    raise LogdistillError(result[1])
+                _, text, records, anomalous, new = result
+            if records != count:  # the positions already handed out would be wrong
+                raise LogdistillError(f"internal error: a batch of {count} records came back with {records}")
+            if records:
+                out.write(text)
+                out.flush()
+            summary.lines += records
+            summary.anomalous += anomalous
+            seen.update(new)
+        summary.mask_cache_hits, summary.mask_cache_misses = own.cache_counts()
+        for conn in task_ends:
+            conn.send(None)
+        for conn in result_ends:
+            result = conn.recv()
+            summary.mask_cache_hits += result[1]
+            summary.mask_cache_misses += result[2]
+    finally:
+        stop.set()
+        for conn in task_ends + result_ends:
+            conn.close()
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    summary.unique_texts = len(seen)
     return summary
