@@ -11,11 +11,12 @@ import hashlib
 import io
 import zlib
 from dataclasses import dataclass
+from itertools import islice, repeat
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from detector.errors import LogdistillError
-from detector.formats import InputFormat
+from detector.formats import Columns, InputFormat
 from labeler.workspace import Workspace, now
 
 BATCH = 5000
@@ -66,7 +67,7 @@ def file_sha256(path: Path) -> str:
 
 
 def iter_text_lines(stream: BinaryIO) -> Iterator[str]:
-    yield from io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    return iter(io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""))
 
 
 class TextIds:
@@ -108,22 +109,20 @@ def ingest_file(ws: Workspace, path: Path, domain: str, fmt: InputFormat, *, str
                              [domain]).fetchone()[0]
     raw_file, stream = _open_binary(path)
     with raw_file, stream:
-        batch: list[tuple] = []
         try:
-            for record in fmt.records(iter_text_lines(stream), strict=strict):
-                report.lines += 1
-                report.unmatched += not record.matched
-                batch.append((domain, position, source_id, record.raw, record.message,
-                              text_ids.get(masker.mask(record.message)), record.ground_truth))
-                position += 1
-                if len(batch) >= BATCH:
-                    _insert_entries(ws, batch)
-                    batch = []
-                    if on_bytes:
-                        on_bytes(raw_file.tell())
+            mask, known, new_id = masker.mask, text_ids.ids, text_ids.get
+            for columns in _column_batches(fmt, iter_text_lines(stream), strict):
+                count = len(columns.raws)
+                text_ids_of = [known.get(m) or new_id(m) for m in map(mask, columns.messages)]  # ids start at 1
+                _insert_entries(ws, list(zip(repeat(domain), range(position, position + count), repeat(source_id),
+                                             columns.raws, columns.messages, text_ids_of, columns.truths)))
+                position += count
+                report.lines += count
+                report.unmatched += columns.unmatched
+                if on_bytes and not raw_file.closed:  # the text wrapper closes it at the end of the file
+                    on_bytes(raw_file.tell())
         except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz, a failing disk
             raise LogdistillError(f"cannot read {path} after {report.lines} records: {e}") from None
-        _insert_entries(ws, batch)
     if report.lines == 0:
         raise LogdistillError(f"{path} has no log lines (only empty lines)")
     ws.db["sources"].update(source_id, {"lines": report.lines, "unmatched": report.unmatched})
@@ -131,6 +130,20 @@ def ingest_file(ws: Workspace, path: Path, domain: str, fmt: InputFormat, *, str
     if on_bytes:
         on_bytes(size)
     return report
+
+
+def _column_batches(fmt: InputFormat, lines: Iterator[str], strict: bool) -> Iterator[Columns]:
+    """The file's records, BATCH at a time, as columns. A format whose records stand alone per
+    line is parsed batch by batch on the fast path; csv (a header), jsonl and binary label
+    fields (line numbers in their errors) and strict parsing read the whole stream as one."""
+    if fmt.kind in ("csv", "jsonl") or strict or not (fmt.label_field is None or fmt.label_style == "alert"):
+        records = fmt.records(lines, strict=strict)
+        while batch := list(islice(records, BATCH)):
+            yield Columns([r.raw for r in batch], [r.message for r in batch], [r.ground_truth for r in batch],
+                          sum(not r.matched for r in batch))
+        return
+    while batch := list(islice(lines, BATCH)):
+        yield fmt.columns(batch)
 
 
 def _insert_entries(ws: Workspace, rows: list[tuple]) -> None:
