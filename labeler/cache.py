@@ -2,9 +2,10 @@
 
 key = sha256 of (backend name, model, decoding parameters, rendered prompt). The same prompt
 asked of the same model with the same parameters is never asked twice; changing any of
-them asks again. Answers that carry an error are stored for inspection but count as misses,
-so a re-run retries them. Nothing secret is part of a key or a row: backends keep API keys
-out of `params()`.
+them asks again. The server that answered is not part of the key (a pool of servers of one
+model and a single server share answers); it is recorded in the row's `endpoint`. Answers
+that carry an error are stored for inspection but count as misses, so a re-run retries them.
+Nothing secret is part of a key or a row: backends keep API keys out of `params()`.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def _store(ws: Workspace, backend: Backend, params: dict, key: str, prompt: str,
            "prompt_version": prompt_version, "prompt": prompt, "response": answer.text, "label": answer.label,
            "p_anomalous": answer.p_anomalous, "prompt_tokens": answer.prompt_tokens,
            "completion_tokens": answer.completion_tokens, "latency": answer.latency, "error": answer.error,
-           "created": now()}
+           "endpoint": answer.endpoint, "created": now()}
     with ws.transaction():
         ws.db["queries"].upsert(row, pk="key")
     return row

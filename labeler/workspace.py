@@ -129,8 +129,14 @@ def _create_v1(db: sqlite_utils.Database) -> None:
                          "provenance": str, "metrics": str}, pk="name")
 
 
+def _query_endpoint_v2(db: sqlite_utils.Database) -> None:
+    """queries.endpoint: the server that answered (a pool of servers); null for in-process backends and
+    for answers cached before it was recorded."""
+    db["queries"].add_column("endpoint", str)
+
+
 # Each migration takes the schema from version i to i + 1; append, never edit.
-MIGRATIONS = [_create_v1]
+MIGRATIONS = [_create_v1, _query_endpoint_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -28,6 +28,7 @@ class Answer:
     completion_tokens: int = 0
     latency: float = 0.0
     error: str | None = None
+    endpoint: str | None = None  # the server that answered (a pool of servers records which)
 
     def to_dict(self) -> dict:
         return asdict(self)

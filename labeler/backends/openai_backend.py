@@ -8,6 +8,13 @@ other 4xx fail at once with one clear line.
 
 With `logprobs` > 0 the server is asked for the top-k logprobs of the first answer token and
 p_anomalous is read from them; servers that return none fall back to parsing the text.
+
+`base_url` may name several servers of the same model (a list, or URLs separated by commas):
+requests are spread over them, each with `concurrency` in flight, and a server that stops
+answering is set aside for `cool_down` seconds while the others take its requests (see
+EndpointPool). Before its first request each server's `/models` list is read: a server that
+lists models but not `model` is refused, since the cache key names the model, not the server.
+The server that answered is recorded in each Answer (`endpoint`).
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import time
 
 from detector.errors import LogdistillError
 from labeler.backends.base import Answer, p_anomalous_from_top_tokens, parse_label
-from labeler.backends.remote import api_key_from_env, call_with_retries, map_concurrently
+from labeler.backends.remote import Endpoint, EndpointPool, api_key_from_env, map_concurrently, parse_base_urls
 
 
 class OpenAIBackend:
@@ -23,19 +30,20 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, model: str | None = None, *, base_url: str | None = None,
+    def __init__(self, model: str | None = None, *, base_url: str | list[str] | None = None,
                  api_key_env: str = "OPENAI_API_KEY", endpoint: str = "chat", concurrency: int = 4,
                  timeout: float = 60.0, attempts: int = 5, max_wait: float = 30.0, logprobs: int = 5,
-                 max_tokens: int = 4):
+                 max_tokens: int = 4, cool_down: float = 30.0):
         import openai
 
         if not model:
             raise LogdistillError("the openai backend needs --model (the name the server serves)")
         if endpoint not in ("chat", "completions"):
             raise LogdistillError(f"endpoint must be 'chat' or 'completions', not {endpoint!r}")
+        urls = parse_base_urls(base_url)
         self.model = model
         self.chat = endpoint == "chat"
-        self.base_url = base_url
+        self.base_url = ",".join(u for u in urls if u) or None
         self.api_key_env = api_key_env  # the variable's name, never its value
         self.concurrency = max(1, concurrency)
         self.attempts = attempts
@@ -43,8 +51,10 @@ class OpenAIBackend:
         self.logprobs = logprobs
         self.max_tokens = max_tokens
         # max_retries=0: tenacity owns retrying, so backoff and the final message are ours.
-        self._client = openai.OpenAI(api_key=api_key_from_env(api_key_env), base_url=base_url,
-                                     timeout=timeout, max_retries=0)
+        key = api_key_from_env(api_key_env)
+        clients = [openai.OpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=0) for url in urls]
+        self._pool = EndpointPool([Endpoint(str(c.base_url).rstrip("/"), c, self.concurrency) for c in clients],
+                                  cool_down=cool_down)
         self._openai = openai
 
     def params(self, generate: bool = False) -> dict:
@@ -53,31 +63,32 @@ class OpenAIBackend:
 
     def classify(self, prompts: list[str]) -> list[Answer]:
         return map_concurrently(lambda p: self._ask(p, self.max_tokens, self.logprobs, True), prompts,
-                                self.concurrency)
+                                self._pool.slots)
 
     def generate(self, prompts: list[str], max_tokens: int = 64) -> list[Answer]:
-        return map_concurrently(lambda p: self._ask(p, max_tokens, 0, False), prompts, self.concurrency)
+        return map_concurrently(lambda p: self._ask(p, max_tokens, 0, False), prompts, self._pool.slots)
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.close()
 
     # ---- one request
 
     def _ask(self, prompt: str, max_tokens: int, logprobs: int, classify: bool) -> Answer:
         started = time.perf_counter()
-        response = call_with_retries(lambda: self._request(prompt, max_tokens, logprobs),
-                                     self._is_transient, attempts=self.attempts, max_wait=self.max_wait,
-                                     describe=self._describe)
+        response, server = self._pool.call(
+            lambda e: self._request(e.client, prompt, max_tokens, logprobs), is_transient=self._is_transient,
+            is_unreachable=self._is_unreachable, attempts=self.attempts, max_wait=self.max_wait,
+            describe=self._describe, prepare=self._check_model)
         try:
             text, top = self._read(response)
             usage = response.usage
         except (AttributeError, IndexError, TypeError) as error:
-            raise LogdistillError(f"{self._where()} returned a reply that is not an OpenAI completion") \
+            raise LogdistillError(f"{self._where(server)} returned a reply that is not an OpenAI completion") \
                 from error
         if not classify:
             return Answer(label=None, text=text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                           completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                          latency=time.perf_counter() - started)
+                          latency=time.perf_counter() - started, endpoint=server.url)
         p_anomalous = p_anomalous_from_top_tokens(top) if top else None
         label = parse_label(text)
         if label is None and p_anomalous is not None:
@@ -85,17 +96,31 @@ class OpenAIBackend:
         return Answer(label=label, text=text, p_anomalous=p_anomalous,
                       prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                       completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                      latency=time.perf_counter() - started)
+                      latency=time.perf_counter() - started, endpoint=server.url)
 
-    def _request(self, prompt: str, max_tokens: int, logprobs: int):
+    def _check_model(self, server: Endpoint) -> bool:
+        """Refuse a server that lists its models without ours; True once checked (or nothing to compare)."""
+        try:
+            listed = [m.id for m in server.client.models.list().data]
+        except self._openai.APIConnectionError:
+            return False  # unreachable for now: the request itself will say so, and retry
+        except Exception:  # no /models here (404, 501) or an unexpected shape: nothing to compare
+            return True
+        if listed and self.model not in listed and f"{self.model}:latest" not in listed:
+            shown = ", ".join(map(repr, listed[:5])) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+            raise LogdistillError(f"{self._where(server)} serves {shown}, not {self.model!r}: pass --model as the "
+                                  f"server names it (every server of a pool must serve the same model)")
+        return True
+
+    def _request(self, client, prompt: str, max_tokens: int, logprobs: int):
         common = {"model": self.model, "max_tokens": max_tokens, "temperature": 0}
         if self.chat:
             extra = {"logprobs": True, "top_logprobs": logprobs} if logprobs else {}
-            return self._client.chat.completions.create(
+            return client.chat.completions.create(
                 messages=[{"role": "user", "content": prompt}], **common, **extra)
         extra = {"logprobs": logprobs} if logprobs else {}
         # As in the llamacpp backend: the answer word follows the prompt after a space.
-        return self._client.completions.create(prompt=prompt.rstrip(), **common, **extra)
+        return client.completions.create(prompt=prompt.rstrip(), **common, **extra)
 
     def _read(self, response) -> tuple[str, list[tuple[str, float]]]:
         """(reply text, top-k (token, logprob) of the first reply token, empty when not offered)."""
@@ -120,9 +145,14 @@ class OpenAIBackend:
             return True  # APITimeoutError is an APIConnectionError
         return isinstance(error, openai.APIStatusError) and error.status_code >= 500
 
-    def _describe(self, error: BaseException) -> str:
+    def _is_unreachable(self, error: BaseException) -> bool:
+        """A refused or dropped connection (not a timeout): the server is not there now."""
         openai = self._openai
-        where = self._where()
+        return isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError)
+
+    def _describe(self, error: BaseException, server: Endpoint) -> str:
+        openai = self._openai
+        where = self._where(server)
         if isinstance(error, openai.AuthenticationError):
             return f"{where} rejected the API key (401): check ${self.api_key_env}"
         if isinstance(error, openai.PermissionDeniedError):
@@ -141,8 +171,8 @@ class OpenAIBackend:
         # The client could not decode the body at all (not JSON).
         return f"{where} returned a reply that is not an OpenAI completion ({type(error).__name__})"
 
-    def _where(self) -> str:
-        return f"the OpenAI-compatible server at {self._client.base_url}"
+    def _where(self, server: Endpoint) -> str:
+        return f"the OpenAI-compatible server at {server.url}"
 
 
 def _server_message(error) -> str:

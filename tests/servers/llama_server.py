@@ -16,10 +16,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerURL(str):
+    """The server's /v1 base URL, carrying its process (a test that kills the server mid-run needs it)."""
+
+    process: subprocess.Popen
+
+    def __new__(cls, url: str, process: subprocess.Popen) -> "ServerURL":
+        self = super().__new__(cls, url)
+        self.process = process
+        return self
+
+
 @contextmanager
 def llama_cpp_server(model_path: Path, alias: str, n_threads: int = 2, startup_timeout: float = 120.0,
                      log_path: Path | None = None):
-    """Yield the server's /v1 base URL once it answers /v1/models; stop it on exit."""
+    """Yield the server's /v1 base URL (a ServerURL) once it answers /v1/models; stop it on exit."""
     port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
@@ -40,7 +51,7 @@ def llama_cpp_server(model_path: Path, alias: str, n_threads: int = 2, startup_t
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"llama_cpp.server did not answer within {startup_timeout:.0f} s")
                 time.sleep(0.3)
-        yield base_url
+        yield ServerURL(base_url, process)
     finally:
         process.terminate()
         try:
