@@ -1,8 +1,11 @@
 """Masking: throughput on a 1M-line stream, and fidelity to loghub's events on the 16 samples.
 
-Throughput: BGL_2k repeated to N lines in a temporary file; per pass, the median over
---repeat runs of (a) a bare read-lines loop, (b) the same loop masking every whole line,
-(c) the ingest path: parse the loghub:BGL layout, then mask the message.
+Throughput: a stream of N lines in a temporary file (bench/streams.py: `unique`, BGL_2k with
+every digit re-drawn, by default; `repeated`; `mixed`); per pass, the median over --repeat
+runs (alternating) of (a) a bare read-lines loop, (b) the loop masking every whole line with
+`Masker.mask_reference` (one re.sub: the definition, and the masker before issue 16),
+(c) the same with `Masker.mask` (the digit-folded cache; a fresh Masker per run), (d) the
+ingest path: parse the stream's format, then `Masker.mask` the message.
 
 Fidelity: each sample's `*_structured.csv` gives every line's EventId (loghub's ground-truth
 template). A masked text that covers several EventIds is a *merge* (over-masking: different
@@ -10,7 +13,7 @@ events share one dedup key, so one label is forced on both); an EventId whose li
 several masked texts is a *split* (under-masking: an id or number left in, so one event costs
 several LLM calls). Both are counted per domain with a few examples of each.
 
-    python bench/mask.py [--lines 1000000] [--repeat 3] [--examples 3] [--systems BGL,HDFS]
+    python bench/mask.py [--lines 1000000] [--stream unique] [--repeat 3] [--examples 3] [--systems BGL,HDFS]
 """
 from __future__ import annotations
 
@@ -26,9 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from detector.formats import parse_format  # noqa: E402
 from detector.mask import Masker  # noqa: E402
+from streams import STREAM_FORMAT, STREAMS, write_stream  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
 SYSTEMS = ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Mac",
@@ -39,18 +44,7 @@ def sample(system: str) -> Path:
     return LOGHUB / system / f"{system}_2k.log"
 
 
-def write_stream(lines: int) -> Path:
-    """BGL_2k repeated (and cut) to `lines` lines, in a temporary file."""
-    block = sample("BGL").read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-    block[-1] = block[-1].rstrip("\n") + "\n"
-    fd, name = tempfile.mkstemp(suffix=".log", prefix="mask-bench-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for start in range(0, lines, len(block)):
-            f.writelines(block[:lines - start])
-    return Path(name)
-
-
-def bare_loop(path: Path, masker: Masker) -> int:
+def bare_loop(path: Path, masker: Masker, fmt_name: str) -> int:
     n = 0
     with path.open(encoding="utf-8", errors="replace") as f:
         for _ in f:
@@ -58,9 +52,9 @@ def bare_loop(path: Path, masker: Masker) -> int:
     return n
 
 
-def mask_loop(path: Path, masker: Masker) -> int:
+def reference_loop(path: Path, masker: Masker, fmt_name: str) -> int:
     n = 0
-    mask = masker.mask
+    mask = masker.mask_reference
     with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             mask(line)
@@ -68,10 +62,20 @@ def mask_loop(path: Path, masker: Masker) -> int:
     return n
 
 
-def parse_mask_loop(path: Path, masker: Masker) -> int:
+def mask_loop(path: Path, masker: Masker, fmt_name: str) -> int:
     n = 0
-    mask = masker.mask
-    fmt = parse_format("loghub:BGL")
+    mask = Masker.from_json(masker.to_json()).mask  # a fresh cache each run
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            mask(line)
+            n += 1
+    return n
+
+
+def parse_mask_loop(path: Path, masker: Masker, fmt_name: str) -> int:
+    n = 0
+    mask = Masker.from_json(masker.to_json()).mask
+    fmt = parse_format(fmt_name)
     with path.open(encoding="utf-8", errors="replace") as f:
         for record in fmt.records(f):
             mask(record.message)
@@ -79,23 +83,30 @@ def parse_mask_loop(path: Path, masker: Masker) -> int:
     return n
 
 
-def throughput(masker: Masker, lines: int, repeat: int) -> None:
-    path = write_stream(lines)
+def throughput(masker: Masker, lines: int, repeat: int, stream: str) -> None:
+    fd, name = tempfile.mkstemp(suffix=".log", prefix="mask-bench-")
+    os.close(fd)
+    path = Path(name)
+    fmt_name = STREAM_FORMAT[stream] or "loghub:BGL"
     try:
-        print(f"## throughput: {lines:,} lines (BGL_2k repeated), median of {repeat} runs, 1 core")
-        print(f"{'loop':<34}{'seconds':>10}{'lines/s':>14}{'x bare':>9}")
-        bare = None
-        for label, loop in [("bare read-lines loop", bare_loop),
-                            ("read + mask whole line", mask_loop),
-                            ("read + parse loghub:BGL + mask", parse_mask_loop)]:
-            times = []
-            for _ in range(repeat):
+        lines = write_stream(stream, path, lines)
+        print(f"## throughput: {lines:,} lines (stream {stream}), median of {repeat} alternating runs, 1 core, "
+              f"load average {Path('/proc/loadavg').read_text().split()[0]}")
+        print(f"{'loop':<40}{'seconds':>10}{'lines/s':>14}{'x bare':>9}")
+        loops = [("bare read-lines loop", bare_loop),
+                 ("read + mask_reference (one re.sub)", reference_loop),
+                 ("read + mask (folded-digit cache)", mask_loop),
+                 (f"read + parse {fmt_name} + mask", parse_mask_loop)]
+        times: dict[str, list[float]] = {label: [] for label, _ in loops}
+        for _ in range(repeat):
+            for label, loop in loops:
                 start = time.perf_counter()
-                assert loop(path, masker) == lines
-                times.append(time.perf_counter() - start)
-            seconds = statistics.median(times)
-            bare = bare or seconds
-            print(f"{label:<34}{seconds:>10.2f}{lines / seconds:>14,.0f}{seconds / bare:>9.1f}")
+                loop(path, masker, fmt_name)
+                times[label].append(time.perf_counter() - start)
+        bare = statistics.median(times[loops[0][0]])
+        for label, _ in loops:
+            seconds = statistics.median(times[label])
+            print(f"{label:<40}{seconds:>10.2f}{lines / seconds:>14,.0f}{seconds / bare:>9.1f}")
     finally:
         path.unlink()
 
@@ -165,6 +176,7 @@ def report_fidelity(masker: Masker, systems: list[str], examples: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="stream length for throughput (0: skip)")
+    parser.add_argument("--stream", default="unique", choices=STREAMS, help="the throughput stream")
     parser.add_argument("--repeat", type=int, default=3, help="runs per loop; the median is printed")
     parser.add_argument("--examples", type=int, default=3, help="merge/split examples per system")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated loghub systems")
@@ -174,7 +186,7 @@ def main() -> None:
     masker = Masker.default()
     print(f"masking rules version {masker.version}, {len(masker.rules)} rules")
     if args.lines > 0:
-        throughput(masker, args.lines, args.repeat)
+        throughput(masker, args.lines, args.repeat, args.stream)
     report_fidelity(masker, args.systems.split(","), args.examples)
 
 

@@ -1,23 +1,37 @@
-"""`score` throughput: end-to-end lines/s next to a masking-only loop, peak RSS, model-only rate.
+"""`score` throughput on three streams: lines/s, mask-cache hit rate, peak memory, next to a bare read loop.
 
-One run prints, for a stream of N lines (BGL_2k repeated, in a temporary file):
-  (a) masking only: a bare Python loop reading the file and masking every line with the
-      bundle's rules (no parsing, no cache, no model): what any scorer must at least do;
-  (b) end to end: `logdistill score BUNDLE FILE > /dev/null` in a subprocess (parse the
-      loghub:BGL layout, mask, embed, ONNX, write JSONL), its wall time (including start-up)
-      and its peak RSS;
-  (c) model only: the bundle's ONNX graph on M precomputed embeddings, in batches.
-Medians over --repeat runs. Without --bundle, one is made first: BGL_2k ingested into a
-temporary workspace, embedded, a detector trained briefly on ground truth, exported.
+Streams (bench/streams.py; fixed seeds):
+  repeated  BGL_2k repeated: every raw line recurs (what a message-keyed cache loves);
+  unique    BGL_2k repeated with every digit re-drawn: fresh numbers in every line (realistic);
+  mixed     the 16 loghub-2k samples interleaved, digits re-drawn, read with --format raw.
 
-    python bench/score_throughput.py [--lines 1000000] [--embeddings 1000000] [--repeat 3] [--bundle PATH]
+For each stream and each variant, `logdistill score BUNDLE FILE > /dev/null` runs in a
+subprocess; wall time includes start-up. Memory is sampled every 50 ms over the command's
+whole process tree (workers included): "RSS" is the peak of the summed resident sets (pages
+shared between a parent and its forked workers count once per process, so this over-counts),
+"PSS" the peak of the summed proportional sets (shared pages split between their sharers).
+The mask-cache hit rate is what `score` reports on stderr; for a tree whose `score` does not
+report it (the version before issue 16), it is simulated here: that version kept an LRU of
+200,000 entries keyed by the raw message.
+
+Variants: `--tree LABEL=PATH` (repeatable) runs the CLI from another source tree, e.g. one
+made by `git archive <commit> | tar -x -C PATH`; `--workers 1,2` runs each tree whose `score`
+has `--workers` once per value. Runs alternate between variants in blocks (fair under shared,
+changing load); medians over --repeat blocks; the 1-minute load average is printed beside each.
+Without --bundle, one is made first (BGL_2k ingested, embedded, trained briefly, exported).
+
+    python bench/score_throughput.py [--lines 1000000] [--repeat 3] [--streams repeated,unique,mixed]
+        [--tree before=/tmp/ld-before] [--workers 1,2] [--bundle PATH] [--latency 50] [--model-only N]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,113 +40,274 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
+from streams import LOGHUB, STREAM_FORMAT, STREAMS, write_stream  # noqa: E402
 
-from detector.export import quantize_int8  # noqa: E402
-from detector.runtime import MODEL_MEMBER, load_bundle  # noqa: E402
-from peak_rss import run_logdistill  # noqa: E402
-
-BGL = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k")) / "BGL" / "BGL_2k.log"
+BGL = LOGHUB / "BGL" / "BGL_2k.log"
 
 
 def make_bundle(folder: Path, epochs: int) -> Path:
-    from detector.formats import parse_format
-    from labeler.ingest import ingest_paths
-    from labeler.training import export_detector, train_detector
-    from labeler.vectors import embed_missing
-    from labeler.workspace import open_workspace
-
+    """Made in a child process, so this benchmark never holds torch while it measures."""
     bundle = folder / "bgl.bundle"
-    with open_workspace(folder / "cache.db") as ws:
-        ingest_paths(ws, [BGL], "bgl", parse_format("loghub:BGL"))
-        embed_missing(ws)
-        train_detector(ws, "bgl", labels="ground-truth", params={"epochs": epochs})
-        export_detector(ws, "bgl", bundle)
+    code = f"""
+import sys; sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from detector.formats import parse_format
+from labeler.ingest import ingest_paths
+from labeler.training import export_detector, train_detector
+from labeler.vectors import embed_missing
+from labeler.workspace import open_workspace
+folder = Path({str(folder)!r})
+with open_workspace(folder / "cache.db") as ws:
+    ingest_paths(ws, [Path({str(BGL)!r})], "bgl", parse_format("loghub:BGL"))
+    embed_missing(ws)
+    train_detector(ws, "bgl", labels="ground-truth", params={{"epochs": {epochs}}})
+    export_detector(ws, "bgl", Path({str(bundle)!r}))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=folder)
     return bundle
 
 
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
+# ---------------------------------------------------------------------------- memory of a process tree
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+            tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _descendants(pid: int) -> list[int]:
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(tree.get(p, []))
+    return out
+
+
+def _rss_pss_kib(pid: int) -> tuple[int, int]:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            text = f.read()
+    except OSError:
+        return 0, 0
+    rss = re.search(r"^Rss:\s+(\d+)", text, re.M)
+    pss = re.search(r"^Pss:\s+(\d+)", text, re.M)
+    return (int(rss.group(1)) if rss else 0), (int(pss.group(1)) if pss else 0)
+
+
+@dataclasses.dataclass
+class Run:
+    seconds: float
+    cpu: float  # user + system seconds of the command and its workers
+    rss_mb: float  # peak of the summed RSS over the process tree
+    pss_mb: float  # peak of the summed PSS
+    processes: int
+    stderr: str
+    load: float
+
+
+def run_tree(tree: Path, args: list[str]) -> Run:
+    """`python -m cli ARGS` from source tree `tree`, stdout to /dev/null, its tree's memory sampled."""
+    load = float(Path("/proc/loadavg").read_text().split()[0])
+    with tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        proc = subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                                stderr=err, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200"})
+        peak_rss = peak_pss = processes = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # usage includes the reaped workers
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            pids = _descendants(proc.pid)
+            sizes = [_rss_pss_kib(p) for p in pids]
+            peak_rss = max(peak_rss, sum(s[0] for s in sizes))
+            peak_pss = max(peak_pss, sum(s[1] for s in sizes))
+            processes = max(processes, sum(1 for s in sizes if s[0]))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        err.seek(0)
+        stderr = err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"logdistill {' '.join(map(str, args))} (tree {tree}) failed:\n{stderr}")
+    return Run(seconds, usage.ru_utime + usage.ru_stime, peak_rss / 1024, peak_pss / 1024, processes, stderr, load)
+
+
+# ---------------------------------------------------------------------------- the rest
+
+def bare_read_loop(path: Path) -> float:
+    start = time.perf_counter()
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for _ in f:
+            pass
+    return time.perf_counter() - start
+
+
+def simulated_hit_rate(tree: Path, path: Path, fmt_name: str | None) -> str:
+    """For a tree whose `score` does not report it: the hit rate of its masking cache, replayed
+    here in one process. Before issue 16 that was an LRU of 200,000 raw messages; a tree with
+    the folding masker (but an older `score`) has this checkout's masker cache."""
+    from detector.formats import parse_format
+    from detector.mask import Masker
+
+    folding = "mask_reference" in (tree / "detector" / "mask.py").read_text()
+    fmt = parse_format(fmt_name or "loghub:BGL")
+    masker = Masker.default()
+    cached = masker.mask if folding else functools.lru_cache(maxsize=200_000)(lambda m: None)
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for record in fmt.records(f):
+            cached(record.message)
+    info = masker.cache_info() if folding else cached.cache_info()
+    return f"{100 * info.hits / max(info.hits + info.misses, 1):.1f} % (replayed)"
+
+
+def has_workers(tree: Path) -> bool:
+    help_text = subprocess.run([sys.executable, "-m", "cli", "score", "--help"], capture_output=True, text=True,
+                               cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200"}).stdout
+    return "--workers" in help_text
+
+
+def model_only(bundle_path: Path, embeddings_n: int, repeat: int) -> None:
+    import numpy as np
+    import onnxruntime
+
+    from detector.export import quantize_int8
+    from detector.runtime import MODEL_MEMBER, load_bundle
+
+    bundle = load_bundle(bundle_path)
+    rng = np.random.default_rng(0)
+    real = bundle.embedder.embed(sorted({bundle.masker.mask(line) for line in BGL.read_text().splitlines()}))
+    block = min(embeddings_n, 100_000)
+    embeddings = (real[rng.integers(0, len(real), block)] + rng.normal(0, 1e-3, (block, real.shape[1]))).astype(np.float32)
+    passes = -(-embeddings_n // block)
+
+    def timed(scorer) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(passes):
+                for at in range(0, block, 20_000):
+                    scorer.predict(embeddings[at:at + 20_000])
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with zipfile.ZipFile(bundle_path) as z:
+        int8_graph = quantize_int8(z.read(MODEL_MEMBER)) if bundle.meta.get("weights") != "int8" else None
+    int8_bundle = dataclasses.replace(bundle, session=onnxruntime.InferenceSession(
+        int8_graph, providers=["CPUExecutionProvider"])) if int8_graph else bundle
+    fp, q = timed(bundle), timed(int8_bundle)
+    gap = float(np.abs(bundle.predict(real) - int8_bundle.predict(real)).max())
+    print(f"\nmodel only (ONNX, batches of 20k): {passes * block / fp:,.0f} embeddings/s float32, "
+          f"{passes * block / q:,.0f} int8 (largest score change {gap:.1e})")
+
+
+def pipe_latency(tree: Path, bundle: Path, flags: list[str], lines: int) -> list[float]:
+    """Seconds from writing one line into `score -`'s stdin pipe to reading its row, per line
+    (after start-up, lines 0.2 s apart: `tail -F app.log | logdistill score`)."""
+    import select
+
+    sample = BGL.read_text().splitlines(keepends=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "score", str(bundle), "-", *flags], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tree,
+                            env={**os.environ, "PYTHONPATH": str(tree)})
+    received, latencies = b"", []
+    try:
+        for n in range(lines + 1):
+            start = time.monotonic()
+            proc.stdin.write(sample[(n * 37) % len(sample)].encode())
+            proc.stdin.flush()
+            while received.count(b"\n") <= n and time.monotonic() - start < 60:
+                if select.select([proc.stdout], [], [], 0.05)[0]:
+                    received += os.read(proc.stdout.fileno(), 65536)
+            if n:  # the first line waits for start-up
+                latencies.append(time.monotonic() - start)
+            time.sleep(0.2)
+        proc.stdin.close()
+        proc.wait(60)
+    finally:
+        proc.kill()
+    return latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--embeddings", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
+                        help="another source tree to run the CLI from (repeatable); this checkout is 'current'")
+    parser.add_argument("--no-current", action="store_true", help="only the --tree variants")
+    parser.add_argument("--workers", default="1,2", help="--workers values for trees that have the option")
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--epochs", type=int, default=20, help="training epochs of the bundle made without --bundle")
+    parser.add_argument("--latency", type=int, default=0, metavar="N",
+                        help="also time N lines written one by one into `score -` through a pipe")
+    parser.add_argument("--model-only", type=int, default=0, metavar="N",
+                        help="also time the ONNX graph alone on N embeddings (float32 and int8)")
     args = parser.parse_args()
+
+    trees = [] if args.no_current else [("current", REPO)]
+    trees += [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree]
+    variants: list[tuple[str, Path, list[str]]] = []
+    for label, tree in trees:
+        if has_workers(tree):
+            variants += [(f"{label} --workers {w}", tree, ["--workers", w]) for w in args.workers.split(",")]
+        else:
+            variants.append((label, tree, []))
 
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         folder = Path(tmp)
-        bundle_path = args.bundle or make_bundle(folder, args.epochs)
-        bundle = load_bundle(bundle_path)
-        bundle_mb = bundle_path.stat().st_size / 1e6
-        sample = BGL.read_bytes().rstrip(b"\n") + b"\n"  # copies must not run into each other
-        per_copy = sample.count(b"\n")
-        stream = folder / "stream.log"
-        with stream.open("wb") as f:
-            for _ in range(-(-args.lines // per_copy)):
-                f.write(sample)
-        lines = -(-args.lines // per_copy) * per_copy
-
-        mask = bundle.masker.mask
-
-        def masking_only() -> None:
-            with stream.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    mask(line)
-
-        peak_rss_mb: list[int] = []
-
-        def end_to_end() -> None:
-            peak_rss_mb.append(run_logdistill(["score", bundle_path, stream])[1])
-
-        mask_s = median_time(masking_only, args.repeat)
-        score_s = median_time(end_to_end, args.repeat)
-        peak_rss_mb = max(peak_rss_mb)
-
-        rng = np.random.default_rng(0)
-        real = bundle.embedder.embed(sorted({mask(line) for line in BGL.read_text().splitlines()}))
-        block = min(args.embeddings, 100_000)
-        embeddings = (real[rng.integers(0, len(real), block)]
-                      + rng.normal(0, 1e-3, (block, real.shape[1]))).astype(np.float32)
-        passes = -(-args.embeddings // block)
-
-        def model_only(scorer) -> float:
-            def run() -> None:
-                for _ in range(passes):
-                    for start in range(0, block, 20_000):
-                        scorer.predict(embeddings[start:start + 20_000])
-            return median_time(run, args.repeat)
-
-        model_s = model_only(bundle)
-        with zipfile.ZipFile(bundle_path) as z:  # the same graph as `export --int8` writes it
-            int8_graph = quantize_int8(z.read(MODEL_MEMBER)) if bundle.meta.get("weights") != "int8" else None
-        int8_bundle = dataclasses.replace(bundle, session=onnxruntime.InferenceSession(
-            int8_graph, providers=["CPUExecutionProvider"])) if int8_graph else bundle
-        int8_s = model_only(int8_bundle)
-        int8_gap = float(np.abs(bundle.predict(real) - int8_bundle.predict(real)).max())
-
-    print(f"bundle: {bundle_mb:.1f} MB, {bundle.meta['n_parameters']:,} parameters, "
-          f"embedder {bundle.meta['embedder']['kind']} ({bundle.meta['embedder']['dim']}-d)")
-    print(f"stream: {lines:,} lines (BGL_2k x {lines // per_copy}), cpus: {os.cpu_count()}, median of {args.repeat}")
-    print(f"masking only (bare loop):    {lines / mask_s:12,.0f} lines/s  ({mask_s:.2f} s)")
-    print(f"score end to end (command):  {lines / score_s:12,.0f} lines/s  ({score_s:.2f} s, start-up included)")
-    print(f"ratio end-to-end / masking:  {mask_s / score_s:12.2f}x  (target >= 0.8x)")
-    print(f"peak RSS of score:           {peak_rss_mb:12,.0f} MB  (target <= 500 MB)")
-    print(f"model only (ONNX, batches of 20k): {passes * block / model_s:,.0f} embeddings/s  "
-          f"({passes * block:,} in {model_s:.2f} s; target >= 1M/s), {bundle.meta.get('weights', 'float32')} weights")
-    print(f"model only, int8 weights:          {passes * block / int8_s:,.0f} embeddings/s  "
-          f"({passes * block:,} in {int8_s:.2f} s; `export --int8`), largest score change {int8_gap:.1e}")
+        bundle = args.bundle or make_bundle(folder, args.epochs)
+        print(f"cpus available: {len(os.sched_getaffinity(0))}, median of {args.repeat} interleaved blocks, "
+              f"load average at start {Path('/proc/loadavg').read_text().split()[0]}")
+        for kind in filter(None, args.streams.split(",")):
+            stream = folder / f"{kind}.log"
+            lines = write_stream(kind, stream, args.lines)
+            fmt = STREAM_FORMAT[kind]
+            extra = ["--format", fmt] if fmt else []
+            runs: dict[str, list[Run]] = {label: [] for label, _, _ in variants}
+            bare: list[float] = []
+            for _ in range(args.repeat):
+                bare.append(bare_read_loop(stream))
+                for label, tree, flags in variants:
+                    runs[label].append(run_tree(tree, ["score", bundle, stream, *extra, *flags]))
+            print(f"\n### stream `{kind}`: {lines:,} lines, {stream.stat().st_size / 1e6:.0f} MB"
+                  f"{', --format ' + fmt if fmt else ''}")
+            print(f"bare read loop (text lines, this process): {lines / statistics.median(bare):,.0f} lines/s\n")
+            print("| variant | lines/s | seconds | CPU s | lines per CPU s | mask-cache hits | peak RSS (sum) MB "
+                  "| peak PSS (sum) MB | processes | load |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for label, tree, _ in variants:
+                rs = runs[label]
+                seconds = statistics.median(r.seconds for r in rs)
+                cpu = statistics.median(r.cpu for r in rs)
+                hit = re.search(r"mask cache ([\d.]+) % hits", rs[-1].stderr)
+                hits = f"{float(hit.group(1)):.1f} %" if hit else simulated_hit_rate(tree, stream, fmt)
+                print(f"| {label} | {lines / seconds:,.0f} | {seconds:.2f} | {cpu:.2f} | {lines / cpu:,.0f} | {hits} "
+                      f"| {max(r.rss_mb for r in rs):,.0f} "
+                      f"| {max(r.pss_mb for r in rs):,.0f} | {max(r.processes for r in rs)} "
+                      f"| {'/'.join(f'{r.load:.1f}' for r in rs)} |")
+            stream.unlink()
+        if args.latency:
+            print(f"\n### pipe latency: {args.latency} lines written one at a time (0.2 s apart) into `score -`\n")
+            print("| variant | median ms | max ms | load |")
+            print("|---|---:|---:|---:|")
+            for label, tree, flags in variants:
+                load = Path("/proc/loadavg").read_text().split()[0]
+                got = pipe_latency(tree, bundle, flags, args.latency)
+                print(f"| {label} | {1000 * statistics.median(got):.1f} | {1000 * max(got):.1f} | {load} |")
+        if args.model_only:
+            model_only(bundle, args.model_only, args.repeat)
 
 
 if __name__ == "__main__":
