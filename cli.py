@@ -55,14 +55,30 @@ def main_options(
     workspace: Path = typer.Option(Path("cache.db"), "--workspace", "-w", envvar="LOGDISTILL_WORKSPACE",
                                    help="The workspace SQLite file.", show_default=True),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    wait: bool = typer.Option(False, "--wait", envvar="LOGDISTILL_WAIT",
+                              help="When another command is changing the workspace, wait for it to finish "
+                                   "(default: stop at once, naming it)."),
 ) -> None:
-    ctx.obj = {"workspace": workspace, "debug": debug}
+    ctx.obj = {"workspace": workspace, "debug": debug, "wait": wait}
 
 
 def open_ws(ctx: typer.Context, create: bool = False):
+    """The workspace, for this command; a command that writes holds it alone until it closes
+    (labeler.workspace.WRITING_COMMANDS)."""
     from labeler.workspace import open_workspace
 
-    return open_workspace(ctx.obj["workspace"], create=create)
+    names, c = [], ctx
+    while c.parent is not None:  # "label run": the command's name below the program's
+        names.insert(0, c.info_name)
+        c = c.parent
+    return open_workspace(ctx.obj["workspace"], create=create, command=" ".join(names),
+                          wait=ctx.obj.get("wait", False),
+                          notify=lambda message: err.print(message, style="yellow", markup=False, highlight=False,
+                                                            soft_wrap=True))
+
+
+MODEL_HELP = ("llamacpp: qwen2.5-coder-1.5b (default; $LOGDISTILL_MODEL overrides it), qwen2.5-coder-0.5b, "
+              "gemma3-270m, smollm2 (`logdistill models` lists them) or a GGUF path; others: the server's model.")
 
 
 def print_json(data: Any) -> None:
@@ -238,6 +254,10 @@ def templates_list(
     print_table(rows, ["domain", "id", "count", "template", "representative"])
 
 
+BASE_URL_HELP = ("openai/tgi: the server's URL. openai: repeat it, or give a comma list, for a pool of servers "
+                 "of the same model (requests spread over them; one that stops answering is set aside).")
+
+
 # ---------------------------------------------------------------------------- lei
 
 lei_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
@@ -252,9 +272,9 @@ def lei_build(
     domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
     backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp | openai | tgi | vllm."),
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="llamacpp: gemma3-270m (default), smollm2 or a GGUF path; others: the server's model."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight."),
+                                        help=MODEL_HELP),
+    base_url: Optional[list[str]] = typer.Option(None, "--base-url", help=BASE_URL_HELP),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight (per server)."),
     refresh: bool = typer.Option(False, "--refresh", help="Also re-ask pending rows (e.g. after a prompt edit)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the N most frequent such templates per domain."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -333,7 +353,7 @@ def lei_review(
     domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
     backend: str = typer.Option("llamacpp", "--backend", "-b", help="For regenerate: llamacpp | openai | tgi | vllm."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="For regenerate: the model (see `lei build`)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="For regenerate: openai/tgi server URL."),
+    base_url: Optional[list[str]] = typer.Option(None, "--base-url", help="For regenerate: " + BASE_URL_HELP),
 ) -> None:
     """Walk the pending rows, one key each: a accept, e edit ($EDITOR, else the next stdin line), r regenerate, j reject, s skip, q quit.
 
@@ -565,16 +585,19 @@ def label_run(
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
     backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp | openai | tgi | vllm."),
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="llamacpp: gemma3-270m (default), smollm2 or a GGUF path; others: the server's model."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight."),
+                                        help=MODEL_HELP),
+    base_url: Optional[list[str]] = typer.Option(None, "--base-url", help=BASE_URL_HELP),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight (per server)."),
     llm: bool = typer.Option(True, "--llm/--no-llm", help="Ask the LLM (--no-llm with --rules: rules alone)."),
     rules: bool = typer.Option(False, "--rules", help="Add the severity rule set (prompt `rules`) as an annotator."),
     rules_weight: float = typer.Option(1.0, "--rules-weight", help="Weight of a rule label (an LLM round-0 answer weighs 1)."),
     debias: bool = typer.Option(True, "--debias/--no-debias",
-                                help="Calibrate the LLM's p_anomalous against its answer to the same prompt with a "
-                                     "content-free message (round 0: 3 extra calls per domain; later rounds: one per "
-                                     "candidate; see labeler/debias.py)."),
+                                help="Calibrate the LLM's p_anomalous against the prompt's lean (labeler/debias.py): "
+                                     "in round 0 per domain (see --prior), in later rounds against each prompt's "
+                                     "content-free twin (one extra call per candidate)."),
+    prior: str = typer.Option("batch", "--prior",
+                              help="Round 0's lean: batch (the mean answer over the domain's texts, no extra call) "
+                                   "or content-free (3 extra calls per domain)."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Ask the LLM at most this many times."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this (USD)."),
     price_per_1k_tokens: Optional[float] = typer.Option(None, "--price-per-1k-tokens", help="USD per 1000 tokens, for --max-cost."),
@@ -607,7 +630,7 @@ def label_run(
         params = {"rounds": rounds, "domains": domain, "backend": llm_backend and llm_backend.name,
                   "model": llm_backend and llm_backend.model, "decoding": llm_backend and llm_backend.params(),
                   "base_url": base_url, "concurrency": concurrency, "rules": rules, "rules_weight": rules_weight,
-                  "debias": debias,
+                  "debias": debias, "prior": prior,
                   "max_calls": max_calls, "max_cost": max_cost, "price_per_1k_tokens": price_per_1k_tokens,
                   "until_stable": until_stable, "stable_flips": stable_flips, "patience": patience,
                   "verifier_folds": verifier_folds, "verifier_epochs": verifier_epochs, "seed": seed,
@@ -625,7 +648,7 @@ def label_run(
                 # --rounds 0 (re)labels round 0; a higher --rounds continues from a complete round 0 as it is
                 if rounds == 0 or not round0_complete(ws):
                     report = run_round0(ws, llm_backend, domains=domain, rules=rules, rules_weight=rules_weight,
-                                        debias=debias, budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
+                                        debias=debias, prior_from=prior, budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
                     ws.db["runs"].update(run_id, {"params": json.dumps({**params, "prompt": report.prompt,
                                                                         "rules_version": report.rules_version})})
                     budget = Budget(max_calls=None if max_calls is None else max_calls - report.ask.calls,
@@ -654,7 +677,7 @@ def label_run(
                   f"{report.rule_labels} rule labels")
         known = {d: q for d, q in report.priors.items() if q is not None}
         if known:
-            out.print("LLM lean on content-free messages (divided out): "
+            out.print("LLM lean per domain (divided out): "
                       + ", ".join(f"{d} p_anomalous {q:.3f}" for d, q in known.items()))
         if not report.complete:
             out.print(f"[yellow]budget reached: {a.unanswered} texts not asked; run again with a larger budget[/]")
@@ -666,11 +689,46 @@ def label_run(
                   f"{r.flips_to_normal} to normal; {state}")
 
 
-def _make_backend(name: str, model: Optional[str], base_url: Optional[str], concurrency: Optional[int]):
+def _make_backend(name: str, model: Optional[str], base_url: Optional[list[str]], concurrency: Optional[int]):
     from labeler.backends import make_backend
+    from labeler.backends.remote import parse_base_urls
 
-    options = {k: v for k, v in {"base_url": base_url, "concurrency": concurrency}.items() if v is not None}
+    if name == "llamacpp":
+        _assemble_embedded(model)
+    urls = parse_base_urls(base_url) if base_url else [None]
+    if len(urls) > 1 and name != "openai":
+        raise LogdistillError(f"a pool of servers ({len(urls)} URLs in --base-url) needs --backend openai; "
+                              f"{name} takes one URL")
+    options = {k: v for k, v in {"base_url": urls if len(urls) > 1 else urls[0],
+                                 "concurrency": concurrency}.items() if v is not None}
     return make_backend(name, model, **options)
+
+
+def _assemble_embedded(model: Optional[str]) -> None:
+    """A chunked embedded model is assembled on first use; show it (about 1 GB is copied and hashed)."""
+    from labeler import models
+
+    embedded = models.MODELS.get(model or models.default_model_name())
+    if embedded is None or models.is_ready(embedded):
+        return
+    with progress_bar() as bar:
+        task = bar.add_task(f"assembling {embedded.name} (once)", total=embedded.size)
+        models.gguf_path(embedded, on_bytes=lambda n: bar.advance(task, n))
+
+
+@app.command("models")
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The embedded LLMs (backend llamacpp): name, packages, size, whether installed and assembled, path."""
+    from labeler.models import listing
+
+    rows = listing()
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        row["name"] = row["name"] + (" (default)" if row["default"] else "")
+        row["size"] = f"{row['size'] / 1e6:,.0f} MB" if row["size"] else None
+    print_table(rows, ["name", "description", "packages", "installed", "assembled", "size", "path"])
 
 
 @label_app.command("set")
@@ -696,7 +754,8 @@ def label_status_command(
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Per domain: labeled texts, anomaly rate, label sources; AUROC/precision/recall/F1 where ground truth exists."""
+    """Per domain: labeled texts, anomaly rate, label sources; AUROC/precision/recall/F1 where ground truth
+    exists, per unique text and per line (each line once, as a detector is judged; JSON key `per_line`)."""
     from labeler.status import label_status
 
     with open_ws(ctx) as ws:
@@ -704,13 +763,78 @@ def label_status_command(
     if as_json:
         print_json(rows)
         return
-    for row in rows:
-        row["sources"] = ", ".join(f"{s} {n}" for s, n in sorted(row["sources"].items()))
+    lines = [{"domain": row["domain"], **row.pop("per_line")} for row in rows]
+    for row in rows + lines:
+        row["sources"] = ", ".join(f"{s} {n}" for s, n in sorted(row.get("sources", {}).items()))
         for key in ("anomaly_rate", "auroc", "precision", "recall", "f1"):
-            row[key] = None if row[key] is None else f"{row[key]:.3f}"
+            row[key] = None if row.get(key) is None else f"{row[key]:.3f}"
     print_table(rows, ["domain", "texts", "labeled", "anomalous", "anomaly_rate", "sources",
-                       "ground_truth_texts", "auroc", "precision", "recall", "f1"])
+                       "ground_truth_texts", "auroc", "precision", "recall", "f1"], title="per unique text")
+    if any(row["ground_truth_lines"] for row in lines):
+        print_table(lines, ["domain", "ground_truth_lines", "auroc", "precision", "recall", "f1"],
+                    title="per line (each line once)")
     _print_round_table(ctx, domain)
+
+
+@label_app.command("export")
+def label_export(
+    ctx: typer.Context,
+    out_path: Path = typer.Option(..., "--out", "-o", help="The file to write (it appears whole or not at all)."),
+    format: Optional[str] = typer.Option(None, "--format", "-f",
+                                         help="csv | jsonl | parquet (default: from the file's suffix, else csv)."),
+    level: str = typer.Option("text", "--level", help="text: one row per unique (domain, masked text); "
+                                                      "line: one row per ingested line."),
+    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+    through_round: Optional[int] = typer.Option(None, "--round", help="The labels as they stood after this round."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write the labeled data set: soft and hard labels, votes per source and round, ground truth.
+    Provenance (models, prompt versions, rounds, logdistill version) goes into Parquet key-value
+    metadata (key `logdistill`), or for CSV/JSONL into a sidecar FILE.meta.json."""
+    from labeler.dataset import export_labels
+
+    with open_ws(ctx) as ws, progress_bar() as bar:
+        task = bar.add_task(f"export {level} rows", total=None)
+        report = export_labels(ws, out_path, fmt=format, level=level, domains=domain, through_round=through_round,
+                               on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    out.print(f"{report.rows} {report.level} rows written to {report.path} ({report.format})"
+              + (f", provenance in {report.sidecar}" if report.sidecar else ", provenance in its metadata"))
+
+
+@label_app.command("import")
+def label_import(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="A CSV or JSONL file, e.g. an export with corrected labels."),
+    text_field: str = typer.Option(..., "--text-field", help="The field holding the masked text."),
+    label_field: str = typer.Option(..., "--label-field", help="The field holding the label (0 or 1)."),
+    domain: Optional[str] = typer.Option(None, "--domain", "-d",
+                                         help="Only this domain (default: a row's `domain` field, else every domain with its text)."),
+    id_field: str = typer.Option("text_id", "--id-field", help="Match by this text-id field where present ('' : never)."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="csv | jsonl (default: from the suffix)."),
+    every_row: bool = typer.Option(False, "--every-row",
+                                   help="A manual label for every matched text, also where the file agrees with the current label."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Manual labels from a file, in one transaction: each text whose label in the file differs from its
+    current one gets a manual label. Rows match by text id when present, else by masked text;
+    unmatched rows are counted and reported."""
+    from labeler.dataset import import_labels
+
+    params = {"path": str(path), "text_field": text_field, "label_field": label_field, "domain": domain,
+              "id_field": id_field, "format": format, "every_row": every_row}
+    with open_ws(ctx) as ws, ws.run("label import", params):
+        report = import_labels(ws, path, text_field=text_field, label_field=label_field, domain=domain,
+                               id_field=id_field or None, fmt=format, every_row=every_row)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    out.print(f"{report.rows} rows: {report.changed} texts labeled by hand, {report.unchanged} already so, "
+              f"{report.unmatched} rows unmatched" + (f", {report.other_domain} of other domains" if domain else ""))
+    if report.unmatched_examples:
+        out.print("unmatched: " + "; ".join(report.unmatched_examples), highlight=False, markup=False)
 
 
 # ---------------------------------------------------------------------------- label rounds, plot, review
@@ -912,17 +1036,23 @@ def score(
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Decision threshold (default: the bundle's)."),
     output: str = typer.Option("jsonl", "--output", help="jsonl or csv."),
     only_anomalies: bool = typer.Option(False, "--only-anomalies", help="Print only lines at or above the threshold."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
+                                          help="Processes that parse, mask and score (default: the cores available; 1: this process)."),
 ) -> None:
-    """Score a log stream line by line with a bundle: no LLM, no torch. Reads stdin for - or no FILE."""
-    from detector.runtime import load_bundle, open_input, score_to
+    """Score a log stream line by line with a bundle: no LLM, no torch. Reads stdin for - or no FILE.
+
+    Output keeps input order; lines arriving on a pipe are answered as they arrive."""
+    from detector.runtime import default_workers, load_bundle, open_input, score_to
 
     fmt = _input_format(format, log_format, text_field, None)
-    bundle = load_bundle(bundle_path)
+    workers = workers or default_workers()
+    # one ONNX thread per process when forking workers: no thread pool for a child to inherit half of
+    bundle = load_bundle(bundle_path, threads=1 if workers > 1 else 0)
     stream = open_input(input_path)
     summary = score_to(bundle, stream, sys.stdout, input_format=fmt, threshold=threshold, output=output,
-                       only_anomalies=only_anomalies)
-    err.print(f"{summary.lines} lines, {summary.anomalous} anomalous, {summary.unique_texts} unique texts scored",
-              highlight=False)
+                       only_anomalies=only_anomalies, workers=workers)
+    err.print(f"{summary.lines} lines, {summary.anomalous} anomalous, {summary.unique_texts} unique texts scored, "
+              f"mask cache {100 * summary.mask_cache_hit_rate:.1f} % hits", highlight=False)
 
 
 @app.command(name="eval")
@@ -985,7 +1115,7 @@ def demo(
     workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Folder for the corpus, workspace, bundle and plots."),
     rounds: int = typer.Option(3, "--rounds", min=0, help="Calibration rounds after round 0."),
     backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp (embedded, offline) | openai | tgi | vllm."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="The LLM (default: the embedded Gemma 3 270M)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
     rules: bool = typer.Option(True, "--rules/--no-rules", help="Use the severity rules as a round-0 annotator."),
     epochs: int = typer.Option(600, "--epochs", min=1, help="Detector training epochs."),

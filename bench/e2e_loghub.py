@@ -10,14 +10,18 @@ the target:
   (a) the LLM's own zero-shot scores (round 0 in a separate workspace that holds only the target)
   (b) the detector trained on round-0 labels
   (c) the detector trained after R calibration rounds
-  (d) (c)'s labels, ablated: no adversarial loss and a single head
+  (d) (c)'s labels with `--features lei`: Drain3 templates per source, the --lei-limit most
+      frequent templates of each interpreted by the LLM and accepted unreviewed (an operator
+      would review them), texts of those templates embedded by their interpretation
+  (e) (c)'s labels, ablated: no adversarial loss and a single head
   plus the severity rules alone, for reference;
 
 and LLM calls, wall time per stage and peak memory (max RSS of this process). Prints a
 markdown table and writes it to --out.
 
     python bench/e2e_loghub.py [--sources all|A,B,...] [--target BGL] [--rounds 3] [--rules]
-        [--epochs 600] [--backend llamacpp] [--model M] [--workdir bench/out/e2e] [--out bench/out/e2e_loghub.md]
+        [--epochs 600] [--backend llamacpp] [--model M] [--lei-limit 10] [--workdir bench/out/e2e]
+        [--out bench/out/e2e_loghub.md]
 
 Re-running with the same --workdir re-uses every cached LLM answer (zero calls for what was asked).
 """
@@ -74,6 +78,21 @@ class Timer:
         return result
 
 
+def build_lei(ws, llm, sources: list[str], limit: int) -> int:
+    """Templates and LEI rows for the `limit` most frequent templates of each source, all accepted
+    (unreviewed: a benchmark has no operator); returns the LLM calls made."""
+    from labeler import lei
+    from labeler.templates import build_templates
+
+    calls = 0
+    for source in sources:
+        build_templates(ws, source)
+        calls += lei.build(ws, llm, source, limit=limit)["calls"]
+        for row in lei.list_rows(ws, source, status="pending"):
+            lei.set_row(ws, row, status="accepted", note="accepted unreviewed by bench/e2e_loghub.py")
+    return calls
+
+
 def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -89,6 +108,7 @@ def main() -> None:
     parser.add_argument("--backend", default="llamacpp")
     parser.add_argument("--model", default=None)
     parser.add_argument("--base-url", default=None)
+    parser.add_argument("--lei-limit", type=int, default=10, help="Templates interpreted per source for (d); 0: skip (d).")
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "e2e")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "e2e_loghub.md")
     args = parser.parse_args()
@@ -109,9 +129,9 @@ def main() -> None:
     llm = make_backend(args.backend, args.model, **({"base_url": args.base_url} if args.base_url else {}))
     base = {"epochs": args.epochs, "seed": args.seed}
 
-    def train_and_score(ws, key: str, name: str, params: dict) -> None:
+    def train_and_score(ws, key: str, name: str, params: dict, features: str = "masked") -> None:
         model = f"{name}-{ws.db['models'].count + 1}"
-        timer.stage(f"train {name}", lambda: train_model(ws, model, sources, params))
+        timer.stage(f"train {name}", lambda: train_model(ws, model, sources, params, features=features))
         bundle = args.workdir / f"{name}.ldb"
         timer.stage(f"export {name}", lambda: export_model(ws, model, bundle))
         results[key] = timer.stage(f"score {args.target} with {name}",
@@ -134,7 +154,11 @@ def main() -> None:
                 timer.stage(f"calibration rounds 1..{args.rounds}", lambda: calibrate(ws, llm, sources, args.rounds),
                             calls=lambda rs: sum(r.ask.calls for r in rs))
                 train_and_score(ws, f"(c) detector after {args.rounds} rounds", f"round{args.rounds}", base)
-                train_and_score(ws, "(d) ablation: no adversarial loss, single head", "ablation",
+                if args.lei_limit:
+                    timer.stage(f"LEI table ({args.lei_limit} templates per source)",
+                                lambda: build_lei(ws, llm, sources, args.lei_limit), calls=lambda calls: calls)
+                    train_and_score(ws, "(d) after calibration, --features lei", "lei", base, features="lei")
+                train_and_score(ws, "(e) ablation: no adversarial loss, single head", "ablation",
                                 {**base, "adversarial": False, "single_head": True})
             llm_calls_sources = ws.db["queries"].count
             finished = [r["number"] for r in ws.db.query("select number from rounds where finished is not null")]
@@ -152,13 +176,14 @@ def main() -> None:
         llm.close()
 
     order = ["(a) LLM zero-shot", "(b) detector, round-0 labels", f"(c) detector after {args.rounds} rounds",
-             "(d) ablation: no adversarial loss, single head", "severity rules alone"]
+             "(d) after calibration, --features lei", "(e) ablation: no adversarial loss, single head",
+             "severity rules alone"]
     lines = [f"# MaidLog protocol on loghub-2k: {len(sources)} sources -> {args.target}", "",
              f"Sources: {', '.join(sources)} ({texts} unique masked texts, labeled without ground truth). "
              f"LLM: {args.backend} {llm.model}; round 0 {'with' if args.rules else 'without'} rules; "
              f"rounds finished: {max(finished, default=0)}; epochs {args.epochs}.", "",
              f"Command: `python bench/e2e_loghub.py --sources {args.sources} --target {args.target} "
-             f"--rounds {args.rounds}{' --rules' if args.rules else ''} --epochs {args.epochs}`", "",
+             f"--rounds {args.rounds}{' --rules' if args.rules else ''} --epochs {args.epochs} --lei-limit {args.lei_limit}`", "",
              f"## {args.target}, per line ({next(iter(results.values()))['lines']} lines)", "",
              "| scorer | AUROC | AUPRC | best F1 | F1 at 0.5 |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {k} | {fmt(results[k]['auroc'])} | {fmt(results[k]['auprc'])} | {fmt(results[k]['best_f1'])} "

@@ -122,6 +122,18 @@ def augmentation_probe(ws, llm, domains: list[str], truth: dict, kind: str, exam
     return rows
 
 
+def show(model: str, corpus: str, rows: list[dict], lines: list[str]) -> None:
+    """Print (and keep) the rows not shown yet, as they are measured."""
+    for r in rows:
+        if r.get("shown"):
+            continue
+        r["shown"] = True
+        line = (f"| {model} | {corpus} | {r['prompt']} | {r['texts']} | {fmt(r['auroc'])} | {fmt(r['precision'])} | "
+                f"{fmt(r['recall'])} | {fmt(r['f1'])} | {r['flagged']} | {r['calls']} | {r['seconds']:.0f} |")
+        lines.append(line)
+        print(line, flush=True)
+
+
 def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -153,12 +165,8 @@ def main() -> None:
                     for source in split(args.examples):
                         for kind in split(args.augmentations):
                             rows += augmentation_probe(ws, llm, domains, truth, kind, source, args.twins)
-                    for r in rows:
-                        line = (f"| {model} | {corpus} | {r['prompt']} | {r['texts']} | {fmt(r['auroc'])} | "
-                                f"{fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {r['flagged']} | "
-                                f"{r['calls']} | {r['seconds']:.0f} |")
-                        lines.append(line)
-                        print(line, flush=True)
+                            show(model, corpus, rows, lines)
+                    show(model, corpus, rows, lines)
         finally:
             llm.close()
     table = "\n".join(lines) + "\n"

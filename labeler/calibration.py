@@ -148,17 +148,12 @@ def render_plan(ws: Workspace, plan: list[Augmented], chat: bool, log_override: 
     candidate's (the content-free twins of labeler.debias).
     """
     templates = {kind: prompts.get_prompt(ws, prompts.prompt_name(kind, chat)) for kind in {p.augmentation for p in plan}}
-    needed = {p.text_id for p in plan} | {t for p in plan for t, _ in p.examples}
-    masked: dict[int, str] = {}
-    needed_list = sorted(needed)
-    for start in range(0, len(needed_list), 500):
-        chunk = needed_list[start:start + 500]
-        masked.update({r["id"]: r["masked"] for r in ws.db.query(
-            f"select id, masked from texts where id in ({', '.join('?' * len(chunk))})", chunk)})
+    keys = sorted({(p.domain, t) for p in plan for t in [p.text_id, *(t for t, _ in p.examples)]})
+    shown = prompts.log_texts(ws, keys)
     systems = {d: prompts.system_description(ws.require_domain(d)) for d in {p.domain for p in plan}}
     rendered = [templates[p.augmentation].render(
-        system=systems[p.domain], log=masked[p.text_id] if log_override is None else log_override,
-        examples=prompts.format_examples([(masked[t], label) for t, label in p.examples])) for p in plan]
+        system=systems[p.domain], log=shown[(p.domain, p.text_id)] if log_override is None else log_override,
+        examples=prompts.format_examples([(shown[(p.domain, t)], label) for t, label in p.examples])) for p in plan]
     return rendered, templates
 
 

@@ -200,12 +200,12 @@ def label_round0(ws: Workspace, llm, domains: list[str], *, rules: bool,
 
 
 def train_model(ws: Workspace, name: str, domains: list[str], params: dict,
-                on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
+                on_epoch: Callable[[int, int, float], None] | None = None, features: str = "masked") -> dict:
     """Train a detector on the soft labels of `domains` (recorded as a `train` run); returns its models row."""
     from labeler.training import train_detector
 
-    with ws.run("train", {"out": name, "domains": domains, "labels": "soft", **params}):
-        return train_detector(ws, name, domains=domains, params=params, on_epoch=on_epoch)
+    with ws.run("train", {"out": name, "domains": domains, "labels": "soft", "features": features, **params}):
+        return train_detector(ws, name, domains=domains, params=params, on_epoch=on_epoch, features=features)
 
 
 def export_model(ws: Workspace, name: str, bundle_path: Path) -> dict:

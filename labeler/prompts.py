@@ -117,6 +117,45 @@ def format_examples(examples: list[tuple[str, int | None]]) -> str:
     return "\n\n".join(blocks)
 
 
+def shown_text(masked: str, level: str | None = None) -> str:
+    """A text as a prompt shows it: the masked text, led by its lines' severity level where the
+    log format has one ("[INFO] instruction cache parity error corrected"). The level is the
+    operator's first cue; the masked text alone (the dedup key) drops it with the header."""
+    return f"[{level}] {masked}" if level else masked
+
+
+def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """(domain, text id) -> `shown_text`, the level read from the text's first line in that domain
+    (a text with no line there, e.g. another domain's example, is shown without a level)."""
+    from detector.formats import parse_format
+
+    shown: dict[tuple[str, int], str] = {}
+    by_domain: dict[str, list[int]] = {}
+    for domain, text_id in keys:
+        by_domain.setdefault(domain, []).append(text_id)
+    for domain, ids in by_domain.items():
+        fmt = ws.require_domain(domain)["format"]
+        try:
+            input_format = parse_format(fmt)
+        except LogdistillError:  # csv/jsonl with fields we no longer know: no level
+            input_format = None
+        ids = sorted(set(ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in ws.db.query(
+                    f"""select e.text_id, t.masked, min(e.raw) as raw from entries e join texts t on t.id = e.text_id
+                        where e.domain = ? and e.text_id in ({', '.join('?' * len(chunk))}) group by e.text_id""",
+                    [domain, *chunk]):
+                level = input_format.header_field(r["raw"], "Level") if input_format else None
+                shown[(domain, r["text_id"])] = shown_text(r["masked"], level)
+    missing = sorted({t for key in keys if key not in shown for t in [key[1]]})
+    masked = {r["id"]: r["masked"] for start in range(0, len(missing), 500) for r in ws.db.query(
+        f"select id, masked from texts where id in ({', '.join('?' * len(missing[start:start + 500]))})",
+        missing[start:start + 500])}
+    shown.update({key: masked[key[1]] for key in keys if key not in shown and key[1] in masked})
+    return shown
+
+
 def system_description(domain: dict) -> str:
     """`{system}` for a domain: its description, or a neutral phrase naming it."""
     return (domain.get("description") or "").strip() or f"a software system called {domain['name']}"

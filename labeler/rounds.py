@@ -20,7 +20,7 @@ from labeler.aggregate import RULE_WEIGHT, llm_weight
 from labeler.annotators import parse_rules, rule_labels
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
-from labeler.debias import CONTENT_FREE, debiased_answer, prior
+from labeler.debias import BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, debiased_answer, prior
 from labeler.workspace import Workspace, now
 
 
@@ -71,12 +71,14 @@ def task_prompt_name(backend: Backend) -> str:
 
 
 def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | None = None, rules: bool = False,
-               rules_weight: float = RULE_WEIGHT, debias: bool = True, budget: Budget | None = None,
+               rules_weight: float = RULE_WEIGHT, debias: bool = True, prior_from: str = BATCH,
+               budget: Budget | None = None,
                batch_size: int = 4, on_progress: Callable[[AskStats, int], None] | None = None) -> Round0Report:
     """Label every unique text of `domains` with the LLM (`backend`, may be None) and/or the rule set.
 
-    With `debias`, each domain's task prompt is also asked with content-free messages and the
-    LLM's p_anomalous is calibrated against that lean (labeler.debias).
+    With `debias`, the LLM's p_anomalous is calibrated against the task prompt's lean in each
+    domain (labeler.debias), measured on the domain's own answers (`prior_from="batch"`, no
+    extra call) or on content-free messages (`"content-free"`, 3 calls per domain).
     `on_progress(stats, total)` is called after the cache look-up and after each batch.
     """
     if backend is None and not rules:
@@ -87,7 +89,10 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
     started_at, started = now(), time.perf_counter()
     rows: list[dict] = []
     if backend is not None:
-        rows += _llm_labels(ws, backend, texts, report, budget, batch_size, on_progress, debias)
+        if prior_from not in PRIOR_SOURCES:
+            raise LogdistillError(f"unknown prior {prior_from!r}; choose {' or '.join(PRIOR_SOURCES)}")
+        rows += _llm_labels(ws, backend, texts, report, budget, batch_size, on_progress,
+                            prior_from if debias else None)
     if rules:
         rule_prompt = prompts.get_prompt(ws, prompts.RULES)
         report.rules_version = rule_prompt.version
@@ -103,7 +108,8 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
             "params": json.dumps({"domains": domains, "backend": backend and backend.name,
                                   "model": backend and backend.model, "prompt": report.prompt,
                                   "rules_version": report.rules_version, "rules_weight": rules_weight if rules else None,
-                                  "debias": debias and backend is not None}),
+                                  "debias": debias and backend is not None,
+                                  "prior": prior_from if debias and backend is not None else None}),
             "candidates": len(texts), "calls": report.ask.calls, "cache_hits": report.ask.cache_hits,
             "tokens": report.ask.tokens, "seconds": time.perf_counter() - started,
             "stats": json.dumps({"llm_labels": report.llm_labels, "rule_labels": report.rule_labels,
@@ -113,13 +119,15 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
 
 
 def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Round0Report,
-                budget: Budget | None, batch_size: int, on_progress, debias: bool) -> list[dict]:
+                budget: Budget | None, batch_size: int, on_progress, prior_from: str | None) -> list[dict]:
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
     report.prompt = {"name": prompt.name, "version": prompt.version}
     systems = {d: prompts.system_description(ws.require_domain(d)) for d in report.domains}
-    rendered = [prompt.render(system=systems[t["domain"]], log=t["masked"], examples="") for t in texts]
+    shown = prompts.log_texts(ws, [(t["domain"], t["text_id"]) for t in texts])
+    rendered = [prompt.render(system=systems[t["domain"]], log=shown[(t["domain"], t["text_id"])], examples="")
+                for t in texts]
     content_free = {d: [prompt.render(system=systems[d], log=log, examples="") for log in CONTENT_FREE]
-                    for d in report.domains} if debias else {}
+                    for d in report.domains} if prior_from == CONTENT_FREE_PRIOR else {}
     # content-free prompts first: a budget that stops the round early still leaves the priors known
     everything = [p for d in report.domains for p in content_free.get(d, [])] + rendered
     asked = ask(ws, backend, everything, prompt_name=prompt.name, prompt_version=prompt.version,
@@ -127,9 +135,12 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
                 on_progress=(lambda stats: on_progress(stats, len(set(everything)))) if on_progress else None)
     report.ask = asked.stats
     answers = dict(zip(everything, asked.rows))
-    if debias:
+    if prior_from == CONTENT_FREE_PRIOR:
         report.priors = {d: prior([answers[p]["p_anomalous"] for p in content_free[d] if answers[p] is not None])
                          for d in report.domains}
+    elif prior_from == BATCH:
+        report.priors = {d: prior([answers[p]["p_anomalous"] for t, p in zip(texts, rendered)
+                                   if t["domain"] == d and answers[p] is not None]) for d in report.domains}
     created, rows = now(), []
     for t, text_prompt in zip(texts, rendered):
         row = answers[text_prompt]

@@ -71,11 +71,12 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     assert all(r["p_anomalous"] == r["raw_p"] for r in rows)
     assert json.loads(runs[0]["params"])["prompt"]["version"] == rows[0]["prompt_version"]
 
-    # debiased (the default): only the content-free prompts are new; the labels move, their order does not
+    # debiased (the default): the lean is the mean answer over the domain's texts, no new call;
+    # the labels move, their order does not
     debiased = round0(cli("label", "run", "--rounds", "0", "--json").stdout)
-    assert (debiased["ask"]["calls"], debiased["ask"]["cache_hits"]) == (len(CONTENT_FREE), unique)
+    assert (debiased["ask"]["calls"], debiased["ask"]["cache_hits"]) == (0, unique)
     prior = debiased["priors"]["BGL"]
-    assert 0.0 < prior < 1.0
+    assert prior == pytest.approx(sum(r["raw_p"] for r in rows) / len(rows))
     with open_workspace(cli.workspace) as ws:
         calibrated = list(ws.db.query(llm_labels))
     assert [r["p_anomalous"] for r in calibrated] == pytest.approx([calibrate(r["raw_p"], prior) for r in rows])
@@ -83,7 +84,11 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     assert [r["p_anomalous"] for r in by_raw] == sorted(r["p_anomalous"] for r in calibrated)
     assert all(r["label"] == int(r["p_anomalous"] >= 0.5) for r in calibrated)
 
-    again = round0(cli("label", "run", "--rounds", "0", "--json").stdout)
+    # the content-free lean: only the content-free prompts are new
+    content_free = round0(cli("label", "run", "--rounds", "0", "--prior", "content-free", "--json").stdout)
+    assert (content_free["ask"]["calls"], content_free["ask"]["cache_hits"]) == (len(CONTENT_FREE), unique)
+    assert content_free["priors"]["BGL"] != pytest.approx(prior)
+    again = round0(cli("label", "run", "--rounds", "0", "--prior", "content-free", "--json").stdout)
     assert (again["ask"]["calls"], again["ask"]["cache_hits"], again["llm_labels"]) == (0, unique + len(CONTENT_FREE), unique)
     s = status(cli)
     assert s["labeled"] == unique and s["sources"] == {"llm": unique} and s["auroc"] is not None
@@ -93,7 +98,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     new_task.write_text("Log of {system}.\nMessage: {log}\nVerdict (normal or anomalous):")
     assert cli("prompts", "set", "task", "--file", new_task).exit_code == 0
     changed = round0(cli("label", "run", "--rounds", "0", "--max-calls", "2", "--json").stdout)
-    assert (changed["ask"]["calls"], changed["ask"]["unanswered"], changed["complete"]) == (2, unique + len(CONTENT_FREE) - 2, False)
+    assert (changed["ask"]["calls"], changed["ask"]["unanswered"], changed["complete"]) == (2, unique - 2, False)
 
 
 @pytest.mark.slow
@@ -117,9 +122,9 @@ def test_kill_9_during_round0_then_resume_without_asking_again(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     report = round0(r.stdout)
     assert report["ask"]["cache_hits"] == len(committed)
-    assert report["ask"]["calls"] == unique + len(CONTENT_FREE) - len(committed)
+    assert report["ask"]["calls"] == unique - len(committed)
     after = queries(cli.workspace)
-    assert len(after) == unique + len(CONTENT_FREE)
+    assert len(after) == unique
     assert all(after[k] == v for k, v in committed.items())  # no committed prompt was asked again
     assert status(cli)["labeled"] == unique
 
