@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +28,7 @@ from labeler.backends import make_backend  # noqa: E402
 from labeler.calibration import CalibrationOptions, plot_rounds, round_table, run_calibration  # noqa: E402
 from labeler.ingest import ingest_paths  # noqa: E402
 from labeler.rounds import run_round0  # noqa: E402
-from labeler.status import ground_truth  # noqa: E402
+from labeler.status import ground_truth, quality  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
@@ -50,44 +49,60 @@ def flips_by_augmentation(ws, truth: dict[int, int], number: int) -> dict[str, d
     return out
 
 
+def hard_vote_f1(ws, truth: dict[int, int], number: int) -> float:
+    """Label F1 after round `number` had every answer voted 0/1 instead of with its p_anomalous."""
+    votes = {r["text_id"]: r["v"] for r in ws.db.query(
+        "select text_id, sum(weight * coalesce(p_anomalous >= 0.5, label)) / sum(weight) as v from labels"
+        " where round <= ? and coalesce(p_anomalous, label) is not null group by text_id", [number])}
+    keys = [k for k in votes if k in truth]
+    return quality([truth[k] for k in keys], [votes[k] for k in keys])["f1"]
+
+
 def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def run_setting(name: str, args, llm) -> list[str]:
     path = args.workdir / f"{name}.db"
-    path.unlink(missing_ok=True)
-    for extra in ("-wal", "-shm"):
-        Path(str(path) + extra).unlink(missing_ok=True)
-    started = time.perf_counter()
+    if not args.report_only:
+        for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            stale.unlink(missing_ok=True)
     with open_workspace(path) as ws:
-        ingest_paths(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
-                     description="the RAS log of a BlueGene/L supercomputer")
-        r0 = run_round0(ws, llm, rules=name == "rules")
-        reports = run_calibration(ws, llm, rounds=args.rounds, until_stable=True,
-                                  options=CalibrationOptions(verifier_folds=args.verifier_folds, seed=args.seed),
-                                  on_round=lambda r: print(f"  {name}: round {r.number}: {r.candidates} candidates, "
-                                                           f"{r.flips} flips", file=sys.stderr, flush=True))
-        rows = round_table(ws)
-        truth = ground_truth(ws, "bgl")
-        augment = {r.number: flips_by_augmentation(ws, truth, r.number) for r in reports}
-        plot = args.out / f"calibration-bgl-{name}.png"
-        plot_rounds(rows, str(plot))
-    seconds = time.perf_counter() - started
-    calls0 = r0.ask.calls
+        if not args.report_only:
+            ingest_paths(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
+                         description="the RAS log of a BlueGene/L supercomputer")
+            run_round0(ws, llm, rules=name == "rules")
+            run_calibration(ws, llm, rounds=args.rounds, until_stable=True,
+                            options=CalibrationOptions(verifier_folds=args.verifier_folds, seed=args.seed),
+                            on_round=lambda r: print(f"  {name}: round {r.number}: {r.candidates} candidates, "
+                                                     f"{r.flips} flips", file=sys.stderr, flush=True))
+        return report_setting(ws, name, args)
+
+
+def report_setting(ws, name: str, args) -> list[str]:
+    """The round table of a (finished or stopped) setting's workspace, its plot and JSON."""
+    rows = [r for r in round_table(ws) if r["finished"]]
+    truth = ground_truth(ws, "bgl")
+    augment = {r["number"]: flips_by_augmentation(ws, truth, r["number"]) for r in rows if r["number"] > 0}
+    plot = args.out / f"calibration-bgl-{name}.png"
+    plot_rounds(rows, str(plot))
+    model = ws.db.execute("select model from queries limit 1").fetchone()[0]
+    calls0 = rows[0]["calls"]
     later = sum(r["calls"] or 0 for r in rows if r["number"] > 0)
-    lines = [f"## {name} ({llm.model}, verifier folds {args.verifier_folds}, seed {args.seed})", "",
+    lines = [f"## {name} ({model}, verifier folds {args.verifier_folds}, seed {args.seed})", "",
              f"Round 0: {calls0} calls; rounds 1..{rows[-1]['number']}: {later} calls "
-             f"({(calls0 + later) / max(1, calls0):.2f}x round 0 in all); {seconds:.0f} s. Plot: {plot.name}", "",
-             "| round | cand. | ->anom | ->norm | calls | AUROC | prec. | recall | F1 | cand. err | support err | "
-             "flipped right / wrong (induce, filter, refine) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"({(calls0 + later) / max(1, calls0):.2f}x round 0 in all); {sum(r['seconds'] or 0 for r in rows):.0f} s "
+             f"in the rounds. Plot: {plot.name}", "",
+             "| round | cand. | ->anom | ->norm | calls | AUROC | prec. | recall | F1 | F1, hard votes | cand. err | "
+             "support err | flipped right / wrong (induce, filter, refine) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         per = augment.get(r["number"], {})
         flips = ", ".join(f"{k} {v['right']}/{v['wrong']}" for k, v in sorted(per.items())) or "-"
         lines.append(f"| {r['number']} | {r['candidates']} | {fmt(r['flips_to_anomalous'])} | "
                      f"{fmt(r['flips_to_normal'])} | {r['calls']} | {fmt(r['auroc'])} | {fmt(r['precision'])} | "
-                     f"{fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(r['candidate_error_rate'])} | "
+                     f"{fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(hard_vote_f1(ws, truth, r['number']))} | "
+                     f"{fmt(r['candidate_error_rate'])} | "
                      f"{fmt(r['support_error_rate'])} | {flips} |")
     first, last = rows[0], rows[-1]
     lift = (last["f1"] or 0) - (first["f1"] or 0)
@@ -110,17 +125,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "calibration")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    parser.add_argument("--report-only", action="store_true",
+                        help="Only tabulate the finished rounds of the workspaces already in --workdir.")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    llm = make_backend("llamacpp", args.model)
+    llm = None if args.report_only else make_backend("llamacpp", args.model)
     try:
         lines = [f"# Calibration on BGL_2k, label-free (`python bench/calibration_bgl.py --rounds {args.rounds} "
                  f"--verifier-folds {args.verifier_folds}`)", ""]
         for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
             lines += run_setting(name, args, llm)
     finally:
-        llm.close()
+        if llm is not None:
+            llm.close()
     (args.out / "calibration-bgl.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
