@@ -286,7 +286,7 @@ class InputFormat:
 
     def field_of(self, row: dict, field: str, where: object) -> object:
         if field not in row:
-            raise LogdistillError(f"record {where} has no field {field!r} (fields: {', '.join(map(str, row)) or 'none'})")
+            raise LogdistillError(f"record {where} has no field {field!r} (fields: {', '.join(map(_shown, row)) or 'none'})")
         return row[field]
 
     def rows(self, lines: Iterable[str]) -> Iterator[tuple[str, dict, str]]:
@@ -305,6 +305,8 @@ class InputFormat:
         return (self._row_record(row, where, raw) for where, row, raw in self._jsonl_rows(lines))
 
     def _csv_rows(self, lines: Iterable[str]) -> Iterator[tuple[str, dict, str]]:
+        if csv.field_size_limit() < CSV_FIELD_LIMIT:  # the csv module's default: 128 KiB
+            csv.field_size_limit(CSV_FIELD_LIMIT)
         reader = csv.DictReader(line if line.endswith("\n") else line + "\n" for line in lines)
         try:
             header = reader.fieldnames
@@ -314,7 +316,7 @@ class InputFormat:
             raise LogdistillError("CSV input has no header row")
         for field in filter(None, (self.text_field, self.label_field)):
             if field not in header:
-                raise LogdistillError(f"CSV header has no column {field!r} (columns: {', '.join(header)})")
+                raise LogdistillError(f"CSV header has no column {field!r} (columns: {', '.join(map(_shown, header))})")
         try:
             for row in reader:
                 where = reader.line_num
@@ -332,8 +334,12 @@ class InputFormat:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise LogdistillError(f"malformed JSONL at line {number}: {e.msg}") from None
+            except RecursionError:
+                raise LogdistillError(f"malformed JSONL at line {number}: nested too deeply") from None
             if not isinstance(row, dict):
                 raise LogdistillError(f"malformed JSONL at line {number}: expected an object, got {type(row).__name__}")
+            if "\\u" in line and _SURROGATE_ESCAPE.search(line):
+                row = _without_surrogates(row)
             yield f"at line {number}", row, line.rstrip("\r\n")
 
     def _row_record(self, row: dict, where: object, raw: str) -> Record:
@@ -345,6 +351,30 @@ class InputFormat:
             value = self.field_of(row, self.label_field, where)
             truth = self.label_of(value, where) if value not in (None, "") else None
         return Record(raw, message.strip(), truth)
+
+
+CSV_FIELD_LIMIT = 1 << 30  # a CSV field (a log message) may be as long as a line of any other format
+# A JSON escape of a UTF-16 surrogate: paired ones decode to one character, a lone one stays a
+# surrogate, which no UTF-8 text (SQLite, fastText, a prompt) can hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(name: object) -> str:
+    """A field name for a one-line message: as it is, or quoted where it holds a newline or the like."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
+
+
+def _without_surrogates(value: object) -> object:
+    """A parsed JSON value with each lone surrogate replaced by U+FFFD (as invalid UTF-8 bytes are)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 def parse_format(name: str, *, log_format: str | None = None, text_field: str | None = None,

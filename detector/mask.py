@@ -42,6 +42,13 @@ from detector.errors import LogdistillError
 
 PLACEHOLDER = "<*>"
 MASK_CACHE_SIZE = 100_000  # entries of the folded-message cache of one Masker (about 50 MB when full)
+# A message longer than MASK_LIMIT characters is masked as its first MASK_LIMIT characters and one
+# `<*>` for the rest: the rules' regex takes time quadratic in the length of some tokens (20,000
+# characters of `é` or `/`: 5 s), so a 10 MB line would take days. No loghub line is that long
+# (the longest, in HDFS: 2,521). Messages longer than CACHE_LIMIT bypass the cache, which would
+# otherwise hold up to MASK_CACHE_SIZE of them.
+MASK_LIMIT = 4096
+CACHE_LIMIT = 1024
 
 # Where a variable may start, checked once per position before any rule is tried (this is
 # most of the speed: inside words and in plain words nothing else runs). Not inside a word,
@@ -133,9 +140,10 @@ class Masker:
         return compiled
 
     def mask_reference(self, message: str) -> str:
-        """The definition of masking: every match of the combined regex becomes `<*>`, then strip.
-        `mask` returns exactly this, faster; this stays the reference it is tested against."""
-        return self.regex.sub(PLACEHOLDER, message).strip()
+        """The definition of masking: every match of the combined regex becomes `<*>`, then strip
+        (past MASK_LIMIT characters the rest of a message is one more `<*>`). `mask` returns
+        exactly this, faster; this stays the reference it is tested against."""
+        return _mask_long(self.regex, message)
 
     @property
     def mask(self) -> Callable[[str], str]:
@@ -309,6 +317,8 @@ class _FastMask:
         return tuple(spans)
 
     def _mask_unfolded(self, message: str) -> str:
+        if len(message) > CACHE_LIMIT:
+            return _mask_long(self.regex, message)
         answer = self.cached(message)
         return answer if answer.__class__ is str else _apply(message, answer)
 
@@ -324,10 +334,14 @@ class _FastMask:
         return bytes(out)
 
     def _mask_plain(self, message: str) -> str:
+        if len(message) > CACHE_LIMIT:
+            return _mask_long(self.regex, message)
         answer = self.cached(message.encode("utf-8", "surrogatepass").translate(self.table))
         return answer if answer.__class__ is str else _apply(message, answer)
 
     def _mask_follow(self, message: str) -> str:
+        if len(message) > CACHE_LIMIT:
+            return _mask_long(self.regex, message)
         raw = message.encode("utf-8", "surrogatepass")
         key = raw.translate(self.table)
         if any(char in raw for char, _ in self.follow):
@@ -347,8 +361,17 @@ class _FastMask:
         return raw.translate(self.table)
 
     def _mask_two_follow(self, message: str) -> str:
+        if len(message) > CACHE_LIMIT:
+            return _mask_long(self.regex, message)
         answer = self.cached(self._key_two_follow(message.encode("utf-8", "surrogatepass")))
         return answer if answer.__class__ is str else _apply(message, answer)
+
+
+def _mask_long(regex: re.Pattern[str], message: str) -> str:
+    """`message` masked by `regex` without a cache; past MASK_LIMIT characters the rest is one `<*>`."""
+    if len(message) <= MASK_LIMIT:
+        return regex.sub(PLACEHOLDER, message).strip()
+    return f"{regex.sub(PLACEHOLDER, message[:MASK_LIMIT]).strip()} {PLACEHOLDER}"
 
 
 def _apply(text: str, spans) -> str:

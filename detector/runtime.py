@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -90,8 +91,9 @@ def _read_members(path: Path) -> tuple[dict, dict[str, bytes]]:
                 raise LogdistillError(f"bundle {path} has format version {version}; this logdistill reads "
                                       f"version {BUNDLE_FORMAT_VERSION} (re-export it with this version)")
             members = {name: archive.read(name) for name in names - {META_MEMBER}}
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
-        raise LogdistillError(f"bundle {path} is truncated or corrupt ({e})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, struct.error,
+            NotImplementedError, RuntimeError) as e:  # damaged headers: a "newer zip version", "encrypted", a bad seek
+        raise LogdistillError(f"bundle {path} is truncated or corrupt ({type(e).__name__}: {e})") from None
     return meta, members
 
 

@@ -354,9 +354,13 @@ def parse_import_row(reader: InputFormat, where: str, row: dict, id_field: str |
             raise LogdistillError(f"record {where}: field {reader.text_field!r} is not text")
     else:
         try:
+            if isinstance(text_id, float) and not text_id.is_integer():  # 1.5, inf, nan (JSON numbers)
+                raise ValueError
             text_id = int(text_id)
         except (TypeError, ValueError):
             raise LogdistillError(f"record {where}: text id {text_id!r} in field {id_field!r} is not a whole number") from None
+        if not -2 ** 63 <= text_id < 2 ** 63:  # no SQLite integer: no text has it
+            raise LogdistillError(f"record {where}: text id {text_id!r} in field {id_field!r} is out of range")
         text = row.get(reader.text_field)
     domain = row.get("domain")
     return ImportRow(where, label, text if isinstance(text, str) else None, text_id,

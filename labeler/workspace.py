@@ -5,18 +5,26 @@ blocks a writer (`label run`). The file carries SQLite's `application_id`, so a 
 SQLite file is recognized and refused rather than written into. Bulky artifacts (trained
 embedders, detectors) live in the folder `<workspace>.d/` beside it and are referenced
 by path from their tables.
+
+One command at a time changes a workspace: a command that writes holds an OS file lock
+(`flock`) on `<workspace>-lock` from opening the workspace to closing it (`WorkspaceLock`).
+A second writer refuses at once, naming the holder, or waits for it (`wait=True`); readers
+never take the lock. The kernel drops a flock with its process, so a lock left by a killed
+run (kill -9, a crash) is simply taken over by the next command.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import sys
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from detector.errors import LogdistillError
 from detector.mask import Masker
@@ -44,6 +52,167 @@ sqlite_utils = _import_sqlite_utils()
 APPLICATION_ID = 0x4C44_5354  # "LDST"
 DEFAULT_PATH = "cache.db"
 SQLITE_HEADER = b"SQLite format 3\x00"
+LOCK_SUFFIX = "-lock"  # <workspace>-lock, beside SQLite's -wal and -shm
+
+# The CLI commands that change the workspace: each holds it alone from opening it to closing it,
+# so two of them never interleave (rounds, answers, ingests). Every other command only reads and
+# runs alongside them. `prompts edit` is left out on purpose: it takes the lock (in `Workspace.run`)
+# only to store the edited prompt, not while $EDITOR is open.
+WRITING_COMMANDS = frozenset({
+    "ingest", "embed", "templates build", "lei build", "lei set", "lei review", "prompts set",
+    "prompts use", "cache clear", "label run", "label set", "label import", "label review", "train",
+    "export",
+})
+
+
+class WorkspaceBusy(LogdistillError):
+    """Another process holds the workspace; the message names it (command, pid, since when)."""
+
+
+def _describe_holder(holder: dict | None) -> str:
+    if not holder:
+        return "another logdistill command"
+    started = str(holder.get("started") or "")
+    try:
+        when = datetime.fromisoformat(started).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        when = started or "an unknown time"
+    host = holder.get("host")
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    return f"`{holder.get('command') or '?'}` (pid {holder.get('pid', '?')}{where}, since {when})"
+
+
+class _Held:
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.count = 1
+
+
+# Locks this process holds, by the lock file's real path. flock conflicts between two open files
+# even within one process, so a second hold of the same workspace here only counts up.
+_HELD: dict[str, _Held] = {}
+
+
+class WorkspaceLock:
+    """An exclusive hold on one workspace: `fcntl.flock` on `<workspace>-lock`.
+
+    The file holds the holder's pid, command, host and start time (JSON) for the message a second
+    command shows. It is removed on release; a file still holding a record when the lock is won
+    was left by a process that died holding it (`taken_over` is then that record).
+    """
+
+    def __init__(self, workspace: Path):
+        self.workspace = Path(workspace)
+        self.path = self.workspace.with_name(self.workspace.name + LOCK_SUFFIX)
+        self.key = os.path.realpath(self.path)
+        self.fresh = False  # this hold took the OS lock (not a nested hold of this process)
+        self.taken_over: dict | None = None
+        self._held: _Held | None = None
+
+    def holder(self) -> dict | None:
+        """Who holds the workspace now, as its lock file says (None: nobody, or not yet written)."""
+        try:
+            with self.path.open("rb") as f:
+                return _parse_record(f.read(4096))
+        except OSError:
+            return None
+
+    def acquire(self, command: str, *, wait: bool = False,
+                notify: Callable[[str], None] | None = None) -> "WorkspaceLock":
+        """Take the lock, or raise WorkspaceBusy naming its holder (`wait`: block until it is free,
+        after telling `notify` whom it waits for)."""
+        import fcntl
+
+        held = _HELD.get(self.key)
+        if held is not None:
+            held.count += 1
+            self._held = held
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                verb = "lock" if self.workspace.exists() else "create"
+                raise LogdistillError(f"cannot {verb} workspace {self.workspace}: {e.strerror} ({self.path})") from None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _read_record(fd, patience=0.5)
+                    if not wait:
+                        raise WorkspaceBusy(f"the workspace {self.workspace} is in use by {_describe_holder(holder)}; "
+                                            f"try again when it has finished, or pass --wait to wait for it") from None
+                    if notify:
+                        notify(f"waiting for {_describe_holder(holder)} to finish with the workspace {self.workspace} ...")
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                if not _same_file(fd, self.path):  # its holder removed it on release: lock the new file
+                    os.close(fd)
+                    continue
+                previous = _read_record(fd)
+                record = json.dumps({"pid": os.getpid(), "command": command, "host": socket.gethostname(),
+                                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, record.encode(), 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            break
+        if previous is not None:
+            self.taken_over = previous
+            if notify:
+                notify(f"{_describe_holder(previous)} ended without releasing the workspace {self.workspace} "
+                       f"(killed?); taking it over")
+        self._held = _HELD[self.key] = _Held(fd)
+        self.fresh = True
+        return self
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        held.count -= 1
+        if held.count > 0:
+            return
+        del _HELD[self.key]
+        try:
+            if _same_file(held.fd, self.path):
+                self.path.unlink()  # while still holding it; a waiter on this file then moves to a new one
+        except OSError:
+            pass
+        os.close(held.fd)  # releases the flock
+
+    def __enter__(self) -> "WorkspaceLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _parse_record(data: bytes) -> dict | None:
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _read_record(fd: int, patience: float = 0.0) -> dict | None:
+    """The record in an open lock file; `patience`: seconds to wait for a holder that has the lock
+    but has not written its record yet."""
+    deadline = time.monotonic() + patience
+    while True:
+        record = _parse_record(os.pread(fd, 4096, 0))
+        if record is not None or time.monotonic() >= deadline:
+            return record
+        time.sleep(0.05)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 class _NestedTransactionConnection(sqlite3.Connection):
@@ -143,27 +312,57 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class Workspace:
     """An open workspace. Use `open_workspace()`; close with `.close()` or a `with` block."""
 
-    def __init__(self, path: Path, db: sqlite_utils.Database, created: bool = False):
+    def __init__(self, path: Path, db: sqlite_utils.Database, created: bool = False,
+                 lock: WorkspaceLock | None = None, wait: bool = False,
+                 notify: Callable[[str], None] | None = None):
         self.path = path
         self.db = db
         self.created = created  # this process made the file: a failed first command removes it
+        self.lock = lock  # held from open to close by a writing command (see WRITING_COMMANDS)
+        self.wait = wait  # a lock taken later (`exclusive`) waits for its holder instead of refusing
+        self.notify = notify
+        self._swept = False
 
     def __enter__(self) -> "Workspace":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
+        self.db.conn.close()
         if exc_type is not None and self.created:
             self.discard()
+        self.close()
 
     def close(self) -> None:
         self.db.conn.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def discard(self) -> None:
         """Remove a workspace this process created (file, WAL files, artifact folder)."""
         for suffix in ("", "-wal", "-shm", "-journal"):
             self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
         shutil.rmtree(self.path.with_name(self.path.name + ".d"), ignore_errors=True)
+
+    @contextmanager
+    def exclusive(self, command: str) -> Iterator[WorkspaceLock]:
+        """Hold the workspace alone for the block (no-op where this process holds it already):
+        another process's writing command refuses, or waits, until the block ends."""
+        lock = WorkspaceLock(self.path).acquire(command, wait=self.wait, notify=self.notify)
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    def _sweep_interrupted_runs(self) -> None:
+        """Runs still marked running when this process has just won the lock ended without finishing
+        (killed, crashed): say so in the runs table."""
+        if self._swept:
+            return
+        self._swept = True
+        if self.db.execute("select 1 from runs where status = 'running' limit 1").fetchone():
+            with self.transaction():
+                self.db.execute("update runs set status = 'interrupted' where status = 'running'")
 
     @property
     def artifact_dir(self) -> Path:
@@ -230,13 +429,17 @@ class Workspace:
 
     @contextmanager
     def run(self, command: str, params: dict[str, Any]) -> Iterator[int]:
-        run_id = self.start_run(command, params)
-        try:
-            yield run_id
-        except BaseException as e:
-            self.finish_run(run_id, f"failed: {type(e).__name__}")
-            raise
-        self.finish_run(run_id)
+        """Record a command that changes the workspace; it holds the workspace alone meanwhile."""
+        with self.exclusive(command) as lock:
+            if (lock.fresh or (self.lock is not None and self.lock.fresh)):
+                self._sweep_interrupted_runs()
+            run_id = self.start_run(command, params)
+            try:
+                yield run_id
+            except BaseException as e:
+                self.finish_run(run_id, f"failed: {type(e).__name__}")
+                raise
+            self.finish_run(run_id)
 
     def require_domain(self, name: str) -> dict:
         rows = list(self.db.query("select * from domains where name = ?", [name]))
@@ -258,8 +461,13 @@ def _check_sqlite_header(path: Path) -> None:
         raise LogdistillError(f"{path} is not a SQLite file (corrupt, or not a logdistill workspace)")
 
 
-def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True) -> Workspace:
+def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True, command: str | None = None,
+                   wait: bool = False, notify: Callable[[str], None] | None = None) -> Workspace:
     """Open (and if needed create or migrate) the workspace at `path`.
+
+    `command` names the CLI command opening it: one of WRITING_COMMANDS holds the workspace's lock
+    until `close()` (another writer holding it: WorkspaceBusy, or with `wait` a wait for it, told to
+    `notify`). Creating the file takes the lock for as long as that takes, whatever the command.
 
     Refuses, with a one-line LogdistillError: a missing file when `create` is False, an
     unwritable location, a file that is not SQLite or is corrupt, a SQLite database of
@@ -268,7 +476,34 @@ def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True
     path = Path(path or os.environ.get("LOGDISTILL_WORKSPACE") or DEFAULT_PATH)
     if path.is_dir():
         raise LogdistillError(f"workspace path {path} is a directory")
-    exists = path.exists() and path.stat().st_size > 0
+    exists = _has_content(path)
+    if not exists and not create:
+        raise LogdistillError(f"no workspace at {path}; start one with `logdistill ingest`")
+    writing = command in WRITING_COMMANDS
+    lock = None
+    if writing or not exists:  # a writer, or whoever creates the file: one process at a time
+        if not exists:
+            _check_parent(path)
+        lock = WorkspaceLock(path).acquire(command or "open", wait=wait or not writing, notify=notify)
+        exists = _has_content(path)
+    try:
+        ws = _open(path, exists, create)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if lock is not None and not writing:
+        lock.release()
+        lock = None
+    ws.lock, ws.wait, ws.notify = lock, wait, notify
+    return ws
+
+
+def _has_content(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def _open(path: Path, exists: bool, create: bool) -> Workspace:
     if not exists and not create:
         raise LogdistillError(f"no workspace at {path}; start one with `logdistill ingest`")
     created = False
@@ -277,6 +512,7 @@ def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True
         created = not path.exists()
     else:
         _check_sqlite_header(path)
+    conn = None
     try:
         conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False,
                                factory=_NestedTransactionConnection)
@@ -293,22 +529,29 @@ def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True
         if version < SCHEMA_VERSION and os.access(path if exists else path.parent, os.W_OK) is False:
             raise LogdistillError(f"workspace {path} needs a schema upgrade but is not writable")
         if version < SCHEMA_VERSION:
-            _migrate(db, version)
+            _migrate(db)
         db.execute("pragma journal_mode = wal")
         db.execute("pragma foreign_keys = on")
     except sqlite3.DatabaseError as e:
+        if conn is not None:
+            conn.close()
         if created:
-            Workspace(path, db, created=True).discard()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
         raise LogdistillError(f"workspace {path} is unreadable ({e}); it may be corrupt") from None
     return Workspace(path, db, created=created)
 
 
-def _check_can_create(path: Path) -> None:
+def _check_parent(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise LogdistillError(f"cannot create workspace {path}: folder {parent} does not exist")
     if not parent.is_dir():
         raise LogdistillError(f"cannot create workspace {path}: {parent} is not a folder")
+
+
+def _check_can_create(path: Path) -> None:
+    _check_parent(path)
     try:  # the only reliable test (permissions, read-only mounts, /proc): create the file
         with path.open("xb"):
             pass
@@ -335,8 +578,11 @@ def sqlite_user_error(error: sqlite3.DatabaseError) -> LogdistillError | None:
     return None
 
 
-def _migrate(db: sqlite_utils.Database, current: int) -> None:
-    with db.conn:
+def _migrate(db: sqlite_utils.Database) -> None:
+    with db.conn:  # begin immediate: the version read here is the one this transaction migrates from
+        current = db.execute("pragma user_version").fetchone()[0]
+        if current >= SCHEMA_VERSION:
+            return  # another process migrated it meanwhile
         db.execute(f"pragma application_id = {APPLICATION_ID}")
         for target, step in enumerate(MIGRATIONS[current:], current + 1):
             step(db)
