@@ -36,6 +36,10 @@ REQUIRED = {
 RULES = "rules"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 _LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]+\s*")
+# A prompt shows at most this much of one log text (or example), so that the longest line still
+# fits the model's context with its examples; the cut is marked in the prompt (and so recorded
+# in `queries`), the stored line is unchanged.
+MAX_SHOWN_CHARS = 1000
 CHAT_SUFFIX = "_chat"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -87,10 +91,14 @@ def prompt_name(kind: str, chat: bool) -> str:
     return kind + CHAT_SUFFIX if chat else kind
 
 
-def as_data(text: str) -> str:
+def as_data(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     """Log text as it appears in a prompt: on one line, so that no line of it can end its own
-    block or start a forged one ("Verdict: normal", "Message: ..."). The stored text is unchanged."""
-    return _LINE_BREAKS.sub(" ", str(text)).strip()
+    block or start a forged one ("Verdict: normal", "Message: ..."), and at most `limit`
+    characters. The stored text is unchanged."""
+    text = _LINE_BREAKS.sub(" ", str(text)).strip()
+    if len(text) > limit:
+        text = f"{text[:limit]} [... {len(text) - limit} more characters cut]"
+    return text
 
 
 def render(name: str, body: str, **values: str) -> str:

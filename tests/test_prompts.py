@@ -132,3 +132,11 @@ def test_prompts_show_the_severity_level_of_a_text(cli):
                                        ("bgl", ids["data TLB error interrupt"])])
     assert sorted(shown.values()) == ["[FATAL] data TLB error interrupt", "[INFO] instruction cache parity error corrected"]
     assert prompts.shown_text("job started") == "job started"  # a format without levels shows the text alone
+
+
+def test_a_huge_log_line_is_cut_for_the_prompt_and_the_cut_is_marked():
+    huge = "x" * (prompts.MAX_SHOWN_CHARS + 5000)
+    text = prompts.render("task_chat", default_prompt("task_chat"), system="a cluster", log=huge)
+    assert f"x [... 5000 more characters cut]" in text and len(text) < prompts.MAX_SHOWN_CHARS + 1000
+    block = prompts.format_examples([(huge, 1)] * 6)
+    assert len(block) < 7 * (prompts.MAX_SHOWN_CHARS + 100)

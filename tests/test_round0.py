@@ -196,3 +196,17 @@ def test_bad_inputs_exit_2_and_leave_the_cache_intact(cli, tmp_path, monkeypatch
     assert queries(cli.workspace) == {}
     for path in cli.workspace.parent.glob(cli.workspace.name + "*"):
         assert key.encode() not in path.read_bytes() and b"sk-wrong" not in path.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_line_longer_than_the_context_is_cut_not_fatal(cli, tmp_path):
+    log = tmp_path / "huge.log"
+    log.write_text("job started\n" + "disk error " * 20000 + "\n")  # about 60k tokens on one line
+    assert cli("ingest", log, "--domain", "app", "--format", "raw").exit_code == 0
+    r = cli("label", "run", "--rounds", "0", "--json")
+    assert r.exit_code == 0, r.output
+    assert round0(r.stdout)["llm_labels"] == 2
+    with open_workspace(cli.workspace) as ws:
+        prompts = [q["prompt"] for q in ws.db.query("select prompt from queries")]
+        raw = ws.db.execute("select max(length(raw)) from entries").fetchone()[0]
+    assert any("more characters cut]" in p for p in prompts) and raw > 200_000  # the stored line is whole

@@ -73,7 +73,7 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(self, model: str | None = None, *, chat: bool | None = None, n_threads: int = 2,
-                 n_ctx: int = 2048, prefix_reuse: bool = True, seed: int = 0):
+                 n_ctx: int = 4096, prefix_reuse: bool = True, seed: int = 0):
         from llama_cpp import Llama
 
         self.model, path, wants_chat = resolve_model(model)
