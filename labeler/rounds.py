@@ -20,7 +20,8 @@ from labeler.aggregate import RULE_WEIGHT, llm_weight
 from labeler.annotators import parse_rules, rule_labels
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
-from labeler.debias import BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, debiased_answer, prior
+from labeler.debias import (BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, batch_prior,
+                            debiased_answer, prior)
 from labeler.workspace import Workspace, now
 
 
@@ -139,8 +140,8 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
         report.priors = {d: prior([answers[p]["p_anomalous"] for p in content_free[d] if answers[p] is not None])
                          for d in report.domains}
     elif prior_from == BATCH:
-        report.priors = {d: prior([answers[p]["p_anomalous"] for t, p in zip(texts, rendered)
-                                   if t["domain"] == d and answers[p] is not None]) for d in report.domains}
+        report.priors = {d: batch_prior([answers[p]["p_anomalous"] for t, p in zip(texts, rendered)
+                                         if t["domain"] == d and answers[p] is not None]) for d in report.domains}
     created, rows = now(), []
     for t, text_prompt in zip(texts, rendered):
         row = answers[text_prompt]

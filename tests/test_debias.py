@@ -1,4 +1,6 @@
 """Contextual calibration (labeler.debias): the lean of a prompt is divided out of its answers."""
+import math
+
 import pytest
 
 from labeler.debias import PRIOR_FLOOR, calibrate, debiased_answer, prior
@@ -28,3 +30,12 @@ def test_a_debiased_answer_takes_its_label_from_the_calibrated_probability():
     assert debiased_answer(answer, 0.05) == {"key": "k", "label": 1, "p_anomalous": pytest.approx(calibrate(0.2, 0.05))}
     text_only = {"key": "k", "label": 1, "p_anomalous": None}  # a server without log-probabilities
     assert debiased_answer(text_only, 0.05) == text_only and debiased_answer(answer, None) == answer
+
+
+def test_batch_prior_is_the_mean_log_odds():
+    from labeler.debias import batch_prior
+
+    assert batch_prior([0.5, 0.5]) == pytest.approx(0.5)
+    assert batch_prior([0.9, 0.1]) == pytest.approx(0.5)  # a probability mean would say 0.5 too
+    assert batch_prior([0.99, 0.9, 0.5]) == pytest.approx(1 / (1 + math.exp(-(math.log(99) + math.log(9)) / 3)))
+    assert batch_prior([None]) is None and 0 < batch_prior([1.0, 1.0]) < 1

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from labeler.debias import CONTENT_FREE, calibrate
+from labeler.debias import CONTENT_FREE, batch_prior, calibrate
 from labeler.workspace import open_workspace
 from tests.conftest import REPO, loghub_file, run_logdistill
 from tests.servers.openai_like import OpenAILikeServer
@@ -76,7 +76,8 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     debiased = round0(cli("label", "run", "--rounds", "0", "--json").stdout)
     assert (debiased["ask"]["calls"], debiased["ask"]["cache_hits"]) == (0, unique)
     prior = debiased["priors"]["BGL"]
-    assert prior == pytest.approx(sum(r["raw_p"] for r in rows) / len(rows))
+    assert prior == pytest.approx(batch_prior([r["raw_p"] for r in rows]))
+    assert calibrate(sorted(r["raw_p"] for r in rows)[len(rows) // 2], prior) == pytest.approx(0.5, abs=0.15)
     with open_workspace(cli.workspace) as ws:
         calibrated = list(ws.db.query(llm_labels))
     assert [r["p_anomalous"] for r in calibrated] == pytest.approx([calibrate(r["raw_p"], prior) for r in rows])
