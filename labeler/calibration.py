@@ -136,6 +136,10 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
            "stats": json.dumps(stats), "plan": json.dumps([p.to_dict() for p in plan])}
     with ws.transaction():
         ws.db["rounds"].upsert(row, pk="number")
+        ws.db.execute("delete from verifier_scores where round = ?", [number])
+        ws.db["verifier_scores"].insert_all(
+            {"round": number, "domain": d, "text_id": int(t), "p_anomalous": float(p)}
+            for (d, t), p in zip(keys, scores.p_anomalous))
     return row
 
 

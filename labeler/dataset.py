@@ -127,10 +127,20 @@ def manual_labels(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], in
         f"select domain, text_id, label from labels where source = 'manual' and domain in ({_marks(domains)})", domains)}
 
 
+def verifier_probabilities(ws: Workspace, domains: list[str], through_round: int | None) -> dict[tuple[str, int], float]:
+    """(domain, text id) -> the verifier's P(anomalous) in the last round (through `through_round`) that scored it."""
+    sql = f"""select v.domain, v.text_id, v.p_anomalous from verifier_scores v
+              join (select domain, text_id, max(round) as round from verifier_scores
+                    where domain in ({_marks(domains)}) and round <= ? group by domain, text_id) last
+              on last.domain = v.domain and last.text_id = v.text_id and last.round = v.round"""
+    limit = through_round if through_round is not None else 1 << 30
+    return {(d, t): p for d, t, p in ws.db.execute(sql, [*domains, limit])}
+
+
 def text_columns(rounds: list[int]) -> Columns:
     names = ["domain", "text_id", "masked", "raw", "lines", "soft_label", "hard_label", "manual_label",
-             *(f"llm_votes_r{r}" for r in rounds), "rule_votes", "manual_votes", "ground_truth"]
-    types = [str, int, str, str, int, float, int, int, *(int for _ in rounds), int, int, int]
+             *(f"llm_votes_r{r}" for r in rounds), "rule_votes", "manual_votes", "verifier_p", "ground_truth"]
+    types = [str, int, str, str, int, float, int, int, *(int for _ in rounds), int, int, float, int]
     return Columns(names, types)
 
 
@@ -143,6 +153,7 @@ def text_rows(ws: Workspace, domains: list[str], through_round: int | None, soft
     """Chunks of text-level rows, ordered by domain and text id; the representative line is the text's first."""
     votes = vote_counts(ws, domains, through_round)
     manual = manual_labels(ws, domains)
+    verifier = verifier_probabilities(ws, domains, through_round)
     truth = {d: ground_truth(ws, d) for d in domains}
     vote_columns = [*(f"llm_votes_r{r}" for r in rounds), "rule_votes", "manual_votes"]
     cursor = ws.db.execute(f"""
@@ -154,7 +165,7 @@ def text_rows(ws: Workspace, domains: list[str], through_round: int | None, soft
         order by g.domain, g.text_id""", domains)
     while chunk := cursor.fetchmany(CHUNK):
         yield [(d, t, masked, raw, lines, soft.get((d, t)), hard.get((d, t)), manual.get((d, t)),
-                *(votes.get((d, t), {}).get(c, 0) for c in vote_columns), truth[d].get(t))
+                *(votes.get((d, t), {}).get(c, 0) for c in vote_columns), verifier.get((d, t)), truth[d].get(t))
                for d, t, masked, raw, lines in chunk]
 
 

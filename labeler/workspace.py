@@ -304,8 +304,15 @@ def _query_endpoint_v2(db: sqlite_utils.Database) -> None:
     db["queries"].add_column("endpoint", str)
 
 
+def _verifier_scores_v3(db: sqlite_utils.Database) -> None:
+    """verifier_scores: the verifier's P(anomalous) of every labeled text when a round was planned
+    (what `label export` reports as the last verifier probability)."""
+    db["verifier_scores"].create({"round": int, "domain": str, "text_id": int, "p_anomalous": float},
+                                 pk=("round", "domain", "text_id"))
+
+
 # Each migration takes the schema from version i to i + 1; append, never edit.
-MIGRATIONS = [_create_v1, _query_endpoint_v2]
+MIGRATIONS = [_create_v1, _query_endpoint_v2, _verifier_scores_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

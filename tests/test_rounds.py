@@ -99,6 +99,19 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
     assert plot.exit_code == 0, plot.output
     assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "rounds (error rates" in cli("label", "status").stdout
+    # the export carries each text's last verifier probability (round 2's), and round 1's with --round 1
+    import csv
+
+    with open_workspace(cli.workspace) as ws:
+        stored = {(r["round"], r["text_id"]): r["p_anomalous"] for r in ws.db.query("select * from verifier_scores")}
+    assert {r for r, _ in stored} == {1, 2}
+    for through, name in ((None, "all.csv"), (1, "r1.csv")):
+        out = tmp_path / name
+        args = ["label", "export", "--out", out] + (["--round", str(through)] if through else [])
+        assert cli(*args).exit_code == 0
+        rows = list(csv.DictReader(out.open()))
+        assert rows and all(float(r["verifier_p"]) == pytest.approx(stored[(through or 2, int(r["text_id"]))])
+                            for r in rows)
 
 
 def test_kill_mid_round_then_resume_asks_nothing_twice(after_round0, tmp_path):
