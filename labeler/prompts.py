@@ -133,8 +133,9 @@ def shown_text(masked: str, level: str | None = None) -> str:
 
 
 def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
-    """(domain, text id) -> `shown_text`, the level read from the text's first line in that domain
-    (a text with no line there, e.g. another domain's example, is shown without a level)."""
+    """(domain, text id) -> `shown_text`, the level read from one of the text's lines in that domain
+    (the lexicographically smallest, a stable pick; a text with no line there, e.g. another
+    domain's example, is shown without a level)."""
     from detector.formats import parse_format
 
     shown: dict[tuple[str, int], str] = {}
@@ -156,7 +157,7 @@ def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int
                     [domain, *chunk]):
                 level = input_format.header_field(r["raw"], "Level") if input_format else None
                 shown[(domain, r["text_id"])] = shown_text(r["masked"], level)
-    missing = sorted({t for key in keys if key not in shown for t in [key[1]]})
+    missing = sorted({key[1] for key in keys if key not in shown})
     masked = {r["id"]: r["masked"] for start in range(0, len(missing), 500) for r in ws.db.query(
         f"select id, masked from texts where id in ({', '.join('?' * len(missing[start:start + 500]))})",
         missing[start:start + 500])}
