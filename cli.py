@@ -845,7 +845,7 @@ ROUND_COLUMNS = ["number", "candidates", "flips_to_anomalous", "flips_to_normal"
 
 
 def _print_round_table(ctx: typer.Context, domain: Optional[list[str]]) -> None:
-    from labeler.calibration import round_table
+    from labeler.round_report import round_table
 
     with open_ws(ctx) as ws:
         rows = round_table(ws, domain)
@@ -867,7 +867,7 @@ def label_rounds(
 ) -> None:
     """The round table: candidates, flips both ways, calls, cache hits, tokens, seconds, verifier loss;
     with ground truth, label precision/recall/F1 after each round and the error rate of candidates vs. support."""
-    from labeler.calibration import round_table
+    from labeler.round_report import round_table
 
     if as_json:
         with open_ws(ctx) as ws:
@@ -883,7 +883,7 @@ def label_plot(
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
 ) -> None:
     """Plot label quality (precision, recall, F1, AUROC against ground truth) per round, as MaidLog's Fig. 5."""
-    from labeler.calibration import plot_rounds, round_table
+    from labeler.round_report import plot_rounds, round_table
 
     with open_ws(ctx) as ws:
         rows = round_table(ws, domain)

@@ -25,10 +25,11 @@ sys.path.insert(0, str(REPO))
 from detector.formats import parse_format  # noqa: E402
 from labeler.aggregate import hard_labels  # noqa: E402
 from labeler.backends import make_backend  # noqa: E402
-from labeler.calibration import CalibrationOptions, plot_rounds, round_table, run_calibration  # noqa: E402
+from labeler.calibration import CalibrationOptions, run_calibration  # noqa: E402
+from labeler.round_report import plot_rounds, round_table  # noqa: E402
 from labeler.ingest import ingest_paths  # noqa: E402
 from labeler.rounds import run_round0  # noqa: E402
-from labeler.status import ground_truth, quality  # noqa: E402
+from labeler.quality import ground_truth, quality  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 from detector.formats import InputFormat
+from detector.metrics import auroc, both_classes, precision_recall_f1
 from detector.runtime import Bundle, CachedScorer, open_input, score_stream
 
 
@@ -50,23 +52,18 @@ def score_labeled(bundle: Bundle, paths: list[Path], input_format: InputFormat |
 
 def metrics(scores: np.ndarray, truths: np.ndarray, threshold: float) -> dict:
     """AUROC, AUPRC, best F1 (and where it is reached) and precision/recall/F1 at `threshold`."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-
-    predicted = scores >= threshold
-    tp = int((predicted & (truths == 1)).sum())
-    precision = tp / max(int(predicted.sum()), 1)
-    recall = tp / max(int((truths == 1).sum()), 1)
+    precision, recall, f1 = precision_recall_f1(truths, scores >= threshold)
     result = {"lines": int(len(truths)), "anomalous": int(truths.sum()), "threshold": threshold,
-              "precision": precision, "recall": recall,
-              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+              "precision": precision, "recall": recall, "f1": f1,
               "auroc": None, "auprc": None, "best_f1": None, "best_f1_threshold": None}
-    if 0 < truths.sum() < len(truths):  # ranking metrics need both classes
+    if both_classes(truths):  # ranking metrics need both classes
+        from sklearn.metrics import average_precision_score, precision_recall_curve
+
         p, r, t = precision_recall_curve(truths, scores)
-        f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)[:-1]
-        best = int(np.argmax(f1))
-        result.update(auroc=float(roc_auc_score(truths, scores)),
-                      auprc=float(average_precision_score(truths, scores)),
-                      best_f1=float(f1[best]), best_f1_threshold=float(t[best]))
+        curve = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)[:-1]
+        best = int(np.argmax(curve))
+        result.update(auroc=auroc(truths, scores), auprc=float(average_precision_score(truths, scores)),
+                      best_f1=float(curve[best]), best_f1_threshold=float(t[best]))
     return result
 
 
@@ -89,7 +86,7 @@ def plot_curves(scored: list[Scored], path: str | os.PathLike) -> None:
 
     figure, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
     for s in scored:
-        if not 0 < s.truths.sum() < len(s.truths):
+        if not both_classes(s.truths):
             continue
         fpr, tpr, _ = roc_curve(s.truths, s.scores)
         precision, recall, _ = precision_recall_curve(s.truths, s.scores)
@@ -101,13 +98,8 @@ def plot_curves(scored: list[Scored], path: str | os.PathLike) -> None:
     for axes in (roc, pr):
         axes.legend(loc="lower right" if axes is roc else "lower left")
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        figure.savefig(tmp, dpi=110)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise LogdistillError(f"cannot write plot {path}: {e.strerror}") from None
+        with atomic_output(Path(path), suffix=".png") as tmp:
+            figure.savefig(tmp, dpi=110)
     finally:
         plt.close(figure)

@@ -29,6 +29,7 @@ from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
 from labeler.candidates import SUPPORT_PORTION, candidate_portion, select_candidates
 from labeler.debias import CONTENT_FREE, debiased_answer, prior
+from labeler.quality import ground_truth
 from labeler.retrieval import SupportIndex
 from labeler.rounds import resolve_domains
 from labeler.vectors import embed_missing, load_vectors
@@ -96,14 +97,6 @@ def _labeled(ws: Workspace, domains: list[str]) -> tuple[list[tuple[str, int]], 
     return keys, np.array([labels[k] for k in keys], dtype=int)
 
 
-def _ground_truth(ws: Workspace, keys: list[tuple[str, int]]) -> np.ndarray:
-    """0/1 per (domain, text) where any line has ground truth (1 if any line is anomalous), else -1."""
-    truth = {(r["domain"], r["text_id"]): r["gt"] for r in ws.db.query(
-        "select domain, text_id, max(ground_truth) as gt from entries where ground_truth is not null"
-        " group by domain, text_id")}
-    return np.array([truth.get(k, -1) for k in keys], dtype=int)
-
-
 def plan_round(ws: Workspace, number: int, domains: list[str], options: CalibrationOptions) -> dict:
     """Train the verifier, choose candidates and support, draw augmentations; commit the plan."""
     started_at, started = now(), time.perf_counter()
@@ -123,7 +116,8 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
     rng = np.random.default_rng([options.seed, number])
     plan = plan_augmentations(ws, [keys[i] for i in chosen.candidates], X[chosen.candidates], index, rng,
                               options.augmentations)
-    truth = _ground_truth(ws, keys)
+    known = ground_truth(ws, domains)
+    truth = np.array([known.get(k, -1) for k in keys], dtype=int)  # -1: no ground truth
     stats = {"portion": portion, "support": len(chosen.support), "disagreements": int(chosen.disagreement.sum()),
              "verifier_folds": scores.folds,
              "augmentations": {a: sum(p.augmentation == a for p in plan) for a in ("induce", "filter", "refine")}}
@@ -275,72 +269,3 @@ def run_calibration(ws: Workspace, backend: Backend, *, rounds: int, domains: li
                 break
         number += 1
     return reports
-
-
-def round_table(ws: Workspace, domains: list[str] | None = None) -> list[dict]:
-    """One row per round: candidates, flips, calls, cache hits, tokens, seconds, verifier loss; where
-    ground truth exists, the label quality after the round and the candidates' and support's error
-    rates before it (MaidLog Table III)."""
-    from labeler.status import quality
-
-    domains = resolve_domains(ws, domains)
-    keys = None
-    rows = []
-    for r in ws.db.query("select * from rounds order by number"):
-        stats = json.loads(r["stats"] or "{}")
-        row = {k: r[k] for k in ("number", "candidates", "flips_to_anomalous", "flips_to_normal", "calls",
-                                 "cache_hits", "tokens", "seconds", "verifier_loss")}
-        row["finished"] = r["finished"] is not None
-        row["candidate_error_rate"] = stats.get("candidate_error_rate")
-        row["support_error_rate"] = stats.get("support_error_rate")
-        soft = soft_labels(ws, domains, through_round=r["number"])
-        if keys is None:
-            keys = sorted(soft)
-            truth = _ground_truth(ws, keys)
-        scored = [(truth[i], soft[k]) for i, k in enumerate(keys) if truth[i] >= 0 and k in soft]
-        row.update({"auroc": None, "precision": None, "recall": None, "f1": None})
-        if r["finished"] is not None and scored:
-            row.update(quality([t for t, _ in scored], [s for _, s in scored]))
-        rows.append(row)
-    return rows
-
-
-def plot_rounds(rows: list[dict], out_path: str) -> None:
-    """Label quality per round (MaidLog Fig. 5): precision, recall, F1 (and AUROC) after each round.
-
-    The image is written to a temporary file and renamed, so it appears whole or not at all.
-    """
-    import os
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in rows if r["f1"] is not None]
-    if not done:
-        raise LogdistillError("no finished round has ground truth to score; `label plot` needs labeled lines")
-    out = Path(out_path)
-    if not out.parent.is_dir():
-        raise LogdistillError(f"cannot write {out}: folder {out.parent} does not exist")
-    figure, axis = plt.subplots(figsize=(7, 4))
-    x = [r["number"] for r in done]
-    for metric in ("precision", "recall", "f1", "auroc"):
-        if any(r[metric] is not None for r in done):
-            axis.plot(x, [r[metric] for r in done], marker="o", label=metric)
-    axis.set_xlabel("round")
-    axis.set_ylabel("label quality")
-    axis.set_ylim(0, 1.02)
-    axis.set_title("Label quality per calibration round")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}{out.suffix}")
-    try:
-        figure.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, out)
-    except (OSError, ValueError) as e:
-        tmp.unlink(missing_ok=True)
-        raise LogdistillError(f"cannot write {out}: {e}") from None
-    finally:
-        plt.close(figure)

@@ -34,8 +34,8 @@ from detector.formats import InputFormat
 from labeler.aggregate import MANUAL_WEIGHT, RULE_WEIGHT, VOTES, hard_labels, soft_labels
 from labeler.annotators import write_manual_labels
 from labeler.ingest import check_readable_log
+from labeler.quality import ground_truth
 from labeler.rounds import resolve_domains
-from labeler.status import ground_truth
 from labeler.workspace import Workspace, now
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -154,7 +154,7 @@ def text_rows(ws: Workspace, domains: list[str], through_round: int | None, soft
     votes = vote_counts(ws, domains, through_round)
     manual = manual_labels(ws, domains)
     verifier = verifier_probabilities(ws, domains, through_round)
-    truth = {d: ground_truth(ws, d) for d in domains}
+    truth = ground_truth(ws, domains)
     vote_columns = [*(f"llm_votes_r{r}" for r in rounds), "rule_votes", "manual_votes"]
     cursor = ws.db.execute(f"""
         select g.domain, g.text_id, t.masked, e.raw, g.lines from
@@ -165,7 +165,7 @@ def text_rows(ws: Workspace, domains: list[str], through_round: int | None, soft
         order by g.domain, g.text_id""", domains)
     while chunk := cursor.fetchmany(CHUNK):
         yield [(d, t, masked, raw, lines, soft.get((d, t)), hard.get((d, t)), manual.get((d, t)),
-                *(votes.get((d, t), {}).get(c, 0) for c in vote_columns), verifier.get((d, t)), truth[d].get(t))
+                *(votes.get((d, t), {}).get(c, 0) for c in vote_columns), verifier.get((d, t)), truth.get((d, t)))
                for d, t, masked, raw, lines in chunk]
 
 

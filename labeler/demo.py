@@ -327,7 +327,7 @@ def _export_and_evaluate(ws: Workspace, target: SampleLog, bundle_path: Path, st
 
 def _plot_rounds(ws: Workspace, domains: list[str], path: Path, report: DemoReport) -> None:
     """Label quality per round (MaidLog Fig. 5) for the sources with ground truth."""
-    from labeler.calibration import plot_rounds, round_table
+    from labeler.round_report import plot_rounds, round_table
 
     plot_rounds(round_table(ws, domains), str(path))
     report.files["rounds_plot"] = str(path)

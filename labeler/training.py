@@ -1,8 +1,9 @@
 """Workspace side of the detector: training data from the workspace, the `models` table, export.
 
 A training row is a (domain, unique masked text) pair: its embedding from the active
-embedder, its soft label (eq. 4, from `labeler.aggregate`) or the mean ground truth of its
-lines, and its domain, the source domain the model's heads and discriminator are about.
+embedder, its soft label (eq. 4, from `labeler.aggregate`) or its ground truth (1 if any of
+its lines is anomalous, labeler.quality), and its domain, the source domain the model's heads
+and discriminator are about.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import numpy as np
 
 from detector.errors import LogdistillError
 from detector.formats import InputFormat, parse_format
+from detector.metrics import auroc
 from labeler.aggregate import soft_labels
+from labeler.quality import ground_truth
+from labeler.rounds import resolve_domains
 from labeler.vectors import load_vectors
 from labeler.workspace import Workspace, now
 
@@ -34,14 +38,6 @@ class TrainingSet:
     y: np.ndarray  # (n,) soft labels in [0, 1]
 
 
-def _ground_truth(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], float]:
-    """(domain, text_id) -> share of its lines that are anomalous, over lines with ground truth."""
-    rows = ws.db.query(f"""select domain, text_id, avg(ground_truth) as truth from entries
-                           where ground_truth is not null and domain in ({', '.join('?' * len(domains))})
-                           group by domain, text_id""", domains)
-    return {(r["domain"], r["text_id"]): r["truth"] for r in rows}
-
-
 def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = "soft",
                  features: str = "masked") -> TrainingSet:
     """Rows of every labeled text of `domains` (default: every domain with labels).
@@ -53,12 +49,8 @@ def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = 
         raise LogdistillError(f"unknown label kind {labels!r}; choose one of: {', '.join(LABEL_KINDS)}")
     if features not in FEATURE_KINDS:
         raise LogdistillError(f"unknown features {features!r}; choose one of: {', '.join(FEATURE_KINDS)}")
-    for domain in domains or []:
-        ws.require_domain(domain)
-    chosen = domains or ws.domain_names()
-    if not chosen:
-        raise LogdistillError("the workspace has no domains yet; run `logdistill ingest` first")
-    found = soft_labels(ws, chosen) if labels == "soft" else _ground_truth(ws, chosen)
+    chosen = resolve_domains(ws, domains)
+    found = soft_labels(ws, chosen) if labels == "soft" else ground_truth(ws, chosen)
     if not found:
         hint = ("run `logdistill label run` first, or train on --labels ground-truth" if labels == "soft"
                 else "ingest with a format that carries labels (e.g. loghub:BGL or --label-field)")
@@ -98,20 +90,18 @@ def _provenance(ws: Workspace, labels: str, domains: list[str]) -> dict:
 
 def _training_metrics(model, data: TrainingSet, ws: Workspace) -> dict:
     """In-sample fit per domain: AUROC against the training labels and, where known, ground truth."""
-    from sklearn.metrics import roc_auc_score
-
     p = model.predict_proba(data.X)[:, 1]
-    truth = _ground_truth(ws, sorted(set(data.domains.tolist())))
+    truth = ground_truth(ws, sorted(set(data.domains.tolist())))
     per_domain = {}
     for domain in sorted(set(data.domains.tolist())):
         mine = data.domains == domain
         hard = (data.y[mine] >= 0.5).astype(int)
         row = {"texts": int(mine.sum()), "anomalous_labels": int(hard.sum()),
-               "auroc_vs_labels": float(roc_auc_score(hard, p[mine])) if 0 < hard.sum() < len(hard) else None}
-        known = [(truth[(domain, t)] >= 0.5, s) for t, s in zip(data.text_ids[mine], p[mine]) if (domain, t) in truth]
-        gt = np.array([k for k, _ in known], dtype=int)
-        if 0 < gt.sum() < len(gt):
-            row["auroc_vs_ground_truth"] = float(roc_auc_score(gt, [s for _, s in known]))
+               "auroc_vs_labels": auroc(hard, p[mine])}
+        known = [(truth[(domain, t)], s) for t, s in zip(data.text_ids[mine], p[mine]) if (domain, t) in truth]
+        versus_truth = auroc([k for k, _ in known], [s for _, s in known])
+        if versus_truth is not None:
+            row["auroc_vs_ground_truth"] = versus_truth
         per_domain[domain] = row
     history = model.history_
     return {"final_loss": history[-1]["loss"], "final_classification_loss": history[-1]["classification"],
