@@ -35,7 +35,7 @@ from labeler.aggregate import MANUAL_WEIGHT, RULE_WEIGHT, VOTES, hard_labels, so
 from labeler.annotators import write_manual_labels
 from labeler.ingest import check_readable_log
 from labeler.quality import ground_truth
-from labeler.rounds import resolve_domains
+from labeler.rounds import resolve_domain_option, resolve_domains
 from labeler.workspace import Workspace, now
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -451,7 +451,7 @@ def import_labels(ws: Workspace, path: Path, *, text_field: str, label_field: st
     path = Path(path)
     fmt = import_format(path, fmt)
     check_readable_log(path)
-    domains = resolve_domains(ws, [domain] if domain else None)
+    domains = resolve_domain_option(ws, domain)
     report = ImportReport(str(path))
     decided: dict[tuple[str, int], tuple[int, str]] = {}
     batch: list[ImportRow] = []

@@ -23,6 +23,7 @@ from detector.errors import LogdistillError
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, ask
 from labeler.prompts import get_prompt, system_description
+from labeler.rounds import resolve_domain_option
 from labeler.workspace import Workspace, now
 
 if TYPE_CHECKING:
@@ -74,18 +75,9 @@ def flags(row: dict) -> list[str]:
     return found
 
 
-def _domains(ws: Workspace, domain: str | None) -> list[str]:
-    if domain:
-        return [ws.require_domain(domain)["name"]]
-    names = ws.domain_names()
-    if not names:
-        raise LogdistillError("the workspace has no domains; ingest logs first")
-    return names
-
-
 def ready_domains(ws: Workspace, domain: str | None) -> list[str]:
     """The domains `build` would interpret; refuses (before any model loads) one without templates."""
-    domains = _domains(ws, domain)
+    domains = resolve_domain_option(ws, domain)
     for name in domains:
         if not ws.db.execute("select 1 from templates where domain = ? limit 1", [name]).fetchone():
             raise LogdistillError(f"no templates for domain {name!r}; run `logdistill templates build --domain {name}`")
@@ -143,7 +135,7 @@ def build(ws: Workspace, backend: Backend, domain: str | None = None, *, refresh
 
 def list_rows(ws: Workspace, domain: str | None = None, status: str | None = None) -> list[dict]:
     """LEI rows with their flags, most frequent template first."""
-    domains = _domains(ws, domain)
+    domains = resolve_domain_option(ws, domain)
     statuses = _statuses(status)
     rows = [dict(r) for r in ws.db.query(f"""
         select l.*, coalesce(t.count, 0) as count from lei l

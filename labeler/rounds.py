@@ -60,6 +60,11 @@ def resolve_domains(ws: Workspace, domains: list[str] | None) -> list[str]:
     return names
 
 
+def resolve_domain_option(ws: Workspace, domain: str | None) -> list[str]:
+    """A single `--domain` option: that domain (it must exist), or all of them (resolve_domains)."""
+    return resolve_domains(ws, [domain] if domain else None)
+
+
 def unique_texts(ws: Workspace, domains: list[str]) -> list[dict]:
     """One row (domain, text_id, masked) per unique masked text of each domain."""
     return [dict(r) for r in ws.db.query(

@@ -20,6 +20,7 @@ from drain3.template_miner_config import TemplateMinerConfig
 
 from detector.errors import LogdistillError
 from detector.mask import Masker
+from labeler.rounds import resolve_domains
 from labeler.workspace import Workspace, now
 
 # Chosen on the 16 loghub-2k samples by bench/templates_accuracy.py (grouping accuracy).
@@ -161,9 +162,7 @@ def _refresh_templates(ws: Workspace, domain: str, miner: TemplateMiner) -> int:
 
 def list_templates(ws: Workspace, domain: str | None = None) -> list[dict]:
     """Templates of one domain (or all), most frequent first."""
-    domains = [domain] if domain else ws.domain_names()
-    if domain:
-        ws.require_domain(domain)
+    domains = resolve_domains(ws, [domain]) if domain else ws.domain_names()  # none yet: an empty list
     rows = []
     for name in domains:
         found = [dict(r) for r in ws.db.query(
