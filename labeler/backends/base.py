@@ -99,6 +99,17 @@ def p_anomalous_from_top_tokens(top: list[tuple[str, float]]) -> float | None:
     return p_anomalous_from_logprobs(candidates)
 
 
+def read_reply(text: str, top: list[tuple[str, float]]) -> tuple[int | None, float | None]:
+    """(label, p_anomalous) of a generated reply. p_anomalous comes from `top`, the (token, logprob)
+    pairs of its first position (None when empty or naming neither answer); the label is what the
+    text states, else p_anomalous > 0.5."""
+    p_anomalous = p_anomalous_from_top_tokens(top) if top else None
+    label = parse_label(text)
+    if label is None and p_anomalous is not None:
+        label = int(p_anomalous > 0.5)
+    return label, p_anomalous
+
+
 def _logsumexp(values: list[float]) -> float:
     if not values:
         return -math.inf

@@ -21,11 +21,11 @@ from __future__ import annotations
 import time
 
 from detector.errors import LogdistillError
-from labeler.backends.base import Answer, p_anomalous_from_top_tokens, parse_label
-from labeler.backends.remote import Endpoint, EndpointPool, api_key_from_env, map_concurrently, parse_base_urls
+from labeler.backends.base import Answer, read_reply
+from labeler.backends.remote import Endpoint, EndpointPool, RemoteBackend, map_concurrently, parse_base_urls
 
 
-class OpenAIBackend:
+class OpenAIBackend(RemoteBackend):
     """`endpoint`: "chat" (/v1/chat/completions, prompt as one user message) or "completions"."""
 
     name = "openai"
@@ -41,17 +41,14 @@ class OpenAIBackend:
         if endpoint not in ("chat", "completions"):
             raise LogdistillError(f"endpoint must be 'chat' or 'completions', not {endpoint!r}")
         urls = parse_base_urls(base_url)
+        super().__init__(api_key_env=api_key_env, concurrency=concurrency, timeout=timeout, attempts=attempts,
+                         max_wait=max_wait, max_tokens=max_tokens)
         self.model = model
         self.chat = endpoint == "chat"
         self.base_url = ",".join(u for u in urls if u) or None
-        self.api_key_env = api_key_env  # the variable's name, never its value
-        self.concurrency = max(1, concurrency)
-        self.attempts = attempts
-        self.max_wait = max_wait
         self.logprobs = logprobs
-        self.max_tokens = max_tokens
         # max_retries=0: tenacity owns retrying, so backoff and the final message are ours.
-        key = api_key_from_env(api_key_env)
+        key = self.api_key()
         clients = [openai.OpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=0) for url in urls]
         self._pool = EndpointPool([Endpoint(str(c.base_url).rstrip("/"), c, self.concurrency) for c in clients],
                                   cool_down=cool_down)
@@ -77,8 +74,8 @@ class OpenAIBackend:
         started = time.perf_counter()
         response, server = self._pool.call(
             lambda e: self._request(e.client, prompt, max_tokens, logprobs), is_transient=self._is_transient,
-            is_unreachable=self._is_unreachable, attempts=self.attempts, max_wait=self.max_wait,
-            describe=self._describe, prepare=self._check_model)
+            is_unreachable=self._is_unreachable, retries=self.retries, describe=self._describe,
+            prepare=self._check_model)
         try:
             text, top = self._read(response)
             usage = response.usage
@@ -89,10 +86,7 @@ class OpenAIBackend:
             return Answer(label=None, text=text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                           completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
                           latency=time.perf_counter() - started, endpoint=server.url)
-        p_anomalous = p_anomalous_from_top_tokens(top) if top else None
-        label = parse_label(text)
-        if label is None and p_anomalous is not None:
-            label = int(p_anomalous > 0.5)
+        label, p_anomalous = read_reply(text, top)
         return Answer(label=label, text=text, p_anomalous=p_anomalous,
                       prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                       completion_tokens=getattr(usage, "completion_tokens", 0) or 0,

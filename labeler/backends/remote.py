@@ -37,11 +37,20 @@ def api_key_from_env(env_var: str) -> str:
     return os.environ.get(env_var) or PLACEHOLDER_API_KEY
 
 
-def call_with_retries(call: Callable[[], R], is_transient: Callable[[BaseException], bool], *,
-                      attempts: int, max_wait: float, describe: Callable[[BaseException], str]) -> R:
+@dataclass(frozen=True)
+class Retries:
+    """How transient failures are retried: `attempts` tries in all, with exponential backoff and
+    full jitter, each wait at most `max_wait` seconds."""
+
+    attempts: int = 5
+    max_wait: float = 30.0
+
+
+def call_with_retries(call: Callable[[], R], is_transient: Callable[[BaseException], bool], retries: Retries, *,
+                      describe: Callable[[BaseException], str]) -> R:
     """Run `call`, retrying transient errors; the final failure is a LogdistillError from `describe`."""
-    retrying = Retrying(retry=retry_if_exception(is_transient), stop=stop_after_attempt(attempts),
-                        wait=wait_random_exponential(multiplier=0.5, max=max_wait), reraise=True)
+    retrying = Retrying(retry=retry_if_exception(is_transient), stop=stop_after_attempt(retries.attempts),
+                        wait=wait_random_exponential(multiplier=0.5, max=retries.max_wait), reraise=True)
     try:
         return retrying(call)
     except LogdistillError:
@@ -49,8 +58,26 @@ def call_with_retries(call: Callable[[], R], is_transient: Callable[[BaseExcepti
     except Exception as error:  # every server-side failure ends here as one line
         message = describe(error)
         if is_transient(error):
-            message += f" (gave up after {attempts} attempts)"
+            message += f" (gave up after {retries.attempts} attempts)"
         raise LogdistillError(message) from error
+
+
+class RemoteBackend:
+    """What every backend that talks to a server is configured with beside its model: the name of
+    the API key's environment variable, requests in flight (per server), timeout, retries, and
+    the answer length of a classification."""
+
+    def __init__(self, *, api_key_env: str, concurrency: int, timeout: float, attempts: int, max_wait: float,
+                 max_tokens: int):
+        self.api_key_env = api_key_env  # the variable's name, never its value
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        self.retries = Retries(attempts, max_wait)
+        self.max_tokens = max_tokens
+
+    def api_key(self) -> str:
+        """The key (or a placeholder) for the client; read now, never kept on the backend."""
+        return api_key_from_env(self.api_key_env)
 
 
 def map_concurrently(function: Callable[[T], R], items: list[T], concurrency: int) -> list[R]:
@@ -119,7 +146,7 @@ class EndpointPool:
         return sum(e.slots for e in self.endpoints)
 
     def call(self, request: Callable[[Endpoint], R], *, is_transient: Callable[[BaseException], bool],
-             is_unreachable: Callable[[BaseException], bool], attempts: int, max_wait: float,
+             is_unreachable: Callable[[BaseException], bool], retries: Retries,
              describe: Callable[[BaseException, Endpoint], str],
              prepare: Callable[[Endpoint], bool] | None = None) -> tuple[R, Endpoint]:
         """(result, the endpoint that gave it) of `request` on the first endpoint that answers.
@@ -142,7 +169,7 @@ class EndpointPool:
                     with endpoint.lock:
                         if not endpoint.checked:
                             endpoint.checked = prepare(endpoint)
-                result = call_with_retries(lambda: request(endpoint), retry, attempts=attempts, max_wait=max_wait,
+                result = call_with_retries(lambda: request(endpoint), retry, retries,
                                            describe=lambda error: describe(error, endpoint))
                 return result, endpoint
             except LogdistillError as error:

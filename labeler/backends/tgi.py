@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 
 from detector.errors import LogdistillError
-from labeler.backends.base import Answer, p_anomalous_from_top_tokens, parse_label
-from labeler.backends.remote import api_key_from_env, call_with_retries, map_concurrently
+from labeler.backends.base import Answer, read_reply
+from labeler.backends.remote import RemoteBackend, call_with_retries, map_concurrently
 
 # TGI's default --max-top-n-tokens; larger requests are rejected with a validation error.
 TGI_MAX_TOP_N_TOKENS = 5
 
 
-class TGIBackend:
+class TGIBackend(RemoteBackend):
     """`base_url`: the TGI server root (http://host:port); completion-style prompts."""
 
     name = "tgi"
@@ -31,19 +31,14 @@ class TGIBackend:
         import requests
         import text_generation
 
+        super().__init__(api_key_env=api_key_env, concurrency=concurrency, timeout=timeout, attempts=attempts,
+                         max_wait=max_wait, max_tokens=max_tokens)
         self.base_url = base_url.rstrip("/")
-        self.api_key_env = api_key_env  # the variable's name, never its value
-        self.concurrency = max(1, concurrency)
-        self.attempts = attempts
-        self.max_wait = max_wait
         self.top_n_tokens = top_n_tokens
-        self.max_tokens = max_tokens
-        self.timeout = timeout
         self._requests = requests
         self._errors = text_generation.errors
         # Hugging Face endpoints want a bearer token; a local TGI needs none.
-        key = api_key_from_env(api_key_env)
-        self._headers = {"Authorization": f"Bearer {key}"}
+        self._headers = {"Authorization": f"Bearer {self.api_key()}"}
         self._client = text_generation.Client(self.base_url, headers=self._headers, timeout=int(timeout))
         served = self._server_model_id()
         if model and model != served:
@@ -69,8 +64,7 @@ class TGIBackend:
             reply.raise_for_status()
             return reply.json()
 
-        payload = call_with_retries(info, self._is_transient, attempts=self.attempts, max_wait=self.max_wait,
-                                    describe=self._describe)
+        payload = call_with_retries(info, self._is_transient, self.retries, describe=self._describe)
         if not isinstance(payload, dict) or not payload.get("model_id"):
             raise LogdistillError(f"{self._where()} answered /info without a model_id: is it a TGI server?")
         return str(payload["model_id"])
@@ -82,7 +76,7 @@ class TGIBackend:
         response = call_with_retries(
             lambda: self._client.generate(text, max_new_tokens=max_tokens, do_sample=False,
                                           top_n_tokens=top_n_tokens),
-            self._is_transient, attempts=self.attempts, max_wait=self.max_wait, describe=self._describe)
+            self._is_transient, self.retries, describe=self._describe)
         details = response.details
         # TGI reports the prompt's length only with decoder_input_details (a logprob per input
         # token, extra work on the server), so prompt_tokens stays 0.
@@ -91,10 +85,7 @@ class TGIBackend:
         if not classify:
             return Answer(label=None, **common)
         top = [(t.text, t.logprob) for t in details.top_tokens[0]] if details.top_tokens else []
-        p_anomalous = p_anomalous_from_top_tokens(top) if top else None
-        label = parse_label(response.generated_text)
-        if label is None and p_anomalous is not None:
-            label = int(p_anomalous > 0.5)
+        label, p_anomalous = read_reply(response.generated_text, top)
         return Answer(label=label, p_anomalous=p_anomalous, **common)
 
     def _is_transient(self, error: BaseException) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from detector.errors import LogdistillError
-from labeler.backends.base import ANSWER_WORDS, Answer, p_anomalous_from_top_tokens, parse_label
+from labeler.backends.base import ANSWER_WORDS, Answer, read_reply
 
 MODES = ("logprobs", "choice")
 
@@ -38,10 +38,7 @@ def answer_from_output(output, latency: float = 0.0) -> Answer:
     top = []
     if completion.logprobs:  # one {token_id: Logprob} dict per generated token
         top = [(lp.decoded_token or "", lp.logprob) for lp in completion.logprobs[0].values()]
-    p_anomalous = p_anomalous_from_top_tokens(top) if top else None
-    label = parse_label(text)
-    if label is None and p_anomalous is not None:
-        label = int(p_anomalous > 0.5)
+    label, p_anomalous = read_reply(text, top)
     return Answer(label=label, text=text, p_anomalous=p_anomalous,
                   prompt_tokens=len(output.prompt_token_ids or []),
                   completion_tokens=len(completion.token_ids), latency=latency)
