@@ -22,6 +22,7 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
+from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 
 EMBEDDER_KINDS = ("fasttext", "minilm")
@@ -86,25 +87,24 @@ class FastTextEmbedder:
                 line = text.replace("\n", " ")
                 corpus.write(line + "\n")
                 counts.update(line.split())
-        tmp = out_path.with_name(out_path.name + ".tmp")
         try:
             if not counts:
                 raise LogdistillError("no texts to train a fastText embedder on")
             settings = {"input": corpus.name, "model": "skipgram", "dim": dim, "epoch": epoch,
                         "minCount": min_count_for(counts, max_words), "bucket": bucket,
                         "minn": minn, "maxn": maxn, "thread": 1, "verbose": 0}
-            while True:
-                child = subprocess.run([sys.executable, "-c", _TRAIN_IN_CHILD, json.dumps({**settings, "lr": lr}), str(tmp)],
-                                       capture_output=True, text=True)
-                if child.returncode == 0:
-                    break
-                if "NaN" not in child.stderr or lr < 0.01:
-                    last = (child.stderr.strip().splitlines() or [f"exit code {child.returncode}"])[-1]
-                    raise LogdistillError(f"fastText training failed: {last}")
-                lr /= 2
+            with atomic_output(out_path) as tmp:
+                while True:
+                    child = subprocess.run([sys.executable, "-c", _TRAIN_IN_CHILD, json.dumps({**settings, "lr": lr}),
+                                            str(tmp)], capture_output=True, text=True)
+                    if child.returncode == 0:
+                        break
+                    if "NaN" not in child.stderr or lr < 0.01:
+                        last = (child.stderr.strip().splitlines() or [f"exit code {child.returncode}"])[-1]
+                        raise LogdistillError(f"fastText training failed: {last}")
+                    lr /= 2
         finally:
             os.unlink(corpus.name)
-        os.replace(tmp, out_path)
         embedder = cls(out_path)
         embedder.lr = lr
         return embedder

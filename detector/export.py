@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from detector.atomic import atomic_output, check_target
 from detector.errors import LogdistillError
 from detector.formats import InputFormat
 from detector.mask import Masker
@@ -129,8 +130,7 @@ def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, 
     out_path = Path(out_path)
     if out_path.is_dir():
         raise LogdistillError(f"{out_path} is a directory; give a bundle file name")
-    if not out_path.parent.is_dir():
-        raise LogdistillError(f"cannot write {out_path}: folder {out_path.parent} does not exist")
+    check_target(out_path)  # before the graph is built
     graph = onnx_graph(model).SerializeToString()
     members = {MODEL_MEMBER: quantize_int8(graph) if int8 else graph, MASK_MEMBER: masker.to_json().encode()}
     if embedder_kind == "fasttext":
@@ -157,14 +157,8 @@ def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, 
         **info,
     }
     meta["content_sha256"] = content_hash(members, meta)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as bundle:
-            bundle.writestr(META_MEMBER, json.dumps(meta, indent=1, sort_keys=True))
-            for name, data in members.items():
-                bundle.writestr(name, data)
-        os.replace(tmp, out_path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise LogdistillError(f"cannot write bundle {out_path}: {e.strerror}") from None
+    with atomic_output(out_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as bundle:
+        bundle.writestr(META_MEMBER, json.dumps(meta, indent=1, sort_keys=True))
+        for name, data in members.items():
+            bundle.writestr(name, data)
     return meta

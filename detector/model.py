@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 
 EpochCallback = Callable[[int, int, float], None]  # (epoch done, epochs, mean loss)
@@ -297,10 +298,8 @@ class DomainAdversarialDetector:
         state = {"params": self.get_params(), "domains": self.domains_, "input_dim": self.input_dim_,
                  "class_weights": self.class_weights_, "batch_size": self.batch_size_,
                  "weights": self.net_.state_dict()}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_output(Path(path)) as tmp:
+            torch.save(state, tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> "DomainAdversarialDetector":

@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import difflib
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, ask
@@ -239,24 +239,14 @@ def export(ws: Workspace, out: Path, fmt: str, status: str | None = None, domain
             raise LogdistillError(f"the LEI table has no rows with status {status} to export; "
                                   "`logdistill lei review` decides on pending rows")
         raise LogdistillError("the LEI table has no rows to export; run `logdistill lei build` first")
-    if out.is_dir():
-        raise LogdistillError(f"{out} is a directory")
-    if not out.parent.is_dir():
-        raise LogdistillError(f"cannot write {out}: folder {out.parent} does not exist")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8", newline="") as f:
-            if fmt == "csv":
-                writer = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows({**r, "flags": " ".join(r["flags"])} for r in rows)
-            else:
-                for r in rows:
-                    f.write(json.dumps({c: r.get(c) for c in EXPORT_COLUMNS}, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise LogdistillError(f"cannot write {out}: {e.strerror}") from None
+    with atomic_output(out) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
+        if fmt == "csv":
+            writer = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({**r, "flags": " ".join(r["flags"])} for r in rows)
+        else:
+            for r in rows:
+                f.write(json.dumps({c: r.get(c) for c in EXPORT_COLUMNS}, ensure_ascii=False) + "\n")
     return len(rows)
 
 

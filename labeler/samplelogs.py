@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
+from detector.atomic import atomic_output
 from detector.formats import InputFormat, parse_format
 
 DEFAULT_SEED = 7
@@ -554,9 +555,8 @@ def write_corpus(folder: str | Path, *, seed: int = DEFAULT_SEED, lines: int = D
         rng = random.Random(f"{seed}:{system.name}")
         rows = generate_lines(system, lines, rng)
         path = folder / system.file
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line, _, _ in rows), encoding="utf-8")
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line, _, _ in rows), encoding="utf-8")
         kinds: dict[str, int] = {}
         for _, _, kind in rows:
             if kind:
@@ -565,6 +565,7 @@ def write_corpus(folder: str | Path, *, seed: int = DEFAULT_SEED, lines: int = D
                                  len(rows), sum(label for _, label, _ in rows), system.text_field,
                                  system.label_field, kinds))
     manifest = {"seed": seed, "lines_per_system": lines, "systems": [asdict(s) for s in samples]}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    with atomic_output(folder / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return samples
 

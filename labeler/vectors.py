@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from detector.atomic import atomic_output
 from detector.embed import EMBEDDER_KINDS, Embedder, FastTextEmbedder, load_embedder
 from detector.errors import LogdistillError
 from labeler.workspace import Workspace, now
@@ -50,8 +51,9 @@ def set_embedder(ws: Workspace, kind: str = "fasttext", *, fasttext_model: str |
         FastTextEmbedder(source)  # validates the file
         name = f"fasttext-{_file_digest(source)}"
         path = ws.artifact_dir / f"{name}.bin"
-        if not path.exists():
-            shutil.copyfile(source, path)
+        if not path.exists():  # copied whole or not at all: a torn copy would be taken for the file
+            with atomic_output(path) as tmp:
+                shutil.copyfile(source, tmp)
         config["source"] = str(source.resolve())
     else:
         texts = [r["masked"] for r in ws.db.query("select masked from texts order by id")]
