@@ -74,12 +74,9 @@ class Asked:
 
 
 def cached_rows(ws: Workspace, keys: list[str]) -> dict[str, dict]:
-    found: dict[str, dict] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
-        found.update({r["key"]: dict(r) for r in ws.db.query(
-            f"select * from queries where key in ({', '.join('?' * len(chunk))}) and error is null", chunk)})
-    return found
+    """The answered (error-free) cached row of each key found."""
+    return {r["key"]: dict(r) for r in ws.rows_where_in(
+        "select * from queries where key in ({}) and error is null", keys)}
 
 
 def _store(ws: Workspace, backend: Backend, params: dict, key: str, prompt: str, answer: Answer,

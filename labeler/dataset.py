@@ -43,7 +43,6 @@ IMPORT_FORMATS = ("csv", "jsonl")
 LEVELS = ("text", "line")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 CHUNK = 50_000  # rows per cursor fetch and per Parquet row group: bounded memory at any workspace size
-IN_CHUNK = 500  # values per `in (...)` look-up
 META_KEY = "logdistill"  # Parquet key-value metadata key of the provenance
 SIDECAR_SUFFIX = ".meta.json"  # CSV/JSONL: the provenance beside the file
 NOT_LLM = ("rule", "manual")  # every other label source is an LLM answer (round 0 or a calibration round)
@@ -390,23 +389,16 @@ def read_import_rows(path: Path, fmt: str, text_field: str, label_field: str,
 
 
 def text_ids_of(ws: Workspace, masked: Iterable[str]) -> dict[str, int]:
-    masked = list(dict.fromkeys(masked))
-    found: dict[str, int] = {}
-    for start in range(0, len(masked), IN_CHUNK):
-        chunk = masked[start:start + IN_CHUNK]
-        found.update(ws.db.execute(f"select masked, id from texts where masked in ({_marks(chunk)})", chunk).fetchall())
-    return found
+    return {r["masked"]: r["id"] for r in ws.rows_where_in("select masked, id from texts where masked in ({})",
+                                                             list(dict.fromkeys(masked)))}
 
 
 def text_domains(ws: Workspace, text_ids: Iterable[int], domains: list[str]) -> dict[int, set[str]]:
     """text_id -> the domains among `domains` that hold a line with it."""
-    ids = list(dict.fromkeys(text_ids))
     homes: dict[int, set[str]] = defaultdict(set)
-    for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start:start + IN_CHUNK]
-        for t, d in ws.db.execute(f"""select distinct text_id, domain from entries where text_id in ({_marks(chunk)})
-                                      and domain in ({_marks(domains)})""", [*chunk, *domains]):
-            homes[t].add(d)
+    for r in ws.rows_where_in("select distinct text_id, domain from entries where text_id in ({})"
+                              f" and domain in ({_marks(domains)})", list(dict.fromkeys(text_ids)), after=domains):
+        homes[r["text_id"]].add(r["domain"])
     return homes
 
 

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from detector.errors import LogdistillError
 from detector.mask import Masker
@@ -53,6 +53,7 @@ APPLICATION_ID = 0x4C44_5354  # "LDST"
 DEFAULT_PATH = "cache.db"
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_SUFFIX = "-lock"  # <workspace>-lock, beside SQLite's -wal and -shm
+IN_CHUNK = 500  # values per `in (...)` look-up (Workspace.rows_where_in)
 
 # The CLI commands that change the workspace: each holds it alone from opening it to closing it,
 # so two of them never interleave (rounds, answers, ingests). Every other command only reads and
@@ -456,6 +457,17 @@ class Workspace:
 
     def domain_names(self) -> list[str]:
         return [r["name"] for r in self.db.query("select name from domains order by name")]
+
+    def rows_where_in(self, sql: str, values: Sequence, *, before: Sequence = (), after: Sequence = (),
+                      chunk: int = IN_CHUNK) -> Iterator[dict]:
+        """The rows of `sql` for a long list of `values`: its `{}` stands for their `?` marks (write
+        `in ({})`), and it runs once per `chunk` values, since SQLite caps a statement's parameters.
+        `before` and `after` are the parameters that stand before and after the list in `sql`."""
+        values = list(values)
+        for start in range(0, len(values), chunk):
+            part = values[start:start + chunk]
+            yield from self.db.query(sql.replace("{}", ", ".join("?" * len(part)), 1), [*before, *part, *after])
+
 
 
 def _check_sqlite_header(path: Path) -> None:
