@@ -83,13 +83,6 @@ def model_dir() -> Path:
     return Path(cache) / "logdistill" / "models"
 
 
-def lookup(name: str) -> EmbeddedModel:
-    if name not in MODELS:
-        raise LogdistillError(f"unknown model {name!r}; embedded models: {', '.join(MODELS)} "
-                              "(or give a GGUF file path)")
-    return MODELS[name]
-
-
 def _package_dir(module: str) -> Path | None:
     """An installed package's folder, found without importing it (SmolLM2's imports the `llm` tool)."""
     spec = importlib.util.find_spec(module)

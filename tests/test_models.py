@@ -8,6 +8,7 @@ import pytest
 
 from detector.errors import LogdistillError
 from labeler import models
+from labeler.backends.llamacpp import resolve_model
 from labeler.models import EmbeddedModel
 
 
@@ -78,8 +79,8 @@ def test_unknown_model_name_is_one_clear_error(cli, workspace):
     result = cli("label", "run", "--rounds", "0", "--model", "qwen9-huge")
     assert result.exit_code == 2
     assert "neither a GGUF file nor an embedded model" in result.output and "Traceback" not in result.output
-    with pytest.raises(LogdistillError, match="unknown model 'nope'"):
-        models.lookup("nope")
+    with pytest.raises(LogdistillError, match="'nope' is neither a GGUF file nor an embedded model"):
+        resolve_model("nope")  # the one look-up of a --model value (labeler.backends.llamacpp)
 
 
 def test_models_listing_names_the_real_packages(cli, monkeypatch):
