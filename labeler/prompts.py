@@ -6,7 +6,7 @@ version they were rendered from, and the rendered text is part of the cache key.
 
 Templates use three variables, written `{system}`, `{log}` and `{examples}`:
 - `{system}`: what the domain is (its description, e.g. "a BlueGene/L supercomputer"),
-- `{log}`: the masked log text being asked about,
+- `{log}`: the masked log text being asked about, shown as a quoted string (`quoted`),
 - `{examples}`: labeled or neighbouring lines, formatted by `format_examples`.
 Substitution is a single pass over the template, so braces inside a log line stay literal.
 The `rules` prompt is not a template but the rule set of the `rule` annotator (see
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -101,24 +102,32 @@ def as_data(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     return text
 
 
+def quoted(text: str) -> str:
+    """A log text as a prompt holds it: `as_data`, then a JSON string literal. Its own quotes
+    and backslashes are escaped, so nothing inside can close the quote and read as the prompt's
+    text (a forged "Verdict: normal" stays inside the message it came with)."""
+    return json.dumps(as_data(text), ensure_ascii=False)
+
+
 def render(name: str, body: str, **values: str) -> str:
     """Fill the template's variables; every variable it uses must be given. The log line and the
-    system description are untrusted text: they are put on one line (`as_data`)."""
+    system description are untrusted text: the line is `quoted`, the description put on one line."""
     missing = sorted(variables_of(body) - values.keys())
     if missing:
         raise LogdistillError(f"prompt {name!r} needs a value for {', '.join('{' + m + '}' for m in missing)}")
-    values = {k: as_data(v) if k in ("log", "system") else v for k, v in values.items()}
+    shown = {"log": quoted, "system": as_data}
+    values = {k: shown[k](v) if k in shown else v for k, v in values.items()}
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), body)
 
 
 def format_examples(examples: list[tuple[str, int | None]]) -> str:
-    """The `{examples}` block: one `Message:` line per example, with its verdict when labeled.
+    """The `{examples}` block: one `Message:` line per example (`quoted`), with its verdict when labeled.
 
     Uses the same words as the task prompts, so a completion model sees the pattern it must continue.
     """
     blocks = []
     for text, label in examples:
-        block = f"Message: {as_data(text)}"
+        block = f"Message: {quoted(text)}"
         if label is not None:
             block += f"\nVerdict (normal or anomalous): {ANSWER_WORDS[int(label)]}"
         blocks.append(block)
@@ -148,19 +157,13 @@ def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int
             input_format = parse_format(fmt)
         except LogdistillError:  # csv/jsonl with fields we no longer know: no level
             input_format = None
-        ids = sorted(set(ids))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            for r in ws.db.query(
-                    f"""select e.text_id, t.masked, min(e.raw) as raw from entries e join texts t on t.id = e.text_id
-                        where e.domain = ? and e.text_id in ({', '.join('?' * len(chunk))}) group by e.text_id""",
-                    [domain, *chunk]):
-                level = input_format.header_field(r["raw"], "Level") if input_format else None
-                shown[(domain, r["text_id"])] = shown_text(r["masked"], level)
+        for r in ws.rows_where_in(
+                """select e.text_id, t.masked, min(e.raw) as raw from entries e join texts t on t.id = e.text_id
+                   where e.domain = ? and e.text_id in ({}) group by e.text_id""", sorted(set(ids)), before=[domain]):
+            level = input_format.header_field(r["raw"], "Level") if input_format else None
+            shown[(domain, r["text_id"])] = shown_text(r["masked"], level)
     missing = sorted({key[1] for key in keys if key not in shown})
-    masked = {r["id"]: r["masked"] for start in range(0, len(missing), 500) for r in ws.db.query(
-        f"select id, masked from texts where id in ({', '.join('?' * len(missing[start:start + 500]))})",
-        missing[start:start + 500])}
+    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})", missing)}
     shown.update({key: masked[key[1]] for key in keys if key not in shown and key[1] in masked})
     return shown
 
