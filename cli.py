@@ -9,7 +9,7 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import click
 import typer
@@ -79,6 +79,29 @@ def open_ws(ctx: typer.Context, create: bool = False):
 
 MODEL_HELP = ("llamacpp: qwen2.5-coder-1.5b (default; $LOGDISTILL_MODEL overrides it), qwen2.5-coder-0.5b, "
               "gemma3-270m, smollm2 (`logdistill models` lists them) or a GGUF path; others: the server's model.")
+BASE_URL_HELP = ("openai/tgi: the server's URL. openai: repeat it, or give a comma list, for a pool of servers "
+                 "of the same model (requests spread over them; one that stops answering is set aside).")
+# The backend options of every command that asks an LLM (labeler.backends.BackendSpec).
+BackendOption = Annotated[str, typer.Option("--backend", "-b", help="llamacpp (embedded, offline) | openai | tgi | vllm.")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)]
+BaseUrlOption = Annotated[Optional[list[str]], typer.Option("--base-url", help=BASE_URL_HELP)]
+ConcurrencyOption = Annotated[Optional[int], typer.Option("--concurrency", "-c",
+                                                          help="openai/tgi: requests in flight (per server).")]
+
+
+def backend_spec(backend: str, model: Optional[str], base_url: Optional[list[str]], concurrency: Optional[int] = None):
+    """The backend options as one BackendSpec; an embedded model is assembled first, with a progress bar."""
+    from labeler import models
+    from labeler.backends import BackendSpec
+
+    spec = BackendSpec(backend, model, tuple(base_url) if base_url else None, concurrency)
+    spec.urls()  # a bad URL or pool fails before anything else
+    embedded = models.MODELS.get(model or models.default_model_name()) if backend == "llamacpp" else None
+    if embedded is not None and not models.is_ready(embedded):
+        with progress_bar() as bar:
+            task = bar.add_task(f"assembling {embedded.name} (once)", total=embedded.size)
+            models.gguf_path(embedded, on_bytes=lambda n: bar.advance(task, n))
+    return spec
 
 
 def print_json(data: Any) -> None:
@@ -92,6 +115,16 @@ def print_table(rows: list[dict], columns: list[str], title: str | None = None) 
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     out.print(table)
+
+
+def read_answer(prompt: str, *, single_key: bool = False) -> str:
+    """The operator's answer: at a terminal one key press (`single_key`) or a typed line; from a
+    script, the next line of stdin ("" at its end). A single-key question is printed either way."""
+    if single_key:
+        out.print(prompt + " ", end="")
+    if not sys.stdin.isatty():
+        return sys.stdin.readline()
+    return click.getchar() if single_key else typer.prompt(prompt, default="s", show_default=False)
 
 
 def progress_bar():
@@ -123,18 +156,16 @@ def ingest(
 ) -> None:
     """Read log files into the workspace as one domain (idempotent: re-ingesting a file adds nothing)."""
     from detector.formats import parse_format
-    from labeler.ingest import check_readable_log, ingest_paths
+    from labeler import pipeline
+    from labeler.ingest import check_readable_log
 
     fmt = parse_format(format, log_format=log_format, text_field=text_field, label_field=label_field)
     for path in paths:
         check_readable_log(path)
     with open_ws(ctx, create=True) as ws, progress_bar() as bar:
         tasks = {p: bar.add_task(p.name, total=p.stat().st_size) for p in paths}
-        params = {"paths": [str(p) for p in paths], "domain": domain, "format": fmt.name,
-                  "description": description, "strict": strict}
-        with ws.run("ingest", params):
-            reports = ingest_paths(ws, paths, domain, fmt, description=description, strict=strict,
-                                   on_bytes=lambda p, n: bar.update(tasks[p], completed=n))
+        reports = pipeline.ingest(ws, paths, domain, fmt, description=description, strict=strict,
+                                  on_bytes=lambda p, n: bar.update(tasks[p], completed=n))
     rows = [vars(r) for r in reports]
     if as_json:
         print_json(rows)
@@ -176,24 +207,19 @@ def embed(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Compute one vector per unique masked text. Choosing a new embedder re-embeds every text."""
-    from labeler.vectors import embed_missing, set_embedder
+    from labeler import pipeline
 
     with open_ws(ctx) as ws, progress_bar() as bar:
-        with ws.run("embed", {"embedder": embedder, "fasttext_model": fasttext_model, "dim": dim}):
-            previous = ws.setting("embedder")
-            if embedder or fasttext_model or previous is None:
-                set_embedder(ws, embedder or "fasttext", fasttext_model=str(fasttext_model) if fasttext_model else None,
-                             dim=dim)
-            task = bar.add_task("embedding", total=None)
-            computed = embed_missing(ws, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
-            name = ws.setting("embedder")
-    result = {"embedder": name, "previous": previous, "computed": computed}
+        task = bar.add_task("embedding", total=None)
+        report = pipeline.embed(ws, embedder=embedder, fasttext_model=fasttext_model, dim=dim,
+                                on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
-        print_json(result)
+        print_json(report.to_dict())
         return
-    if previous and previous != name:
-        out.print(f"embedder changed from {previous} to {name}: vectors of {previous} are no longer used")
-    out.print(f"embedder {name}: {computed} vectors computed")
+    if report.previous and report.previous != report.embedder:
+        out.print(f"embedder changed from {report.previous} to {report.embedder}: "
+                  f"vectors of {report.previous} are no longer used")
+    out.print(f"embedder {report.embedder}: {report.computed} vectors computed")
 
 
 # ---------------------------------------------------------------------------- templates
@@ -215,19 +241,16 @@ def templates_build(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Mine templates for lines not yet assigned one; earlier lines keep their template ids."""
-    from labeler.templates import build_templates
+    from labeler.rounds import resolve_domain_option
+    from labeler.templates import build_domains
 
     with open_ws(ctx) as ws, progress_bar() as bar:
-        names = [ws.require_domain(domain)["name"]] if domain else ws.domain_names()
-        if not names:
-            raise LogdistillError("the workspace has no domains; ingest logs first")
+        names = resolve_domain_option(ws, domain)
+        tasks = {name: bar.add_task(name, total=None) for name in names}
         params = {"domain": domain, "sim_th": sim_th, "depth": depth, "rebuild": rebuild}
         with ws.run("templates build", params):
-            reports = []
-            for name in names:
-                task = bar.add_task(name, total=None)
-                reports.append(build_templates(ws, name, sim_th=sim_th, depth=depth, rebuild=rebuild,
-                                               on_progress=lambda d, t, task=task: bar.update(task, completed=d, total=t)))
+            reports = build_domains(ws, names, sim_th=sim_th, depth=depth, rebuild=rebuild,
+                                    on_progress=lambda name, d, t: bar.update(tasks[name], completed=d, total=t))
     if as_json:
         print_json(reports)
         return
@@ -254,10 +277,6 @@ def templates_list(
     print_table(rows, ["domain", "id", "count", "template", "representative"])
 
 
-BASE_URL_HELP = ("openai/tgi: the server's URL. openai: repeat it, or give a comma list, for a pool of servers "
-                 "of the same model (requests spread over them; one that stops answering is set aside).")
-
-
 # ---------------------------------------------------------------------------- lei
 
 lei_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
@@ -270,11 +289,10 @@ LEI_COLUMNS = ["domain", "template_id", "count", "status", "flags", "interpretat
 def lei_build(
     ctx: typer.Context,
     domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
-    backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp | openai | tgi | vllm."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help=MODEL_HELP),
-    base_url: Optional[list[str]] = typer.Option(None, "--base-url", help=BASE_URL_HELP),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight (per server)."),
+    backend: BackendOption = "llamacpp",
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,
     refresh: bool = typer.Option(False, "--refresh", help="Also re-ask pending rows (e.g. after a prompt edit)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the N most frequent such templates per domain."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -284,9 +302,9 @@ def lei_build(
 
     with open_ws(ctx) as ws:
         lei.ready_domains(ws, domain)
-        llm = _make_backend(backend, model, base_url, concurrency)
-        params = {"domain": domain, "backend": llm.name, "model": llm.model, "base_url": base_url,
-                  "refresh": refresh, "limit": limit}
+        spec = backend_spec(backend, model, base_url, concurrency)
+        llm = spec.make()
+        params = {"domain": domain, **spec.to_params(llm), "refresh": refresh, "limit": limit}
         try:
             with progress_bar() as bar, ws.run("lei build", params):
                 task = bar.add_task("interpreting", total=None)
@@ -351,11 +369,12 @@ def lei_set(
 def lei_review(
     ctx: typer.Context,
     domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
-    backend: str = typer.Option("llamacpp", "--backend", "-b", help="For regenerate: llamacpp | openai | tgi | vllm."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="For regenerate: the model (see `lei build`)."),
-    base_url: Optional[list[str]] = typer.Option(None, "--base-url", help="For regenerate: " + BASE_URL_HELP),
+    backend: BackendOption = "llamacpp",
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
 ) -> None:
     """Walk the pending rows, one key each: a accept, e edit ($EDITOR, else the next stdin line), r regenerate, j reject, s skip, q quit.
+    The backend options are for regenerate.
 
     Scriptable: pipe one answer per line, e.g. `printf 'a\\ne\\nA disk failed.\\nj\\n' | logdistill lei review`.
     """
@@ -373,8 +392,7 @@ def lei_review(
         out.print(f"  interpretation: {row['interpretation']}", highlight=False, markup=False)
 
     def choose(row):
-        answer = typer.prompt("[a]ccept [e]dit [r]egenerate re[j]ect [s]kip [q]uit", default="s",
-                              show_default=False) if interactive else sys.stdin.readline()
+        answer = read_answer("[a]ccept [e]dit [r]egenerate re[j]ect [s]kip [q]uit", single_key=False)
         return answer if answer else "q"  # end of piped input: stop
 
     def edit_text(row):
@@ -385,7 +403,7 @@ def lei_review(
 
     with open_ws(ctx) as ws, ws.run("lei review", {"domain": domain, "backend": backend, "model": model}):
         counts = lei.review(ws, domain, choose=choose, edit_text=edit_text, show=show,
-                            backend=lambda: _make_backend(backend, model, base_url, None))
+                            backend=lambda: backend_spec(backend, model, base_url).make())
     out.print(", ".join(f"{n} {action}" + ("ed" if action in ("accept", "edit", "reject") else "")
                         for action, n in counts.items() if n and action != "quit"))
 
@@ -583,11 +601,10 @@ def label_run(
     ctx: typer.Context,
     rounds: int = typer.Option(0, "--rounds", help="Run rounds 0..N (0: every unique text asked once)."),
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
-    backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp | openai | tgi | vllm."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help=MODEL_HELP),
-    base_url: Optional[list[str]] = typer.Option(None, "--base-url", help=BASE_URL_HELP),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="openai/tgi: requests in flight (per server)."),
+    backend: BackendOption = "llamacpp",
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,
     llm: bool = typer.Option(True, "--llm/--no-llm", help="Ask the LLM (--no-llm with --rules: rules alone)."),
     rules: bool = typer.Option(False, "--rules", help="Add the severity rule set (prompt `rules`) as an annotator."),
     rules_weight: float = typer.Option(1.0, "--rules-weight", help="Weight of a rule label (an LLM round-0 answer weighs 1)."),
@@ -614,106 +631,49 @@ def label_run(
     """Label the unique masked texts: round 0, then calibration rounds 1..N (verifier, candidates,
     induce/filter/refine re-asking). Continues from the last finished round; cached answers are
     reused, so a re-run after a crash asks only what is missing."""
+    from labeler import pipeline
     from labeler.cache import Budget
-    from labeler.calibration import CalibrationOptions, round0_complete, run_calibration
-    from labeler.rounds import run_round0
+    from labeler.calibration import CalibrationOptions
 
-    if rounds < 0:
-        raise LogdistillError("--rounds must be 0 or more")
-    if rounds > 0 and not llm:
-        raise LogdistillError("calibration rounds ask the LLM again; --rounds above 0 needs --llm")
-    budget = Budget(max_calls=max_calls, max_cost=max_cost, price_per_1k_tokens=price_per_1k_tokens)
+    options = pipeline.LabelOptions(
+        rounds=rounds, domains=domain, llm=llm, rules=rules, rules_weight=rules_weight, debias=debias, prior=prior,
+        budget=Budget(max_calls=max_calls, max_cost=max_cost, price_per_1k_tokens=price_per_1k_tokens),
+        until_stable=until_stable, stable_flips=stable_flips, patience=patience,
+        calibration=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
+                                       augmentations=tuple(a.strip() for a in augmentations.split(",") if a.strip()),
+                                       debias=debias, seed=seed))
     with open_ws(ctx) as ws:
-        for name in domain or []:
-            ws.require_domain(name)
-        llm_backend = _make_backend(backend, model, base_url, concurrency) if llm else None
-        params = {"rounds": rounds, "domains": domain, "backend": llm_backend and llm_backend.name,
-                  "model": llm_backend and llm_backend.model, "decoding": llm_backend and llm_backend.params(),
-                  "base_url": base_url, "concurrency": concurrency, "rules": rules, "rules_weight": rules_weight,
-                  "debias": debias, "prior": prior,
-                  "max_calls": max_calls, "max_cost": max_cost, "price_per_1k_tokens": price_per_1k_tokens,
-                  "until_stable": until_stable, "stable_flips": stable_flips, "patience": patience,
-                  "verifier_folds": verifier_folds, "verifier_epochs": verifier_epochs, "seed": seed,
-                  "augmentations": augmentations}
-        report, calibration = None, []
-        try:
-            with progress_bar() as bar, ws.run("label run", params) as run_id:
-                task = bar.add_task("round 0", total=None)
+        spec = backend_spec(backend, model, base_url, concurrency) if llm else None
+        with progress_bar() as bar:
+            task = bar.add_task("round 0", total=None)
 
-                def show(stats, total, name="round 0"):
-                    bar.update(task, total=total, completed=stats.cache_hits + stats.calls,
-                               description=f"{name} · {stats.calls} calls ({stats.calls_per_second:.1f}/s) · "
-                                           f"{stats.cache_hits} cached · {stats.tokens} tokens")
+            def show(name, stats, total):
+                bar.update(task, total=total, completed=stats.cache_hits + stats.calls,
+                           description=f"{name} · {stats.calls} calls ({stats.calls_per_second:.1f}/s) · "
+                                       f"{stats.cache_hits} cached · {stats.tokens} tokens")
 
-                # --rounds 0 (re)labels round 0; a higher --rounds continues from a complete round 0 as it is
-                if rounds == 0 or not round0_complete(ws):
-                    report = run_round0(ws, llm_backend, domains=domain, rules=rules, rules_weight=rules_weight,
-                                        debias=debias, prior_from=prior, budget=budget, batch_size=4 * max(1, concurrency or 1), on_progress=show)
-                    ws.db["runs"].update(run_id, {"params": json.dumps({**params, "prompt": report.prompt,
-                                                                        "rules_version": report.rules_version})})
-                    budget = Budget(max_calls=None if max_calls is None else max_calls - report.ask.calls,
-                                    max_cost=None if max_cost is None else max_cost - report.ask.cost,
-                                    price_per_1k_tokens=price_per_1k_tokens)
-                if rounds > 0 and (report is None or report.complete):
-                    calibration = run_calibration(
-                        ws, llm_backend, rounds=rounds, domains=domain, budget=budget,
-                        options=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
-                                                   augmentations=tuple(a.strip() for a in augmentations.split(",") if a.strip()),
-                                                   debias=debias, seed=seed),
-                        until_stable=until_stable, stable_flips=stable_flips, patience=patience,
-                        batch_size=4 * max(1, concurrency or 1),
-                        on_progress=lambda name, stats, total: show(stats, total, name))
-        finally:
-            if llm_backend is not None:
-                llm_backend.close()
+            report = pipeline.label(ws, spec, options, on_progress=show)
     if as_json:
-        print_json({"round0": report and report.to_dict(), "rounds": [r.to_dict() for r in calibration]})
+        print_json(report.to_dict())
         return
-    if report is not None:
-        a = report.ask
-        out.print(f"round 0 over {report.texts} unique texts in {', '.join(report.domains)}: "
-                  f"{report.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
-                  f"{a.calls_per_second:.1f} calls/s, {report.unparsed} unparsed, {a.errors} errors), "
-                  f"{report.rule_labels} rule labels")
-        known = {d: q for d, q in report.priors.items() if q is not None}
+    if report.round0 is not None:
+        r0, a = report.round0, report.round0.ask
+        out.print(f"round 0 over {r0.texts} unique texts in {', '.join(r0.domains)}: "
+                  f"{r0.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
+                  f"{a.calls_per_second:.1f} calls/s, {r0.unparsed} unparsed, {a.errors} errors), "
+                  f"{r0.rule_labels} rule labels")
+        known = {d: q for d, q in r0.priors.items() if q is not None}
         if known:
             out.print("LLM lean per domain (divided out): "
                       + ", ".join(f"{d} p_anomalous {q:.3f}" for d, q in known.items()))
-        if not report.complete:
+        if not r0.complete:
             out.print(f"[yellow]budget reached: {a.unanswered} texts not asked; run again with a larger budget[/]")
-    for r in calibration:
+    for r in report.rounds:
         a = r.ask
         state = "finished" if r.complete else f"[yellow]stopped by the budget ({a.unanswered} prompts not asked)[/]"
         out.print(f"round {r.number}{' (resumed)' if r.resumed else ''}: {r.candidates} candidates, "
                   f"{a.calls} calls, {a.cache_hits} cached, flips {r.flips_to_anomalous} to anomalous / "
                   f"{r.flips_to_normal} to normal; {state}")
-
-
-def _make_backend(name: str, model: Optional[str], base_url: Optional[list[str]], concurrency: Optional[int]):
-    from labeler.backends import make_backend
-    from labeler.backends.remote import parse_base_urls
-
-    if name == "llamacpp":
-        _assemble_embedded(model)
-    urls = parse_base_urls(base_url) if base_url else [None]
-    if len(urls) > 1 and name != "openai":
-        raise LogdistillError(f"a pool of servers ({len(urls)} URLs in --base-url) needs --backend openai; "
-                              f"{name} takes one URL")
-    options = {k: v for k, v in {"base_url": urls if len(urls) > 1 else urls[0],
-                                 "concurrency": concurrency}.items() if v is not None}
-    return make_backend(name, model, **options)
-
-
-def _assemble_embedded(model: Optional[str]) -> None:
-    """A chunked embedded model is assembled on first use; show it (about 1 GB is copied and hashed)."""
-    from labeler import models
-
-    embedded = models.MODELS.get(model or models.default_model_name())
-    if embedded is None or models.is_ready(embedded):
-        return
-    with progress_bar() as bar:
-        task = bar.add_task(f"assembling {embedded.name} (once)", total=embedded.size)
-        models.gguf_path(embedded, on_bytes=lambda n: bar.advance(task, n))
 
 
 @app.command("models")
@@ -899,32 +859,25 @@ def label_review(
 ) -> None:
     """Settle the most doubtful labels by hand: a anomalous, n normal, s skip, q quit (one key, or one
     line per text on stdin for scripts). Answers become manual labels."""
-    from labeler.annotators import set_manual_labels
-    from labeler.review import KEYS, doubtful_texts
+    from labeler.review import review_doubts
 
-    interactive = sys.stdin.isatty()
+    def show(number, total, d):
+        out.rule(f"{number}/{total} · {d.domain} · text {d.text_id}")
+        out.print(d.line, highlight=False, markup=False)
+        out.print(f"masked: {d.masked}", highlight=False, markup=False)
+        out.print(f"label now {d.soft_label:.2f} ({'anomalous' if d.soft_label >= 0.5 else 'normal'}), "
+                  f"verifier P(anomalous) {d.verifier_p:.2f}")
+        print_table([{**a, "p_anomalous": None if a["p_anomalous"] is None else f"{a['p_anomalous']:.2f}"}
+                     for a in d.answers], ["source", "round", "label", "p_anomalous", "weight"])
+
+    def choose(d):
+        typed = read_answer("[a]nomalous  [n]ormal  [s]kip  [q]uit:", single_key=True)
+        if typed:
+            out.print(typed.strip().lower()[:1])
+        return typed
+
     with open_ws(ctx) as ws, ws.run("label review", {"limit": limit, "domains": domain}):
-        doubts = doubtful_texts(ws, domain, limit)
-        settled = 0
-        for number, d in enumerate(doubts, 1):
-            out.rule(f"{number}/{len(doubts)} · {d.domain} · text {d.text_id}")
-            out.print(d.line, highlight=False, markup=False)
-            out.print(f"masked: {d.masked}", highlight=False, markup=False)
-            out.print(f"label now {d.soft_label:.2f} ({'anomalous' if d.soft_label >= 0.5 else 'normal'}), "
-                      f"verifier P(anomalous) {d.verifier_p:.2f}")
-            print_table([{**a, "p_anomalous": None if a["p_anomalous"] is None else f"{a['p_anomalous']:.2f}"}
-                         for a in d.answers], ["source", "round", "label", "p_anomalous", "weight"])
-            out.print("[a]nomalous  [n]ormal  [s]kip  [q]uit: ", end="")
-            typed = click.getchar() if interactive else sys.stdin.readline()
-            if typed == "":  # end of a script's input
-                break
-            key = typed.strip().lower()[:1]
-            out.print(key)
-            if key == "q":
-                break
-            if key in KEYS:
-                set_manual_labels(ws, KEYS[key], text_id=d.text_id, domains=[d.domain])
-                settled += 1
+        settled = review_doubts(ws, domain, limit, show=show, choose=choose)
     out.print(f"{settled} texts labeled by hand")
 
 
@@ -961,21 +914,25 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed (training is deterministic on CPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print the models row as JSON."),
 ) -> None:
-    """Train the detector on the workspace's labels and record it in the models table."""
-    from labeler.training import train_detector
+    """Train the detector on the workspace's labels and record it in the models table (texts without
+    a vector yet are embedded first, as `logdistill embed` would)."""
+    from labeler import pipeline
 
     params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "adversarial": not no_adversarial,
               "single_head": single_head, "swa": not no_swa, "swa_start": swa_start, "seed": seed}
-    domain_names = _split_names(domains)
     with open_ws(ctx) as ws, progress_bar() as bar:
-        task = bar.add_task("training", total=epochs)
+        tasks = {}
+
+        def on_embed(done: int, total: int) -> None:
+            tasks.setdefault("embed", bar.add_task("embedding", total=total))
+            bar.update(tasks["embed"], completed=done, total=total)
 
         def on_epoch(done: int, total: int, loss: float) -> None:
-            bar.update(task, completed=done, description=f"training (loss {loss:.4f})")
+            tasks.setdefault("train", bar.add_task("training", total=total))
+            bar.update(tasks["train"], completed=done, description=f"training (loss {loss:.4f})")
 
-        with ws.run("train", {"out": name, "domains": domain_names, "labels": labels, "features": features, **params}):
-            row = train_detector(ws, name, domains=domain_names, labels=labels, features=features, params=params,
-                                 on_epoch=on_epoch)
+        row = pipeline.train(ws, name, domains=_split_names(domains), labels=labels, features=features, params=params,
+                             on_epoch=on_epoch, on_embed=on_embed)
     metrics = json.loads(row["metrics"])
     if as_json:
         print_json({**row, **{k: json.loads(row[k]) for k in ("config", "provenance", "metrics")}})
@@ -1000,11 +957,10 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print the bundle's metadata as JSON."),
 ) -> None:
     """Write a trained model as one bundle file: ONNX graph, embedder, masking rules, metadata."""
-    from labeler.training import export_detector
+    from labeler import pipeline
 
     with open_ws(ctx) as ws:
-        with ws.run("export", {"name": name, "out": str(out_path), "threshold": threshold, "int8": int8}):
-            meta = export_detector(ws, name, out_path, threshold, int8=int8)
+        meta = pipeline.export(ws, name, out_path, threshold=threshold, int8=int8)
     if as_json:
         print_json(meta)
         return
@@ -1068,15 +1024,10 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """AUROC, AUPRC, best F1 and F1 at the threshold of a bundle on labeled logs, per file."""
-    from detector.evaluate import plot_curves, report, score_labeled
-    from detector.runtime import load_bundle
+    from labeler import pipeline
 
-    fmt = _input_format(format, log_format, text_field, label_field)
-    bundle = load_bundle(bundle_path)
-    scored = score_labeled(bundle, paths, fmt)
-    result = report(scored, bundle.threshold if threshold is None else threshold)
-    if plot:
-        plot_curves(scored, plot)
+    result, _ = pipeline.evaluate(bundle_path, paths, _input_format(format, log_format, text_field, label_field),
+                                  threshold=threshold, plot=plot)
     if as_json:
         print_json(result)
         return
@@ -1114,9 +1065,9 @@ class _DemoBar:
 def demo(
     workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Folder for the corpus, workspace, bundle and plots."),
     rounds: int = typer.Option(3, "--rounds", min=0, help="Calibration rounds after round 0."),
-    backend: str = typer.Option("llamacpp", "--backend", "-b", help="llamacpp (embedded, offline) | openai | tgi | vllm."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai/tgi: the server's URL."),
+    backend: BackendOption = "llamacpp",
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
     rules: bool = typer.Option(True, "--rules/--no-rules", help="Use the severity rules as a round-0 annotator."),
     epochs: int = typer.Option(600, "--epochs", min=1, help="Detector training epochs."),
     seed: int = typer.Option(7, "--seed", help="Seed of the sample corpus."),
@@ -1128,9 +1079,10 @@ def demo(
     """Run the whole job on a generated multi-system corpus: label, calibrate, train, export, score an unseen system."""
     from labeler.demo import run_demo
 
+    spec = backend_spec(backend, model, base_url)
     with progress_bar() as bar:
-        report = run_demo(workdir, backend=backend, model=model, base_url=base_url, rounds=rounds, rules=rules,
-                          epochs=epochs, seed=seed, lines=lines, teacher=teacher, progress=_DemoBar(bar))
+        report = run_demo(workdir, backend=spec, rounds=rounds, rules=rules, epochs=epochs, seed=seed, lines=lines,
+                          teacher=teacher, progress=_DemoBar(bar))
     if as_json:
         print_json(report.to_dict())
         return

@@ -39,9 +39,10 @@ sys.path.insert(0, str(REPO))
 
 from detector.evaluate import metrics  # noqa: E402
 from detector.formats import parse_format  # noqa: E402
-from labeler.backends import make_backend  # noqa: E402
-from labeler.demo import (calibrate, embed_texts, evaluate_bundle, export_model, ingest_log,  # noqa: E402
-                          label_round0, line_scores, llm_text_scores, round0_summary, rule_scores, train_model)
+from labeler import pipeline  # noqa: E402
+from labeler.backends import BackendSpec  # noqa: E402
+from labeler.baselines import line_scores, llm_text_scores, rule_scores  # noqa: E402
+from labeler.demo.job import round0_summary  # noqa: E402
 from labeler.status import label_status  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
@@ -126,32 +127,40 @@ def main() -> None:
     target_format = parse_format(f"loghub:{args.target}")
     timer = Timer()
     results: dict[str, dict] = {}
-    llm = make_backend(args.backend, args.model, **({"base_url": args.base_url} if args.base_url else {}))
+    spec = BackendSpec(args.backend, args.model, (args.base_url,) if args.base_url else None)
+    llm = spec.make()
     base = {"epochs": args.epochs, "seed": args.seed}
+
+    def label(ws, domains: list[str], rounds: int = 0, rules: bool = False) -> pipeline.LabelReport:
+        return pipeline.label(ws, spec, pipeline.LabelOptions(rounds=rounds, domains=domains, rules=rules), llm=llm)
+
+    def score_target(bundle: Path) -> dict:
+        (result,) = pipeline.evaluate(bundle, [target_log], target_format)[0]["domains"].values()
+        return result
 
     def train_and_score(ws, key: str, name: str, params: dict, features: str = "masked") -> None:
         model = f"{name}-{ws.db['models'].count + 1}"
-        timer.stage(f"train {name}", lambda: train_model(ws, model, sources, params, features=features))
+        timer.stage(f"train {name}", lambda: pipeline.train(ws, model, domains=sources, params=params, features=features))
         bundle = args.workdir / f"{name}.ldb"
-        timer.stage(f"export {name}", lambda: export_model(ws, model, bundle))
-        results[key] = timer.stage(f"score {args.target} with {name}",
-                                   lambda: evaluate_bundle(bundle, target_log, target_format))[0]
+        timer.stage(f"export {name}", lambda: pipeline.export(ws, model, bundle))
+        results[key] = timer.stage(f"score {args.target} with {name}", lambda: score_target(bundle))
 
     try:
         with open_workspace(args.workdir / "sources.db") as ws:
             def ingest_sources():
                 for s in sources:  # loghub:<System> carries no ground truth for these samples
-                    ingest_log(ws, s, LOGHUB / s / f"{s}_2k.log", parse_format(f"loghub:{s}"), DESCRIPTIONS[s])
+                    pipeline.ingest(ws, [LOGHUB / s / f"{s}_2k.log"], s, parse_format(f"loghub:{s}"),
+                                    description=DESCRIPTIONS[s])
                 return ws.db["texts"].count
 
             texts = timer.stage(f"ingest {len(sources)} sources", ingest_sources)
-            timer.stage("embed", lambda: embed_texts(ws))
-            r0 = timer.stage("round 0", lambda: label_round0(ws, llm, sources, rules=args.rules),
+            timer.stage("embed", lambda: pipeline.embed(ws))
+            r0 = timer.stage("round 0", lambda: label(ws, sources, rules=args.rules).round0,
                              calls=lambda r: r.ask.calls)
             print("    " + round0_summary(r0), file=sys.stderr)
             train_and_score(ws, "(b) detector, round-0 labels", "round0", base)
             if args.rounds:
-                timer.stage(f"calibration rounds 1..{args.rounds}", lambda: calibrate(ws, llm, sources, args.rounds),
+                timer.stage(f"calibration rounds 1..{args.rounds}", lambda: label(ws, sources, args.rounds).rounds,
                             calls=lambda rs: sum(r.ask.calls for r in rs))
                 train_and_score(ws, f"(c) detector after {args.rounds} rounds", f"round{args.rounds}", base)
                 if args.lei_limit:
@@ -164,10 +173,10 @@ def main() -> None:
             finished = [r["number"] for r in ws.db.query("select number from rounds where finished is not null")]
             label_quality = label_status(ws, sources)
         with open_workspace(args.workdir / "target.db") as target_ws:
-            timer.stage(f"ingest {args.target} (teacher workspace)", lambda: ingest_log(
-                target_ws, args.target, target_log, target_format, DESCRIPTIONS[args.target]))
+            timer.stage(f"ingest {args.target} (teacher workspace)", lambda: pipeline.ingest(
+                target_ws, [target_log], args.target, target_format, description=DESCRIPTIONS[args.target]))
             timer.stage(f"LLM zero-shot on {args.target}",
-                        lambda: label_round0(target_ws, llm, [args.target], rules=False), calls=lambda r: r.ask.calls)
+                        lambda: label(target_ws, [args.target]).round0, calls=lambda r: r.ask.calls)
             results["(a) LLM zero-shot"] = metrics(*line_scores(target_ws, args.target,
                                                                 llm_text_scores(target_ws, args.target)), 0.5)
             results["severity rules alone"] = metrics(*line_scores(target_ws, args.target,

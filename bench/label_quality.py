@@ -42,7 +42,7 @@ from labeler.debias import CONTENT_FREE, calibrate, prior  # noqa: E402
 from labeler.ingest import ingest_paths  # noqa: E402
 from labeler.retrieval import SupportIndex  # noqa: E402
 from labeler.rounds import run_round0, unique_texts  # noqa: E402
-from labeler.samplelogs import write_corpus  # noqa: E402
+from labeler.demo.corpus import write_corpus  # noqa: E402
 from labeler.quality import ground_truth, quality  # noqa: E402
 from labeler.vectors import embed_missing, load_vectors  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402

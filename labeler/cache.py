@@ -49,6 +49,12 @@ class Budget:
     def cost(self, tokens: int) -> float:
         return tokens / 1000 * (self.price_per_1k_tokens or 0.0)
 
+    def after(self, spent: AskStats) -> Budget:
+        """What is left of this budget once `spent` has been asked."""
+        return Budget(max_calls=None if self.max_calls is None else max(0, self.max_calls - spent.calls),
+                      max_cost=None if self.max_cost is None else max(0.0, self.max_cost - spent.cost),
+                      price_per_1k_tokens=self.price_per_1k_tokens)
+
 
 @dataclass
 class AskStats:

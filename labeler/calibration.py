@@ -171,7 +171,7 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
         # each content-free twin right before its prompt: a budget never leaves an answer without its twin
         questions = [q for i in mine for q in ((twins[i], rendered[i]) if debiased else (rendered[i],))]
         asked = ask(ws, backend, questions, prompt_name=template.name, prompt_version=template.version,
-                    batch_size=batch_size, budget=_remaining(budget, report.ask),
+                    batch_size=batch_size, budget=budget.after(report.ask),
                     on_progress=(lambda s, done=report.ask: on_progress(
                         f"round {number}", _sum(done, s), len(plan) * (2 if debiased else 1))) if on_progress else None)
         answers.update(zip(questions, asked.rows))
@@ -188,12 +188,6 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
 
 def _sum(a: AskStats, b: AskStats) -> AskStats:
     return AskStats(**{k: getattr(a, k) + getattr(b, k) for k in asdict(a)})
-
-
-def _remaining(budget: Budget, spent: AskStats) -> Budget:
-    return Budget(max_calls=None if budget.max_calls is None else max(0, budget.max_calls - spent.calls),
-                  max_cost=None if budget.max_cost is None else max(0.0, budget.max_cost - spent.cost),
-                  price_per_1k_tokens=budget.price_per_1k_tokens)
 
 
 def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: list[dict | None],
@@ -247,7 +241,7 @@ def run_calibration(ws: Workspace, backend: Backend, *, rounds: int, domains: li
     spent, calm = AskStats(), 0
     number = (last_finished_round(ws) or 0) + 1
     while number <= rounds:
-        left = _remaining(budget, spent)
+        left = budget.after(spent)
         if left.max_calls == 0 or left.max_cost == 0.0:
             break
         row = _round_row(ws, number)

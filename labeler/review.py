@@ -1,4 +1,4 @@
-"""`label review`: an operator looks at the most doubtful texts and settles them by hand.
+"""`label review`: an operator looks at the most doubtful texts and settles them by hand (`review_doubts`).
 
 Doubt is the verifier's loss against the current label (the same measure that picks
 calibration candidates), computed afresh on the current labels; texts already labeled by
@@ -7,6 +7,7 @@ hand are not shown again (their labels still teach the verifier). Each settled t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -54,3 +55,24 @@ def doubtful_texts(ws: Workspace, domains: list[str] | None = None, limit: int =
                where domain = ? and text_id = ? order by round, id""", [domain, text_id])]
         doubts.append(Doubt(domain, text_id, entry[1], entry[0], soft[keys[i]], float(scores.p_anomalous[i]), answers))
     return doubts
+
+
+def review_doubts(ws: Workspace, domains: list[str] | None, limit: int, *,
+                  show: Callable[[int, int, Doubt], None], choose: Callable[[Doubt], str]) -> int:
+    """Walk the most doubtful texts: `show(number, total, doubt)`, then `choose(doubt)` returns a
+    key (a anomalous, n normal, s skip, q quit; "" at the end of a script's input, which stops).
+    Each a or n becomes a manual label at once; returns how many texts were settled."""
+    from labeler.annotators import set_manual_labels
+
+    doubts = doubtful_texts(ws, domains, limit)
+    settled = 0
+    for number, doubt in enumerate(doubts, 1):
+        show(number, len(doubts), doubt)
+        typed = choose(doubt)
+        key = typed.strip().lower()[:1]
+        if typed == "" or key == "q":
+            break
+        if key in KEYS:
+            set_manual_labels(ws, KEYS[key], text_id=doubt.text_id, domains=[doubt.domain])
+            settled += 1
+    return settled

@@ -144,6 +144,14 @@ def build_templates(ws: Workspace, domain: str, *, sim_th: float | None = None, 
             "dropped_lei": dropped_lei}
 
 
+def build_domains(ws: Workspace, domains: list[str], *, sim_th: float | None = None, depth: int | None = None,
+                  rebuild: bool = False, on_progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """`build_templates` for each domain in turn; `on_progress(domain, done, total)`."""
+    return [build_templates(ws, domain, sim_th=sim_th, depth=depth, rebuild=rebuild,
+                            on_progress=on_progress and (lambda done, total, d=domain: on_progress(d, done, total)))
+            for domain in domains]
+
+
 def _refresh_templates(ws: Workspace, domain: str, miner: TemplateMiner) -> int:
     """Rewrite the domain's `templates` rows: current template text, line count, first raw line."""
     stats = ws.db.execute("""

@@ -83,6 +83,13 @@ def active_embedder(ws: Workspace) -> tuple[str, Embedder]:
     return name, load_embedder(row["kind"], row["path"] and ws.artifact_path(row["path"]))
 
 
+def texts_without_vectors(ws: Workspace) -> int:
+    """How many texts have no vector from the active embedder (every text, when none is chosen)."""
+    name = ws.setting("embedder")
+    return ws.db.execute("select count(*) from texts where id not in"
+                         " (select text_id from embeddings where embedder = ?)", [name]).fetchone()[0]
+
+
 def embed_missing(ws: Workspace, on_progress: Callable[[int, int], None] | None = None) -> int:
     """Compute and store vectors for every text that has none from the active embedder.
 

@@ -22,6 +22,7 @@ import sqlite3
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -312,9 +313,23 @@ def _verifier_scores_v3(db: sqlite_utils.Database) -> None:
                                  pk=("round", "domain", "text_id"))
 
 
+def _run_results_v4(db: sqlite_utils.Database) -> None:
+    """runs.results: what a step produced (counts, figures), as JSON beside its parameters."""
+    db["runs"].add_column("results", str)
+
+
 # Each migration takes the schema from version i to i + 1; append, never edit.
-MIGRATIONS = [_create_v1, _query_endpoint_v2, _verifier_scores_v3]
+MIGRATIONS = [_create_v1, _query_endpoint_v2, _verifier_scores_v3, _run_results_v4]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class Run:
+    """One recorded run (a row of `runs`): what it was started with, and what it produced."""
+
+    id: int
+    params: dict[str, Any]
+    results: dict[str, Any] | None = None
 
 
 class Workspace:
@@ -424,30 +439,38 @@ class Workspace:
         stored = self.setting("mask_rules")
         return Masker.from_json(stored) if stored else Masker.default()
 
-    # runs: every command that changes the workspace records its parameters here
+    # runs: every command that changes the workspace records its parameters (and results) here
     def start_run(self, command: str, params: dict[str, Any]) -> int:
         with self.transaction():
             table = self.db["runs"].insert({"command": command, "params": json.dumps(params, default=str),
                                             "started": now(), "status": "running"})
         return table.last_pk
 
-    def finish_run(self, run_id: int, status: str = "ok") -> None:
+    def finish_run(self, run_id: int, status: str = "ok", results: dict[str, Any] | None = None) -> None:
         with self.transaction():
-            self.db["runs"].update(run_id, {"finished": now(), "status": status})
+            self.db["runs"].update(run_id, {"finished": now(), "status": status,
+                                            "results": None if results is None else json.dumps(results, default=str)})
 
     @contextmanager
-    def run(self, command: str, params: dict[str, Any]) -> Iterator[int]:
-        """Record a command that changes the workspace; it holds the workspace alone meanwhile."""
+    def run(self, command: str, params: dict[str, Any]) -> Iterator[Run]:
+        """Record a command that changes the workspace; it holds the workspace alone meanwhile.
+        The block may add to the recorded parameters (`Run.params`) and set `Run.results`."""
         with self.exclusive(command) as lock:
             if (lock.fresh or (self.lock is not None and self.lock.fresh)):
                 self._sweep_interrupted_runs()
-            run_id = self.start_run(command, params)
+            run = Run(self.start_run(command, params), dict(params))
             try:
-                yield run_id
+                yield run
             except BaseException as e:
-                self.finish_run(run_id, f"failed: {type(e).__name__}")
+                self._end_run(run, f"failed: {type(e).__name__}", params)
                 raise
-            self.finish_run(run_id)
+            self._end_run(run, "ok", params)
+
+    def _end_run(self, run: Run, status: str, started_with: dict[str, Any]) -> None:
+        if run.params != started_with:
+            with self.transaction():
+                self.db["runs"].update(run.id, {"params": json.dumps(run.params, default=str)})
+        self.finish_run(run.id, status, run.results)
 
     def require_domain(self, name: str) -> dict:
         rows = list(self.db.query("select * from domains where name = ?", [name]))
@@ -467,7 +490,6 @@ class Workspace:
         for start in range(0, len(values), chunk):
             part = values[start:start + chunk]
             yield from self.db.query(sql.replace("{}", ", ".join("?" * len(part)), 1), [*before, *part, *after])
-
 
 
 def _check_sqlite_header(path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from labeler.ingest import domain_table, ingest_paths
-from labeler.samplelogs import SYSTEMS, write_corpus
+from labeler.demo.corpus import SYSTEMS, write_corpus
 from labeler.workspace import open_workspace
 
 

@@ -6,6 +6,7 @@ asked for, so a missing optional engine (vllm) costs nothing until it is chosen.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from importlib import import_module
 
 from detector.errors import LogdistillError
@@ -34,4 +35,42 @@ def make_backend(name: str = DEFAULT_BACKEND, model: str | None = None, **option
     return backend_class(model, **options)
 
 
-__all__ = ["Answer", "Backend", "BACKENDS", "DEFAULT_BACKEND", "make_backend"]
+@dataclass(frozen=True)
+class BackendSpec:
+    """The backend options every LLM command takes (--backend, --model, --base-url, --concurrency),
+    checked once: a pool of several URLs is for the openai backend only."""
+
+    name: str = DEFAULT_BACKEND
+    model: str | None = None
+    base_url: tuple[str, ...] | None = None  # as given: URLs or comma lists
+    concurrency: int | None = None  # remote backends: requests in flight per server
+
+    def urls(self) -> list[str | None]:
+        from labeler.backends.remote import parse_base_urls
+
+        urls = parse_base_urls(list(self.base_url)) if self.base_url else [None]
+        if len(urls) > 1 and self.name != "openai":
+            raise LogdistillError(f"a pool of servers ({len(urls)} URLs in --base-url) needs --backend openai; "
+                                  f"{self.name} takes one URL")
+        return urls
+
+    def make(self) -> Backend:
+        urls = self.urls()
+        options = {k: v for k, v in {"base_url": urls if len(urls) > 1 else urls[0],
+                                     "concurrency": self.concurrency}.items() if v is not None}
+        return make_backend(self.name, self.model, **options)
+
+    def batch_size(self, backend: Backend) -> int:
+        """Prompts handed to `backend` at a time: four per request it can have in flight, over all servers."""
+        return 4 * max(1, getattr(backend, "concurrency", 1) or 1) * len(self.urls())
+
+    def to_params(self, backend: Backend | None = None) -> dict:
+        """How a run records its LLM: these options, and once made, the model's name and decoding."""
+        params = {"backend": self.name, "model": self.model, "base_url": list(self.base_url) if self.base_url else None,
+                  "concurrency": self.concurrency}
+        if backend is not None:
+            params.update(model=backend.model, decoding=backend.params())
+        return params
+
+
+__all__ = ["Answer", "Backend", "BACKENDS", "BackendSpec", "DEFAULT_BACKEND", "make_backend"]
