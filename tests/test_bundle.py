@@ -141,3 +141,20 @@ def test_train_without_labels_or_with_one_class_fails_cleanly(cli, tmp_path):
     assert result.exit_code == 2 and "are normal: a detector needs both classes" in result.stderr
     result = cli("train", "--epochs", "1", "--domains", "nope", "--labels", "ground-truth")
     assert result.exit_code == 2 and "unknown domain 'nope'" in result.stderr
+
+
+def test_train_right_after_label_run_embeds_what_is_missing(cli):
+    """No separate `embed`: train computes the missing vectors, recorded as their own `embed` run."""
+    assert cli("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL").exit_code == 0
+    assert cli("label", "run", "--no-llm", "--rules").exit_code == 0
+    result = cli("train", "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    from labeler.workspace import open_workspace
+
+    with open_workspace(cli.workspace) as ws:
+        runs = [(r["command"], r["status"], json.loads(r["results"] or "null"))
+                for r in ws.db.query("select * from runs order by id")]
+        vectors = ws.db["embeddings"].count
+    assert [c for c, _, _ in runs] == ["ingest", "label run", "embed", "train"]
+    assert all(status == "ok" for _, status, _ in runs)
+    assert runs[2][2]["computed"] == vectors == 123 and runs[3][2]["model"] == json.loads(result.stdout)["name"]

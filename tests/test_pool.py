@@ -242,3 +242,18 @@ def test_round0_finishes_on_the_other_server_when_one_is_killed(texts_workspace,
         assert again.exit_code == 0, again.output
         ask2 = json.loads(again.output)["round0"]["ask"]
         assert ask2["calls"] == 0 and ask2["cache_hits"] == texts
+
+
+def test_a_pool_is_asked_in_batches_that_fill_every_slot():
+    """`label run` hands the backend four prompts per request it can have in flight, over all servers."""
+    from labeler.backends import BackendSpec
+
+    spec = BackendSpec("openai", MODEL, ("http://127.0.0.1:1,http://127.0.0.1:2", "http://127.0.0.1:3"), 5)
+    backend = spec.make()  # builds clients only; nothing is asked
+    try:
+        assert spec.batch_size(backend) == 4 * 5 * 3
+    finally:
+        backend.close()
+    assert BackendSpec("openai", MODEL, ("http://127.0.0.1:1",)).batch_size(make_backend("openai", MODEL)) == 16
+    with pytest.raises(LogdistillError, match="needs --backend openai"):
+        BackendSpec("tgi", None, ("http://127.0.0.1:1,http://127.0.0.1:2",)).urls()
