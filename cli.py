@@ -338,7 +338,7 @@ def lei_list(
     from labeler import lei
 
     with open_ws(ctx) as ws:
-        rows = [r for r in lei.list_rows(ws, domain, status) if r["flags"] or not flagged]
+        rows = lei.list_rows(ws, domain, status, flagged=flagged)
     if as_json:
         print_json(rows)
         return

@@ -25,10 +25,9 @@ sys.path.insert(0, str(REPO))
 from detector.formats import parse_format  # noqa: E402
 from labeler.aggregate import hard_labels  # noqa: E402
 from labeler.backends import make_backend  # noqa: E402
-from labeler.calibration import CalibrationOptions, run_calibration  # noqa: E402
+from labeler import pipeline  # noqa: E402
+from labeler.calibration import CalibrationOptions  # noqa: E402
 from labeler.round_report import plot_rounds, round_table  # noqa: E402
-from labeler.ingest import ingest_paths  # noqa: E402
-from labeler.rounds import run_round0  # noqa: E402
 from labeler.quality import ground_truth, quality  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
@@ -70,20 +69,21 @@ def run_setting(name: str, args, llm) -> list[str]:
             stale.unlink(missing_ok=True)
     with open_workspace(path) as ws:
         if not args.report_only:
-            ingest_paths(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
-                         description="the RAS log of a BlueGene/L supercomputer")
-            run_round0(ws, llm, rules=name == "rules")
-            run_calibration(ws, llm, rounds=args.rounds, until_stable=True,
-                            options=CalibrationOptions(verifier_folds=args.verifier_folds, seed=args.seed),
-                            on_round=lambda r: print(f"  {name}: round {r.number}: {r.candidates} candidates, "
-                                                     f"{r.flips} flips", file=sys.stderr, flush=True))
+            pipeline.ingest(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
+                            description="the RAS log of a BlueGene/L supercomputer")
+            options = pipeline.LabelOptions(rounds=args.rounds, rules=name == "rules", until_stable=True,
+                                            calibration=CalibrationOptions(verifier_folds=args.verifier_folds,
+                                                                           seed=args.seed))
+            pipeline.label(ws, None, options, llm=llm,
+                           on_round=lambda r: print(f"  {name}: round {r.number}: {r.candidates} candidates, "
+                                                    f"{r.flips} flips", file=sys.stderr, flush=True))
         return report_setting(ws, name, args)
 
 
 def report_setting(ws, name: str, args) -> list[str]:
     """The round table of a (finished or stopped) setting's workspace, its plot and JSON."""
     rows = [r for r in round_table(ws) if r["finished"]]
-    truth = ground_truth(ws, "bgl")
+    truth = {text_id: gt for (_, text_id), gt in ground_truth(ws, ["bgl"]).items()}  # one domain
     augment = {r["number"]: flips_by_augmentation(ws, truth, r["number"]) for r in rows if r["number"] > 0}
     plot = args.out / f"calibration-bgl-{name}.png"
     plot_rounds(rows, str(plot))

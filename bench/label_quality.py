@@ -11,7 +11,7 @@ k8s), per unique masked text:
               round 0's debiased labels (--examples round0: what a first round really sees);
               raw and debiased against a content-free twin (--twins)
 
-AUROC of p_anomalous, precision/recall/F1 at 0.5 (labeler.status.quality). Answers are cached
+AUROC of p_anomalous, precision/recall/F1 at 0.5 (labeler.quality.quality). Answers are cached
 in one workspace per corpus under --workdir, so a re-run asks nothing twice.
 
     python bench/label_quality.py [--models qwen2.5-coder-1.5b] [--corpora bgl,demo]
@@ -39,12 +39,12 @@ from labeler.backends import make_backend  # noqa: E402
 from labeler.cache import ask  # noqa: E402
 from labeler.calibration import render_plan  # noqa: E402
 from labeler.debias import CONTENT_FREE, calibrate, prior  # noqa: E402
-from labeler.ingest import ingest_paths  # noqa: E402
+from labeler import pipeline  # noqa: E402
 from labeler.retrieval import SupportIndex  # noqa: E402
-from labeler.rounds import run_round0, unique_texts  # noqa: E402
+from labeler.rounds import unique_texts  # noqa: E402
 from labeler.demo.corpus import write_corpus  # noqa: E402
 from labeler.quality import ground_truth, quality  # noqa: E402
-from labeler.vectors import embed_missing, load_vectors  # noqa: E402
+from labeler.vectors import load_vectors  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
@@ -54,8 +54,8 @@ def build_corpus(ws, name: str, workdir: Path) -> list[str]:
     """Ingest the corpus (once) and embed it; returns its domains."""
     if name == "bgl":
         if not ws.domain_names():
-            ingest_paths(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
-                         description="the RAS log of a BlueGene/L supercomputer")
+            pipeline.ingest(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
+                            description="the RAS log of a BlueGene/L supercomputer")
         domains = ["bgl"]
     elif name == "demo":
         samples = {s.system: s for s in write_corpus(workdir / "demo-corpus")}
@@ -63,15 +63,13 @@ def build_corpus(ws, name: str, workdir: Path) -> list[str]:
         for domain in domains:
             if domain not in ws.domain_names():
                 s = samples[domain]
-                ingest_paths(ws, [Path(s.path)], domain, s.input_format(), description=s.description)
+                pipeline.ingest(ws, [Path(s.path)], domain, s.input_format(), description=s.description)
     else:
         raise SystemExit(f"unknown corpus {name!r}: bgl or demo")
-    embed_missing(ws)
+    pipeline.ensure_embedded(ws)
     return domains
 
 
-def truth_of(ws, domains: list[str]) -> dict[tuple[str, int], int]:
-    return {(d, t): gt for d in domains for t, gt in ground_truth(ws, d).items()}
 
 
 def score(truth: dict, p: dict) -> dict:
@@ -84,7 +82,7 @@ def zero_shot(ws, llm, domains: list[str], truth: dict) -> list[dict]:
     rows = []
     for debias in (False, True):  # the debiased labels stay: round0 examples are drawn from them
         started = time.perf_counter()
-        report = run_round0(ws, llm, domains=domains, debias=debias)
+        report = pipeline.label(ws, None, pipeline.LabelOptions(domains=domains, debias=debias), llm=llm).round0
         p = {(r["domain"], r["text_id"]): r["p"] for r in ws.db.query(
             "select domain, text_id, coalesce(p_anomalous, label) as p from labels where round = 0 and source = 'llm'")}
         rows.append({"prompt": f"zero-shot {'debiased' if debias else 'raw'}", **score(truth, p),
@@ -158,7 +156,7 @@ def main() -> None:
             for corpus in split(args.corpora):
                 with open_workspace(args.workdir / f"{corpus}.db") as ws:
                     domains = build_corpus(ws, corpus, args.workdir)
-                    truth = truth_of(ws, domains)
+                    truth = ground_truth(ws, domains)
                     print(f"{model} / {corpus}: {len(unique_texts(ws, domains))} texts, "
                           f"{sum(truth.values())} anomalous", file=sys.stderr, flush=True)
                     rows = zero_shot(ws, llm, domains, truth)

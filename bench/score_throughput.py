@@ -54,16 +54,13 @@ def make_bundle(folder: Path, epochs: int) -> Path:
 import sys; sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from detector.formats import parse_format
-from labeler.ingest import ingest_paths
-from labeler.training import export_detector, train_detector
-from labeler.vectors import embed_missing
+from labeler import pipeline
 from labeler.workspace import open_workspace
 folder = Path({str(folder)!r})
 with open_workspace(folder / "cache.db") as ws:
-    ingest_paths(ws, [Path({str(BGL)!r})], "bgl", parse_format("loghub:BGL"))
-    embed_missing(ws)
-    train_detector(ws, "bgl", labels="ground-truth", params={{"epochs": {epochs}}})
-    export_detector(ws, "bgl", Path({str(bundle)!r}))
+    pipeline.ingest(ws, [Path({str(BGL)!r})], "bgl", parse_format("loghub:BGL"))
+    pipeline.train(ws, "bgl", labels="ground-truth", params={{"epochs": {epochs}}})
+    pipeline.export(ws, "bgl", Path({str(bundle)!r}))
 """
     subprocess.run([sys.executable, "-c", code], check=True, cwd=folder)
     return bundle

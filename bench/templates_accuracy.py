@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.formats import parse_format  # noqa: E402
-from labeler.ingest import ingest_paths  # noqa: E402
+from labeler import pipeline  # noqa: E402
 from labeler.templates import DEFAULT_DEPTH, DEFAULT_SIM_TH, build_templates, template_of_texts  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
@@ -85,7 +85,7 @@ def main() -> None:
     truths = {s: ground_truth(args.loghub, s) for s in systems}
     with tempfile.TemporaryDirectory() as tmp, open_workspace(Path(tmp) / "cache.db") as ws:
         for system in systems:
-            ingest_paths(ws, [args.loghub / system / f"{system}_2k.log"], system, parse_format(f"loghub:{system}"))
+            pipeline.ingest(ws, [args.loghub / system / f"{system}_2k.log"], system, parse_format(f"loghub:{system}"))
         if args.grid:
             print("mean grouping accuracy over %d systems (rows sim_th, columns depth)" % len(systems))
             print("sim_th " + " ".join(f"d={d:<5}" for d in GRID_DEPTH))

@@ -133,8 +133,9 @@ def build(ws: Workspace, backend: Backend, domain: str | None = None, *, refresh
             "calls": stats.calls, "cache_hits": stats.cache_hits, "seconds": round(stats.seconds, 1)}
 
 
-def list_rows(ws: Workspace, domain: str | None = None, status: str | None = None) -> list[dict]:
-    """LEI rows with their flags, most frequent template first."""
+def list_rows(ws: Workspace, domain: str | None = None, status: str | None = None,
+              flagged: bool = False) -> list[dict]:
+    """LEI rows with their flags, most frequent template first (`flagged`: only rows with a flag)."""
     domains = resolve_domain_option(ws, domain)
     statuses = _statuses(status)
     rows = [dict(r) for r in ws.db.query(f"""
@@ -144,7 +145,7 @@ def list_rows(ws: Workspace, domain: str | None = None, status: str | None = Non
         order by l.domain, count desc, l.template_id""", [*domains, *statuses])]
     for row in rows:
         row["flags"] = flags(row)
-    return rows
+    return [row for row in rows if row["flags"] or not flagged]
 
 
 def _statuses(status: str | None) -> tuple[str, ...]:

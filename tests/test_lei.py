@@ -75,7 +75,9 @@ def test_build_then_export_end_to_end(ws_path: Path, tmp_path: Path):
     assert sum(bool(r["interpretation"]) for r in rows) >= 2  # a 270M model may say nothing once
     assert all("\n" not in r["interpretation"] and "Log:" not in r["interpretation"] for r in rows)
     assert len(queries) == 3 and all("an OpenSSH server" in q["prompt"] for q in queries)
-    assert {r["representative"] for r in rows} <= {q["prompt"].rsplit("Log: ", 1)[1].split("\n")[0] for q in queries}
+    # the prompt shows the representative line quoted (labeler.prompts.quoted)
+    assert {r["representative"] for r in rows} <= {json.loads(q["prompt"].rsplit("Log: ", 1)[1].split("\n")[0])
+                                                   for q in queries}
 
     # Everything is cached: a refresh of the pending rows costs no call and changes nothing.
     again = json.loads(run("lei", "build", "-d", "web", "--refresh", "--json").stdout)
