@@ -661,7 +661,9 @@ def label_run(
         out.print(f"round 0 over {r0.texts} unique texts in {', '.join(r0.domains)}: "
                   f"{r0.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
                   f"{a.calls_per_second:.1f} calls/s, {r0.unparsed} unparsed, {a.errors} errors), "
-                  f"{r0.rule_labels} rule labels")
+                  f"{r0.rule_labels} rule labels"
+                  + (f", {r0.guard_labels} texts that address the labeler labeled anomalous (labeler/guard.py)"
+                     if r0.guard_labels else ""))
         known = {d: q for d, q in r0.priors.items() if q is not None}
         if known:
             out.print("LLM lean per domain (divided out): "

@@ -1,8 +1,8 @@
 """Aggregated labels (MaidLog eq. 3 and 4): the weighted mean of every answer a text received.
 
 Each row of `labels` carries its weight: w_r = 1 + r for an LLM answer of round r (weights
-grow linearly with the round), RULE_WEIGHT for the rule annotator, MANUAL_WEIGHT for an
-operator's label. An answer votes with its p_anomalous where known (a soft vote), else with
+grow linearly with the round), RULE_WEIGHT for the rule annotator, GUARD_WEIGHT for a text
+that carries a prompt-injection signature (labeler.guard), MANUAL_WEIGHT for an operator's label. An answer votes with its p_anomalous where known (a soft vote), else with
 its 0/1 label; rows with neither (unparsed answers) do not vote.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ from labeler.workspace import Workspace
 
 RULE_WEIGHT = 1.0
 MANUAL_WEIGHT = 1000.0  # outweighs any realistic number of LLM rounds (sum of 1 + r over 42 rounds is 945)
+GUARD_WEIGHT = 500.0  # above the sum of 1 + r over 30 LLM rounds (495), below an operator's label
+NON_LLM_SOURCES = ("rule", "guard", "manual")  # every other label source is an LLM answer (round 0 or later)
 VOTES = "coalesce(p_anomalous, label) is not null and weight > 0"  # the `labels` rows that vote
 
 

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 from detector.formats import InputFormat
-from labeler.aggregate import MANUAL_WEIGHT, RULE_WEIGHT, VOTES, hard_labels, soft_labels
+from labeler.aggregate import GUARD_WEIGHT, MANUAL_WEIGHT, NON_LLM_SOURCES, RULE_WEIGHT, VOTES, hard_labels, soft_labels
 from labeler.annotators import write_manual_labels
 from labeler.ingest import check_readable_log
 from labeler.quality import ground_truth
@@ -45,9 +45,9 @@ SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "p
 CHUNK = 50_000  # rows per cursor fetch and per Parquet row group: bounded memory at any workspace size
 META_KEY = "logdistill"  # Parquet key-value metadata key of the provenance
 SIDECAR_SUFFIX = ".meta.json"  # CSV/JSONL: the provenance beside the file
-NOT_LLM = ("rule", "manual")  # every other label source is an LLM answer (round 0 or a calibration round)
+SOURCE_VOTE_COLUMNS = tuple(f"{source}_votes" for source in NON_LLM_SOURCES)
 LABEL_DEFINITION = (f"soft_label: the weighted mean of a text's votes (MaidLog eq. 4; an LLM answer of round r "
-                    f"weighs 1 + r, a rule {RULE_WEIGHT:g}, a manual label {MANUAL_WEIGHT:g}); hard_label: "
+                    f"weighs 1 + r, a rule {RULE_WEIGHT:g}, a guard label {GUARD_WEIGHT:g}, a manual label {MANUAL_WEIGHT:g}); hard_label: "
                     "soft_label >= 0.5 (eq. 3); ground_truth: the ingested label (text level: 1 if any of the "
                     "text's lines is anomalous); empty where unknown")
 
@@ -102,20 +102,20 @@ def check_round(ws: Workspace, through_round: int | None) -> None:
 def llm_rounds(ws: Workspace, domains: list[str], through_round: int | None) -> list[int]:
     """The rounds a vote column is written for: every finished one and every one with LLM votes, up to R."""
     voted = {r[0] for r in ws.db.execute(
-        f"select distinct round from labels where source not in {NOT_LLM} and {VOTES} and domain in ({_marks(domains)})",
+        f"select distinct round from labels where source not in {NON_LLM_SOURCES} and {VOTES} and domain in ({_marks(domains)})",
         domains)}
     rounds = sorted(voted | set(finished_rounds(ws)))
     return [r for r in rounds if through_round is None or r <= through_round]
 
 
 def vote_counts(ws: Workspace, domains: list[str], through_round: int | None) -> dict[tuple[str, int], dict[str, int]]:
-    """(domain, text_id) -> votes per column: `llm_votes_rN` per round, `rule_votes`, `manual_votes`."""
+    """(domain, text_id) -> votes per column: `llm_votes_rN` per round, `rule_votes`, `guard_votes`, `manual_votes`."""
     where, args = labels_of(domains, through_round)
     counts: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
     for domain, text_id, source, number, n in ws.db.execute(
             f"select domain, text_id, source, round, count(*) from labels where {VOTES} and {where}"
             " group by domain, text_id, source, round", args):
-        column = f"{source}_votes" if source in NOT_LLM else f"llm_votes_r{number}"
+        column = f"{source}_votes" if source in NON_LLM_SOURCES else f"llm_votes_r{number}"
         votes = counts[(domain, text_id)]
         votes[column] = votes.get(column, 0) + n
     return counts
@@ -138,7 +138,7 @@ def verifier_probabilities(ws: Workspace, domains: list[str], through_round: int
 
 def text_columns(rounds: list[int]) -> Columns:
     names = ["domain", "text_id", "masked", "raw", "lines", "soft_label", "hard_label", "manual_label",
-             *(f"llm_votes_r{r}" for r in rounds), "rule_votes", "manual_votes", "verifier_p", "ground_truth"]
+             *(f"llm_votes_r{r}" for r in rounds), *SOURCE_VOTE_COLUMNS, "verifier_p", "ground_truth"]
     types = [str, int, str, str, int, float, int, int, *(int for _ in rounds), int, int, float, int]
     return Columns(names, types)
 
@@ -154,7 +154,7 @@ def text_rows(ws: Workspace, domains: list[str], through_round: int | None, soft
     manual = manual_labels(ws, domains)
     verifier = verifier_probabilities(ws, domains, through_round)
     truth = ground_truth(ws, domains)
-    vote_columns = [*(f"llm_votes_r{r}" for r in rounds), "rule_votes", "manual_votes"]
+    vote_columns = [*(f"llm_votes_r{r}" for r in rounds), *SOURCE_VOTE_COLUMNS]
     cursor = ws.db.execute(f"""
         select g.domain, g.text_id, t.masked, e.raw, g.lines from
           (select domain, text_id, count(*) as lines, min(position) as first from entries

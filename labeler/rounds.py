@@ -2,8 +2,9 @@
 
 One query per unique (domain, masked text), never per line: the prompt names the domain's
 system, so the same text in two domains is two questions. Round 0's labels are what the
-enabled annotators say now: a run replaces the round-0 `llm` and `rule` labels of the
-domains it covers (manual labels stay), and writes them in one transaction at the end.
+enabled annotators say now: a run replaces the round-0 `llm`, `rule` and `guard` labels of the
+domains it covers (manual labels stay), and writes them in one transaction at the end. Texts
+that carry a prompt-injection signature always get a `guard` label (labeler.guard).
 The answers themselves are committed one by one through the cache, so a killed run loses
 nothing it was told, and the same command again only asks what is missing.
 """
@@ -22,6 +23,7 @@ from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
 from labeler.debias import (BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, batch_prior,
                             debiased_answer, prior)
+from labeler.guard import guard_labels
 from labeler.workspace import Workspace, now
 
 
@@ -32,6 +34,7 @@ class Round0Report:
     llm_labels: int = 0
     unparsed: int = 0  # answers that stated no label (recorded in the cache, not guessed)
     rule_labels: int = 0
+    guard_labels: int = 0  # texts carrying a prompt-injection signature, labeled anomalous (labeler.guard)
     ask: AskStats = field(default_factory=AskStats)
     prompt: dict | None = None  # name and version of the task prompt
     rules_version: str | None = None
@@ -99,6 +102,9 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
             raise LogdistillError(f"unknown prior {prior_from!r}; choose {' or '.join(PRIOR_SOURCES)}")
         rows += _llm_labels(ws, backend, texts, report, budget, batch_size, on_progress,
                             prior_from if debias else None)
+    guarded = guard_labels(texts)  # always: the defense against log lines that address the labeler
+    report.guard_labels = len(guarded)
+    rows += guarded
     if rules:
         rule_prompt = prompts.get_prompt(ws, prompts.RULES)
         report.rules_version = rule_prompt.version
@@ -106,7 +112,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
         report.rule_labels = len(rule_rows)
         rows += rule_rows
     with ws.transaction():
-        ws.db.execute(f"""delete from labels where round = 0 and source in ('llm', 'rule')
+        ws.db.execute(f"""delete from labels where round = 0 and source in ('llm', 'rule', 'guard')
                           and domain in ({', '.join('?' * len(domains))})""", domains)
         ws.db["labels"].insert_all(rows)
         ws.db["rounds"].upsert({
@@ -119,6 +125,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
             "candidates": len(texts), "calls": report.ask.calls, "cache_hits": report.ask.cache_hits,
             "tokens": report.ask.tokens, "seconds": time.perf_counter() - started,
             "stats": json.dumps({"llm_labels": report.llm_labels, "rule_labels": report.rule_labels,
+                                 "guard_labels": report.guard_labels,
                                  "unparsed": report.unparsed, "unanswered": report.ask.unanswered,
                                  "priors": report.priors})}, pk="number")
     return report

@@ -8,7 +8,7 @@ aggregated soft label; precision, recall and F1 score the hard label (soft >= 0.
 """
 from __future__ import annotations
 
-from labeler.aggregate import soft_labels
+from labeler.aggregate import NON_LLM_SOURCES, soft_labels
 from labeler.quality import ground_truth, line_quality, text_quality
 from labeler.rounds import resolve_domains
 from labeler.workspace import Workspace
@@ -21,7 +21,8 @@ def domain_status(ws: Workspace, domain: str, soft: dict[tuple[str, int], float]
     sources = {r["source"]: r["n"] for r in ws.db.query(
         "select source, count(distinct text_id) as n from labels where domain = ? group by source", [domain])}
     rounds = [r["round"] for r in ws.db.query(
-        "select distinct round from labels where domain = ? and source not in ('rule', 'manual') order by round", [domain])]
+        f"select distinct round from labels where domain = ? and source not in {NON_LLM_SOURCES} order by round",
+        [domain])]
     status = {"domain": domain, "texts": texts, "labeled": len(labeled),
               "anomalous": sum(s >= 0.5 for s in labeled.values()),
               "anomaly_rate": sum(s >= 0.5 for s in labeled.values()) / len(labeled) if labeled else None,
