@@ -185,8 +185,6 @@ def domains(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
 
     with open_ws(ctx) as ws:
         rows = domain_table(ws)
-    for row in rows:
-        row["sources"] = json.loads(row["sources"])
     if as_json:
         print_json(rows)
         return

@@ -52,24 +52,21 @@ def bare_loop(path: Path, masker: Masker, fmt_name: str) -> int:
     return n
 
 
-def reference_loop(path: Path, masker: Masker, fmt_name: str) -> int:
+def _masked_lines(path: Path, mask) -> int:
     n = 0
-    mask = masker.mask_reference
     with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             mask(line)
             n += 1
     return n
+
+
+def reference_loop(path: Path, masker: Masker, fmt_name: str) -> int:
+    return _masked_lines(path, masker.mask_reference)
 
 
 def mask_loop(path: Path, masker: Masker, fmt_name: str) -> int:
-    n = 0
-    mask = Masker.from_json(masker.to_json()).mask  # a fresh cache each run
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            mask(line)
-            n += 1
-    return n
+    return _masked_lines(path, Masker.from_json(masker.to_json()).mask)  # a fresh cache each run
 
 
 def parse_mask_loop(path: Path, masker: Masker, fmt_name: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import zlib
 from dataclasses import dataclass
 from itertools import islice, repeat
@@ -185,8 +186,8 @@ def ingest_paths(ws: Workspace, paths: Iterable[Path], domain: str, fmt: InputFo
 
 
 def domain_table(ws: Workspace) -> list[dict]:
-    """Per domain: lines, unique masked texts, labeled and anomalous lines, sources, format."""
-    return [dict(r) for r in ws.db.query("""
+    """Per domain: lines, unique masked texts, labeled and anomalous lines, sources (paths), format."""
+    return [{**r, "sources": json.loads(r["sources"])} for r in ws.db.query("""
         select d.name as domain, d.format, d.description,
                (select count(*) from entries e where e.domain = d.name) as lines,
                (select count(distinct text_id) from entries e where e.domain = d.name) as unique_texts,

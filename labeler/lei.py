@@ -262,49 +262,47 @@ def approved_interpretations(ws: Workspace, domain: str) -> dict[int, str]:
 # ---------------------------------------------------------------- review: one decision per row
 
 REVIEW_ACTIONS = {"a": "accept", "e": "edit", "r": "regenerate", "j": "reject", "s": "skip", "q": "quit"}
+REVIEW_STATUSES = {"accept": "accepted", "reject": "rejected"}  # the actions that set a status as they are
 
 
 def review(ws: Workspace, domain: str | None, *, choose: Callable[[dict], str], edit_text: Callable[[dict], str | None],
            backend: Callable[[], Backend], show: Callable[[dict], None]) -> dict:
-    """Walk the pending rows; `choose(row)` returns a key of REVIEW_ACTIONS (the CLI asks the
-    user, or reads stdin). `edit_text(row)` returns the new text (None: unchanged); `backend()`
-    is called on the first regenerate only (loading a model takes a while)."""
+    """Walk the pending rows (labeler.review.review_loop); `choose(row)` returns a key of
+    REVIEW_ACTIONS (the CLI asks the user, or reads stdin; "" ends). `edit_text(row)` returns the
+    new text (None: unchanged); `backend()` is called on the first regenerate only (loading a
+    model takes a while)."""
+    from labeler.review import review_loop
+
     rows = list_rows(ws, domain, "pending")
     if not rows:
         raise LogdistillError("no pending LEI rows to review" + (f" in domain {domain!r}" if domain else "")
                               + "; `logdistill lei build` makes them")
-    counts = {action: 0 for action in REVIEW_ACTIONS.values()}
     loaded: list[Backend] = []
-    for row in rows:
-        while True:
-            show(row)
-            action = REVIEW_ACTIONS.get(choose(row).strip().lower()[:1])
-            if action is None:
-                continue
-            if action == "regenerate":
-                loaded = loaded or [backend()]
-                row = {**regenerate(ws, loaded[0], row), "count": row["count"]}
-                row["flags"] = flags(row)
-                counts[action] += 1
-                continue
-            break
-        counts[action] += 1
-        if action == "quit":
-            break
-        if action == "accept":
-            set_row(ws, row, status="accepted")
-        elif action == "reject":
-            set_row(ws, row, status="rejected")
-        elif action == "edit":
+
+    def act(row: dict, key: str) -> tuple[str | None, dict | None]:
+        action = REVIEW_ACTIONS.get(key)
+        if action is None:
+            return None, row  # not a key we know: ask again
+        if action == "regenerate":
+            loaded[:] = loaded or [backend()]
+            row = {**regenerate(ws, loaded[0], row), "count": row["count"]}
+            row["flags"] = flags(row)
+            return action, row
+        if action == "edit":
             text = edit_text(row)
-            if text is not None and text.strip() and text.strip() != row["interpretation"]:
-                set_row(ws, row, text=text)
-            else:
-                counts["edit"] -= 1
-                counts["skip"] += 1
-    for b in loaded:
-        b.close()
-    return counts
+            if not (text is not None and text.strip() and text.strip() != row["interpretation"]):
+                return "skip", None
+            set_row(ws, row, text=text)
+        elif action in REVIEW_STATUSES:
+            set_row(ws, row, status=REVIEW_STATUSES[action])
+        return action, None
+
+    try:
+        counts = review_loop(rows, show=lambda number, total, row: show(row), choose=choose, act=act)
+    finally:
+        for b in loaded:
+            b.close()
+    return {action: counts.get(action, 0) for action in REVIEW_ACTIONS.values()}
 
 
 # ---------------------------------------------------------------- `--features lei`

@@ -57,22 +57,40 @@ def doubtful_texts(ws: Workspace, domains: list[str] | None = None, limit: int =
     return doubts
 
 
+def review_loop(items: list, *, show: Callable[[int, int, object], None], choose: Callable[[object], str],
+                act: Callable[[object, str], tuple[str | None, object | None]]) -> dict[str, int]:
+    """The operator's review loop, for `label review` and `lei review`: show an item, take the
+    answer, act on it; returns how many times each outcome happened.
+
+    `choose(item)` returns what was typed: "" (the end of a script's input) or q stops (outcome
+    `quit`). `act(item, key)` returns (outcome, item): the outcome is counted (None: not counted);
+    a returned item is shown again before moving on (an unknown key, a regenerated row), None
+    moves on to the next."""
+    counts: dict[str, int] = {}
+    for number, item in enumerate(items, 1):
+        while item is not None:
+            show(number, len(items), item)
+            typed = choose(item)
+            key = typed.strip().lower()[:1]
+            if typed == "" or key == "q":
+                counts["quit"] = counts.get("quit", 0) + 1
+                return counts
+            outcome, item = act(item, key)
+            if outcome is not None:
+                counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
 def review_doubts(ws: Workspace, domains: list[str] | None, limit: int, *,
                   show: Callable[[int, int, Doubt], None], choose: Callable[[Doubt], str]) -> int:
-    """Walk the most doubtful texts: `show(number, total, doubt)`, then `choose(doubt)` returns a
-    key (a anomalous, n normal, s skip, q quit; "" at the end of a script's input, which stops).
-    Each a or n becomes a manual label at once; returns how many texts were settled."""
+    """Walk the most doubtful texts (`review_loop`): a anomalous, n normal, s skip, q quit. Each a
+    or n becomes a manual label at once; returns how many texts were settled."""
     from labeler.annotators import set_manual_labels
 
-    doubts = doubtful_texts(ws, domains, limit)
-    settled = 0
-    for number, doubt in enumerate(doubts, 1):
-        show(number, len(doubts), doubt)
-        typed = choose(doubt)
-        key = typed.strip().lower()[:1]
-        if typed == "" or key == "q":
-            break
-        if key in KEYS:
-            set_manual_labels(ws, KEYS[key], text_id=doubt.text_id, domains=[doubt.domain])
-            settled += 1
-    return settled
+    def act(doubt: Doubt, key: str) -> tuple[str, None]:
+        if key not in KEYS:
+            return "skip", None
+        set_manual_labels(ws, KEYS[key], text_id=doubt.text_id, domains=[doubt.domain])
+        return "settled", None
+
+    return review_loop(doubtful_texts(ws, domains, limit), show=show, choose=choose, act=act).get("settled", 0)
