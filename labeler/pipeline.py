@@ -113,10 +113,10 @@ class LabelOptions:
             raise LogdistillError("round 0 needs an annotator: an LLM backend, --rules, or both")
 
     def to_params(self) -> dict:
+        """As a run records them: the budget's fields flat, the calibration options in their own dict."""
         params = asdict(self)
         params.update(params.pop("budget"))
-        params.update(params.pop("calibration"))
-        params["augmentations"] = ",".join(self.calibration.augmentations)
+        params["calibration"]["augmentations"] = ",".join(self.calibration.augmentations)
         return params
 
 
