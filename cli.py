@@ -390,8 +390,7 @@ def lei_review(
         out.print(f"  interpretation: {row['interpretation']}", highlight=False, markup=False)
 
     def choose(row):
-        answer = read_answer("[a]ccept [e]dit [r]egenerate re[j]ect [s]kip [q]uit", single_key=False)
-        return answer if answer else "q"  # end of piped input: stop
+        return read_answer("[a]ccept [e]dit [r]egenerate re[j]ect [s]kip [q]uit")  # "": end of piped input, stop
 
     def edit_text(row):
         if interactive and os.environ.get("EDITOR"):

@@ -2,8 +2,9 @@
 
 Each row of `labels` carries its weight: w_r = 1 + r for an LLM answer of round r (weights
 grow linearly with the round), RULE_WEIGHT for the rule annotator, GUARD_WEIGHT for a text
-that carries a prompt-injection signature (labeler.guard), MANUAL_WEIGHT for an operator's label. An answer votes with its p_anomalous where known (a soft vote), else with
-its 0/1 label; rows with neither (unparsed answers) do not vote.
+that carries a prompt-injection signature (labeler.guard), MANUAL_WEIGHT for an operator's
+label. An answer votes with its p_anomalous where known (a soft vote), else with its 0/1
+label; rows with neither (unparsed answers) do not vote.
 """
 from __future__ import annotations
 

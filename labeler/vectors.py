@@ -83,11 +83,12 @@ def active_embedder(ws: Workspace) -> tuple[str, Embedder]:
     return name, load_embedder(row["kind"], row["path"] and ws.artifact_path(row["path"]))
 
 
+_WITHOUT_VECTOR = "from texts where id not in (select text_id from embeddings where embedder = ?)"
+
+
 def texts_without_vectors(ws: Workspace) -> int:
     """How many texts have no vector from the active embedder (every text, when none is chosen)."""
-    name = ws.setting("embedder")
-    return ws.db.execute("select count(*) from texts where id not in"
-                         " (select text_id from embeddings where embedder = ?)", [name]).fetchone()[0]
+    return ws.db.execute(f"select count(*) {_WITHOUT_VECTOR}", [ws.setting("embedder")]).fetchone()[0]
 
 
 def embed_missing(ws: Workspace, on_progress: Callable[[int, int], None] | None = None) -> int:
@@ -98,9 +99,7 @@ def embed_missing(ws: Workspace, on_progress: Callable[[int, int], None] | None 
     if ws.setting("embedder") is None:
         set_embedder(ws)
     name, embedder = active_embedder(ws)
-    missing = [(r["id"], r["masked"]) for r in ws.db.query(
-        "select id, masked from texts where id not in (select text_id from embeddings where embedder = ?)"
-        " order by id", [name])]
+    missing = [(r["id"], r["masked"]) for r in ws.db.query(f"select id, masked {_WITHOUT_VECTOR} order by id", [name])]
     for start in range(0, len(missing), BATCH):
         chunk = missing[start:start + BATCH]
         vectors = embedder.embed([masked for _, masked in chunk])
