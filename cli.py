@@ -790,7 +790,8 @@ def label_import(
     if as_json:
         print_json(report.to_dict())
         return
-    out.print(f"{report.rows} rows: {report.changed} texts labeled by hand, {report.unchanged} already so, "
+    out.print(f"{report.rows} rows: {report.inserted} texts labeled by hand, {report.replaced} hand labels replaced, "
+              f"{report.unchanged} already so, "
               f"{report.unmatched} rows unmatched" + (f", {report.other_domain} of other domains" if domain else ""))
     if report.unmatched_examples:
         out.print("unmatched: " + "; ".join(report.unmatched_examples), highlight=False, markup=False)

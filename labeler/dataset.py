@@ -329,8 +329,9 @@ class ImportReport:
     rows: int = 0
     matched_rows: int = 0
     texts: int = 0  # distinct (domain, text) the matched rows name
-    changed: int = 0  # manual labels written
-    unchanged: int = 0  # texts whose current label the file repeats
+    inserted: int = 0  # manual labels written where the text had none (new rows in `labels`)
+    replaced: int = 0  # manual labels written in place of the text's earlier manual label
+    unchanged: int = 0  # texts whose current label the file repeats: nothing written
     unmatched: int = 0  # rows naming no text of the workspace (or of --domain)
     other_domain: int = 0  # rows of another domain than --domain
     unmatched_examples: list[str] = field(default_factory=list)  # the first few, "record WHERE: text"
@@ -438,7 +439,9 @@ def import_labels(ws: Workspace, path: Path, *, text_field: str, label_field: st
 
     Only texts whose label in the file differs from their current hard label get a manual label
     (so importing an untouched export changes nothing); `every_row` records one for every
-    matched text. Every row is parsed and matched before anything is written.
+    matched text. A text that has a manual label already keeps one manual label: the file's
+    replaces it (counted as `replaced`, not `inserted`). Every row is parsed and matched before
+    anything is written.
     """
     path = Path(path)
     fmt = import_format(path, fmt)
@@ -456,10 +459,13 @@ def import_labels(ws: Workspace, path: Path, *, text_field: str, label_field: st
     if not report.rows:
         raise LogdistillError(f"{path} has no rows to import")
     current = hard_labels(ws, domains)
+    manual = manual_labels(ws, domains)
     changes = [(d, t, label) for (d, t), (label, _) in sorted(decided.items())
                if every_row or current.get((d, t)) != label]
-    report.texts, report.changed = len(decided), len(changes)
-    report.unchanged = report.texts - report.changed
+    report.texts = len(decided)
+    report.replaced = sum((d, t) in manual for d, t, _ in changes)
+    report.inserted = len(changes) - report.replaced
+    report.unchanged = report.texts - len(changes)
     if changes:
         write_manual_labels(ws, changes)
     return report

@@ -79,7 +79,8 @@ def test_round_trip_three_flipped_labels_become_manual_and_nothing_else_changes(
     r = labeled("label", "import", edited, "--text-field", "masked", "--label-field", "hard_label", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert (report["rows"], report["changed"], report["unchanged"], report["unmatched"]) == (123, 3, 120, 0)
+    assert (report["rows"], report["inserted"], report["replaced"], report["unchanged"], report["unmatched"]) == \
+           (123, 3, 0, 120, 0)
 
     after_labels, after_rows = labels_state(labeled.workspace)
     with open_workspace(labeled.workspace, create=False) as ws:
@@ -104,7 +105,7 @@ def test_importing_an_untouched_export_changes_nothing(labeled, tmp_path):
     r = labeled("label", "import", out, "--text-field", "raw", "--label-field", "hard_label", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert (report["rows"], report["texts"], report["changed"]) == (2000, 123, 0)
+    assert (report["rows"], report["texts"], report["inserted"], report["replaced"]) == (2000, 123, 0, 0)
     assert workspace_dump(labeled.workspace) == before
 
 

@@ -16,24 +16,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Cli, loghub_file
+from conftest import Cli, examples, loghub_file
 from detector.errors import LogdistillError
 from detector.formats import LOGHUB_LAYOUTS, Columns, layout_matcher, layout_regex, parse_format
 from detector.mask import MASK_LIMIT, Masker
 from detector.runtime import load_bundle
+from labeler.annotators import write_manual_labels
 from labeler.dataset import import_labels
 from labeler.ingest import check_readable_log, ingest_paths, iter_text_lines
 from labeler.workspace import open_workspace
 
 # Examples per property (each parametrized case runs this many); see the module's report in README.
-FORMAT_EXAMPLES = 100
-MATCHER_EXAMPLES = 300
-INGEST_EXAMPLES = 100
-MASK_EXAMPLES = 300
-LONG_MASK_EXAMPLES = 100
-IMPORT_EXAMPLES = 150
-TRUNCATE_EXAMPLES = 100
-FLIP_EXAMPLES = 150
+FORMAT_EXAMPLES = examples(100)
+MATCHER_EXAMPLES = examples(300)
+INGEST_EXAMPLES = examples(100)
+MASK_EXAMPLES = examples(300)
+LONG_MASK_EXAMPLES = examples(100)
+IMPORT_EXAMPLES = examples(150)
+TRUNCATE_EXAMPLES = examples(100)
+FLIP_EXAMPLES = examples(150)
 FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # every kind of --format: raw, the 16 loghub layouts, custom layouts (one with a 0/1 field), csv, jsonl
@@ -188,7 +189,8 @@ def test_mask_long_messages_as_the_reference_does(piece, times):
 
 
 @pytest.fixture(scope="module")
-def small_workspace(tmp_path_factory) -> Path:
+def seed_workspace(tmp_path_factory) -> Path:
+    """A workspace with three texts in domain `seed`; never written to: each example imports into its own copy."""
     folder = tmp_path_factory.mktemp("fuzz_import")
     log = folder / "seed.log"
     log.write_text("boot ok\nfan failed\ndisk 3 full\n")
@@ -197,21 +199,70 @@ def small_workspace(tmp_path_factory) -> Path:
     return folder / "cache.db"
 
 
+def copy_workspace(source: Path, target: Path) -> Path:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close(), dst.close()
+    return target
+
+
+def label_counts(ws) -> tuple[int, int]:
+    """(rows in `labels`, of them manual)."""
+    return ws.db.execute("select count(*), coalesce(sum(source = 'manual'), 0) from labels").fetchone()
+
+
+def import_bytes(workspace: Path, folder: Path, kind: str, data: bytes):
+    """(labels before, report or None for a one-line error, labels after) of importing `data`."""
+    path = folder / f"labels.{kind}"
+    path.write_bytes(data)
+    with open_workspace(workspace) as ws:
+        before = label_counts(ws)
+        report = parsed_or_one_error(lambda: import_labels(ws, path, text_field="text", label_field="label"))
+        after = label_counts(ws)
+    return before, report, after
+
+
 @settings(max_examples=IMPORT_EXAMPLES, **FUZZ)
 @given(kind=st.sampled_from(["csv", "jsonl"]),
        data=st.one_of(st.lists(import_rows, min_size=1, max_size=4).map(b"\n".join), inputs))
-def test_label_import_reads_any_bytes_or_fails_in_one_line(small_workspace, kind, data):
+def test_label_import_reads_any_bytes_or_fails_in_one_line(seed_workspace, kind, data):
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"labels.{kind}"
-        path.write_bytes(data)
-        with open_workspace(small_workspace) as ws:
-            before = ws.db.execute("select count(*) from labels").fetchone()[0]
-            report = parsed_or_one_error(lambda: import_labels(ws, path, text_field="text", label_field="label"))
-            after = ws.db.execute("select count(*) from labels").fetchone()[0]
+        workspace = copy_workspace(seed_workspace, Path(folder) / "cache.db")
+        before, report, after = import_bytes(workspace, Path(folder), kind, data)
     if report is None:
         assert after == before  # one transaction: nothing half-imported
     else:
-        assert after == before + report.changed
+        # a fresh workspace has no manual label to replace: every label written is a new row
+        assert report.replaced == 0 and after == (before[0] + report.inserted, before[1] + report.inserted)
+        assert report.inserted + report.unchanged == report.texts
+
+
+# Found by hypothesis when examples shared one workspace (issue 20): text 2 already had a manual label.
+HAND_LABELED_AGAIN = b"\n".join([
+    b'{"label": 0, "domain": "", "text_id": 2.0, "text": {}}',
+    b'{"label": 0, "domain": "", "text_id": 2.0, "text": {}}',
+    b'{"text": "\\u00ee\\udb87\\udefe\\u00a1.h\\u0006\\u0085t\\ud863\\udd45\\u00e6", "text_id": 2.0, '
+    b'"domain": "other", "label": 0}',
+    b'{"text": "\\u0085\\ud9b5\\udd69\\ud8f2\\udc69", "text_id": null, "label": "0"}'])
+
+
+@pytest.mark.parametrize("earlier", [None, 0, 1])
+def test_label_import_over_a_manual_label_replaces_it_and_says_so(seed_workspace, tmp_path, earlier):
+    """The rows give text 2 ("fan failed") the label 0; with a manual label before, it is replaced."""
+    workspace = copy_workspace(seed_workspace, tmp_path / "cache.db")
+    if earlier is not None:
+        with open_workspace(workspace) as ws:
+            write_manual_labels(ws, [("seed", 2, earlier)])
+    before, report, after = import_bytes(workspace, tmp_path, "jsonl", HAND_LABELED_AGAIN)
+    expected = {None: (1, 0, 0), 1: (0, 1, 0), 0: (0, 0, 1)}[earlier]  # inserted, replaced, unchanged
+    assert (report.rows, report.matched_rows, report.texts, report.unmatched) == (4, 2, 1, 2)
+    assert (report.inserted, report.replaced, report.unchanged) == expected
+    assert after == (before[0] + report.inserted, before[1] + report.inserted)
+    with open_workspace(workspace) as ws:
+        assert ws.db.execute("select domain, text_id, label from labels where source = 'manual'").fetchall() == \
+               [("seed", 2, 0)]
 
 
 # ---------------------------------------------------------------------------- bundles

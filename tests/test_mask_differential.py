@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import LOGHUB_SYSTEMS, loghub_file
+from conftest import LOGHUB_SYSTEMS, examples, loghub_file
 from detector.formats import parse_format
 from detector.mask import DEFAULT_RULES, Masker, _FastMask, digit_fold
 
 CASES = {"generated": 0, "generated_variants": 0, "custom_rules": 0}
-GENERATED_EXAMPLES = 3000
-CUSTOM_EXAMPLES = 1000
+GENERATED_EXAMPLES = examples(3000)
+CUSTOM_EXAMPLES = examples(1000)
 
 
 def _redraw(text: str, rng: random.Random) -> str:

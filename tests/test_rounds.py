@@ -117,9 +117,9 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
 def test_kill_mid_round_then_resume_asks_nothing_twice(after_round0, tmp_path):
     cli = copy_workspace(after_round0, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    before = set(queries(cli.workspace))  # read before the run starts: none of its answers can be in it
     proc = subprocess.Popen([sys.executable, "-m", "cli", "--workspace", str(cli.workspace), "label", "run",
                              "--rounds", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = set(queries(cli.workspace))
     deadline = time.time() + 600
     try:
         while time.time() < deadline:  # kill as soon as round 1 is planned (its plan committed, its answers coming)

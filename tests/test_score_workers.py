@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import LOGHUB_SYSTEMS, REPO, Cli, loghub_file
+from conftest import LOGHUB_SYSTEMS, REPO, Cli, examples, loghub_file
 from detector.errors import LogdistillError
 from detector.formats import parse_format
 from detector.runtime import count_records, decode_lines, load_bundle, score_to
 
-COUNT_EXAMPLES = 2000
+COUNT_EXAMPLES = examples(2000)
 
 
 @settings(max_examples=COUNT_EXAMPLES, deadline=None)
