@@ -792,7 +792,8 @@ def label_import(
         return
     out.print(f"{report.rows} rows: {report.inserted} texts labeled by hand, {report.replaced} hand labels replaced, "
               f"{report.unchanged} already so, "
-              f"{report.unmatched} rows unmatched" + (f", {report.other_domain} of other domains" if domain else ""))
+              f"{report.unmatched} rows unmatched" + (f", {report.other_domain} of other domains" if domain else ""),
+              soft_wrap=True)
     if report.unmatched_examples:
         out.print("unmatched: " + "; ".join(report.unmatched_examples), highlight=False, markup=False)
 
