@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from detector import defaults
 from detector.errors import LogdistillError
 
 out = Console()
@@ -198,7 +199,8 @@ def domains(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
 def embed(
     ctx: typer.Context,
     embedder: Optional[str] = typer.Option(None, "--embedder", "-e",
-                                           help="fasttext (trained on the workspace corpus) or minilm."),
+                                           help=f"minilm (the pretrained sentence encoder all-MiniLM-L6-v2, int8 ONNX) "
+                                                f"or fasttext (trained on the workspace's texts); default {defaults.EMBEDDER}."),
     fasttext_model: Optional[Path] = typer.Option(None, "--fasttext-model",
                                                   help="Use this fastText .bin (e.g. cc.en.300.bin) instead of training one."),
     dim: int = typer.Option(300, "--dim", help="Vector size of a trained fastText model."),
@@ -900,19 +902,29 @@ def train(
     features: str = typer.Option("masked", "--features",
                                  help="masked (the masked line) or lei (its template's accepted LEI interpretation, "
                                       "else the masked line); the bundle and `score` follow the model."),
-    epochs: int = typer.Option(600, "--epochs", min=1, help="Training epochs."),
+    epochs: int = typer.Option(defaults.EPOCHS, "--epochs", min=1, help="Training epochs (MaidLog: 600)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
                                              help="Rows per optimizer step (default: MaidLog's 2000, or fewer so "
                                                   "that an epoch takes at least 8 steps on a small corpus)."),
-    lr: float = typer.Option(4e-4, "--lr", help="AdamW learning rate."),
-    beta: float = typer.Option(0.3, "--beta", min=0.0,
+    lr: float = typer.Option(defaults.LR, "--lr", help="AdamW learning rate."),
+    beta: float = typer.Option(defaults.BETA, "--beta", min=0.0,
                                help="Weight of the domain (adversarial) loss, eq. 10 (MaidLog: 1; see detector/model.py)."),
     no_adversarial: bool = typer.Option(False, "--no-adversarial", help="Ablation: no gradient reversal (lambda = 0)."),
     single_head: bool = typer.Option(False, "--single-head", help="Ablation: one classification head for all domains."),
     no_swa: bool = typer.Option(False, "--no-swa", help="Ablation: no stochastic weight averaging."),
-    swa_start: float = typer.Option(0.6, "--swa-start", min=0.0, max=1.0,
-                                    help="Start SWA after this fraction of the epochs (360 of 600)."),
+    swa_start: float = typer.Option(defaults.SWA_START, "--swa-start", min=0.0, max=1.0,
+                                    help="Start SWA after this fraction of the epochs."),
     seed: int = typer.Option(0, "--seed", help="Random seed (training is deterministic on CPU)."),
+    rule_feature: bool = typer.Option(defaults.RULE_FEATURE, "--rule-feature/--no-rule-feature",
+                                      help="Give the model the severity rules' score of each text as an input "
+                                           "(the bundle carries the rule set)."),
+    level_feature: bool = typer.Option(defaults.LEVEL_FEATURE, "--level-feature/--no-level-feature",
+                                       help="Give the model each line's severity level (from the header, where "
+                                            "the format has one) as an input."),
+    adapt: Optional[list[str]] = typer.Option(None, "--adapt",
+                                              help="Unlabeled domains (repeat or comma-separate), e.g. the system "
+                                                   "to be scored: the discriminator learns not to tell them from the "
+                                                   "sources (no labels, no LLM calls)."),
     as_json: bool = typer.Option(False, "--json", help="Print the models row as JSON."),
 ) -> None:
     """Train the detector on the workspace's labels and record it in the models table (texts without
@@ -933,6 +945,7 @@ def train(
             bar.update(tasks["train"], completed=done, description=f"training (loss {loss:.4f})")
 
         row = pipeline.train(ws, name, domains=_split_names(domains), labels=labels, features=features, params=params,
+                             rule_feature=rule_feature, level_feature=level_feature, adapt=_split_names(adapt),
                              on_epoch=on_epoch, on_embed=on_embed)
     metrics = json.loads(row["metrics"])
     if as_json:
@@ -995,6 +1008,10 @@ def score(
     only_anomalies: bool = typer.Option(False, "--only-anomalies", help="Print only lines at or above the threshold."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
                                           help="Processes that parse, mask and score (default: the cores available; 1: this process)."),
+    no_lookup: bool = typer.Option(False, "--no-lookup",
+                                   help="Score every line by the model, also lines whose masked text the bundle was "
+                                        "trained on (default: those get their training label, blended 0.8/0.2 "
+                                        "with the model)."),
 ) -> None:
     """Score a log stream line by line with a bundle: no LLM, no torch. Reads stdin for - or no FILE.
 
@@ -1004,7 +1021,7 @@ def score(
     fmt = _input_format(format, log_format, text_field, None)
     workers = workers or default_workers()
     # one ONNX thread per process when forking workers: no thread pool for a child to inherit half of
-    bundle = load_bundle(bundle_path, threads=1 if workers > 1 else 0)
+    bundle = load_bundle(bundle_path, threads=1 if workers > 1 else 0, lookup=not no_lookup)
     stream = open_input(input_path)
     summary = score_to(bundle, stream, sys.stdout, input_format=fmt, threshold=threshold, output=output,
                        only_anomalies=only_anomalies, workers=workers)
@@ -1022,13 +1039,17 @@ def eval_command(
     label_field: Optional[str] = typer.Option(None, "--label-field", help="The field holding 0/1 ground truth."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Threshold for F1 (default: the bundle's)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write ROC and precision-recall curves to this PNG."),
+    no_lookup: bool = typer.Option(False, "--no-lookup",
+                                   help="Score every line by the model, also lines whose masked text the bundle was "
+                                        "trained on (default: those get their training label, blended 0.8/0.2 "
+                                        "with the model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """AUROC, AUPRC, best F1 and F1 at the threshold of a bundle on labeled logs, per file."""
     from labeler import pipeline
 
     result, _ = pipeline.evaluate(bundle_path, paths, _input_format(format, log_format, text_field, label_field),
-                                  threshold=threshold, plot=plot)
+                                  threshold=threshold, plot=plot, lookup=not no_lookup)
     if as_json:
         print_json(result)
         return
@@ -1070,7 +1091,7 @@ def demo(
     model: ModelOption = None,
     base_url: BaseUrlOption = None,
     rules: bool = typer.Option(True, "--rules/--no-rules", help="Use the severity rules as a round-0 annotator."),
-    epochs: int = typer.Option(600, "--epochs", min=1, help="Detector training epochs."),
+    epochs: int = typer.Option(defaults.EPOCHS, "--epochs", min=1, help="Detector training epochs."),
     seed: int = typer.Option(7, "--seed", help="Seed of the sample corpus."),
     lines: int = typer.Option(2000, "--lines", min=50, help="Lines per sample system."),
     teacher: bool = typer.Option(True, "--teacher/--no-teacher",

@@ -183,7 +183,7 @@ def model_only(bundle_path: Path, embeddings_n: int, repeat: int) -> None:
 
     bundle = load_bundle(bundle_path)
     rng = np.random.default_rng(0)
-    real = bundle.embedder.embed(sorted({bundle.masker.mask(line) for line in BGL.read_text().splitlines()}))
+    real = bundle.rows(sorted({bundle.masker.mask(line) for line in BGL.read_text().splitlines()}))
     block = min(embeddings_n, 100_000)
     embeddings = (real[rng.integers(0, len(real), block)] + rng.normal(0, 1e-3, (block, real.shape[1]))).astype(np.float32)
     passes = -(-embeddings_n // block)

@@ -21,10 +21,12 @@ from torch import nn
 
 from detector.atomic import atomic_output, check_target
 from detector.errors import LogdistillError
+from detector.features import InputSpec
 from detector.formats import InputFormat
 from detector.mask import Masker
-from detector.model import DomainAdversarialDetector
-from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, LEI_MEMBER,
+from detector.model import DomainAdversarialDetector, DomainHeads
+from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, LABELS_MEMBER,
+                              LEI_MEMBER,
                               MASK_MEMBER, META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, content_hash)
 
 ONNX_OPSET = 17
@@ -67,6 +69,18 @@ class _GraphWriter:
         return x
 
 
+def _heads(g: _GraphWriter, heads: DomainHeads, features: str) -> str:
+    """Every head's logit, (n, n_heads): one MatMul for all first layers, then each head's dot product."""
+    n_heads, width, hidden = heads.w1.shape
+    w1 = heads.w1.detach().numpy().transpose(1, 0, 2).reshape(width, n_heads * hidden).astype(np.float32)
+    x = g.node("Relu", [g.node("Add", [g.node("MatMul", [features, g.constant("head_w1", w1)]),
+                                        g.constant("head_b1", heads.b1.detach().numpy().reshape(-1).astype(np.float32))])])
+    x = g.node("Reshape", [x, g.constant("head_shape", np.array([-1, n_heads, hidden], dtype=np.int64))])
+    x = g.node("Mul", [x, g.constant("head_w2", heads.w2.detach().numpy().astype(np.float32))])
+    x = g.node("ReduceSum", [x, g.constant("head_axes", np.array([2], dtype=np.int64))], keepdims=0)
+    return g.node("Add", [x, g.constant("head_b2", heads.b2.detach().numpy().astype(np.float32))])
+
+
 def onnx_graph(model: DomainAdversarialDetector) -> onnx.ModelProto:
     """The inference graph of eq. 11 with the model's weights."""
     model._check_fitted()
@@ -76,11 +90,15 @@ def onnx_graph(model: DomainAdversarialDetector) -> onnx.ModelProto:
     scale = g.constant("input_scale", net.input_scale.numpy().astype(np.float32))
     standardized = g.node("Mul", [g.node("Sub", [INPUT_NAME, mean]), scale])
     features = g.sequential(net.encoder, standardized)
-    heads = [g.sequential(head, features) for head in net.heads]
-    head_p = g.node("Sigmoid", [heads[0] if len(heads) == 1 else g.node("Concat", heads, axis=1)])
+    head_p = g.node("Sigmoid", [_heads(g, net.heads, features)])
     axes = g.constant("axes", np.array([1], dtype=np.int64))
-    if len(heads) > 1:
-        domain_p = g.node("Softmax", [g.sequential(net.discriminator, features)], axis=1)
+    n_heads = net.heads.n_heads
+    if n_heads > 1:
+        domain_logits = g.sequential(net.discriminator, features)
+        if model.adapt_domains_:  # the posterior over the labeled domains only (they have the heads)
+            domain_logits = g.node("Slice", [domain_logits, g.constant("starts", np.array([0], dtype=np.int64)),
+                                             g.constant("ends", np.array([n_heads], dtype=np.int64)), axes])
+        domain_p = g.node("Softmax", [domain_logits], axis=1)
         head_p = g.node("Mul", [head_p, domain_p])
     g.nodes.append(helper.make_node("ReduceSum", [head_p, axes], [OUTPUT_NAME], keepdims=0))
     graph = helper.make_graph(
@@ -118,12 +136,15 @@ def quantize_int8(graph: bytes) -> bytes:
 
 def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, *, embedder_kind: str,
                  embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
-                 threshold: float, info: dict, lei_table: str | None = None, int8: bool = False) -> dict:
+                 threshold: float, info: dict, lei_table: str | None = None, int8: bool = False,
+                 inputs: InputSpec = InputSpec(), known_labels: dict[str, float] | None = None) -> dict:
     """Write the bundle atomically (temporary file, then rename); returns its metadata.
 
     `info` carries what the bundle should remember of its making (model name, metrics, labels).
     `lei_table` (a TemplateInterpretations JSON) makes a `--features lei` bundle.
-    `int8`: store the graph with int8 weights (`quantize_int8`).
+    `int8`: store the graph with int8 weights (`quantize_int8`). `inputs`: the columns the model
+    reads after the embedding (detector.features), recorded so the runtime builds the same rows.
+    `known_labels`: masked text -> the label the model was trained on, for the runtime's lookup.
     """
     if not 0.0 <= threshold <= 1.0:
         raise LogdistillError(f"threshold must lie in [0, 1], got {threshold}")
@@ -133,24 +154,27 @@ def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, 
     check_target(out_path)  # before the graph is built
     graph = onnx_graph(model).SerializeToString()
     members = {MODEL_MEMBER: quantize_int8(graph) if int8 else graph, MASK_MEMBER: masker.to_json().encode()}
-    if embedder_kind == "fasttext":
-        if embedder_path is None or not Path(embedder_path).is_file():
-            raise LogdistillError(f"the fastText model {embedder_path} of this detector is missing")
-        members[EMBEDDER_MEMBER] = Path(embedder_path).read_bytes()
+    if embedder_path is None or not Path(embedder_path).is_file():
+        raise LogdistillError(f"the {embedder_kind} model {embedder_path} of this detector is missing")
+    members[EMBEDDER_MEMBER] = Path(embedder_path).read_bytes()  # every embedder is one file
     if lei_table is not None:
         members[LEI_MEMBER] = lei_table.encode()
+    if known_labels:
+        members[LABELS_MEMBER] = json.dumps(known_labels, ensure_ascii=False).encode()
     meta = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {p: _version(p) for p in ("logdistill", "torch", "onnx", "onnxruntime", "fasttext")},
         "onnx_opset": ONNX_OPSET,
         "weights": "int8" if int8 else "float32",
-        "embedder": {"kind": embedder_kind, "dim": model.input_dim_,
+        "embedder": {"kind": embedder_kind, "dim": model.input_dim_ - inputs.extra_columns,
                      "member": EMBEDDER_MEMBER if EMBEDDER_MEMBER in members else None},
         "mask_version": masker.version,
         "features": "lei" if lei_table is not None else "masked",
+        "inputs": inputs.to_dict(),
         "input_format": dataclasses.asdict(input_format),
         "source_domains": list(model.domains_),
+        "adapt_domains": list(model.adapt_domains_),
         "threshold": threshold,
         "model_params": model.get_params(),
         "n_parameters": model.n_parameters,

@@ -42,6 +42,7 @@ LOGHUB_LAYOUTS: dict[str, str] = {
 # Systems whose header carries a per-line alert label: "-" is normal, anything else anomalous.
 LOGHUB_LABEL_FIELD = {"BGL": "Label", "Thunderbird": "Label"}
 
+LEVEL_FIELD = "Level"  # the header field that holds a line's severity
 FORMAT_HELP = "raw | loghub:<System> | log:'<Date> <Level> <Content>' | csv | jsonl"
 
 
@@ -51,6 +52,7 @@ class Record:
     message: str
     ground_truth: int | None = None
     matched: bool = True
+    level: str | None = None  # the header's <Level>, where the layout has one and the line matched
 
 
 @dataclass
@@ -62,6 +64,12 @@ class Columns:
     messages: list[str]
     truths: list[int | None]
     unmatched: int = 0
+    levels: list[str | None] | None = None  # None: the format has no <Level>
+
+    @classmethod
+    def of(cls, records: list[Record], has_level: bool) -> "Columns":
+        return cls([r.raw for r in records], [r.message for r in records], [r.ground_truth for r in records],
+                   sum(not r.matched for r in records), [r.level for r in records] if has_level else None)
 
 
 @functools.lru_cache(maxsize=64)
@@ -202,9 +210,7 @@ class InputFormat:
         fields = space_separated_fields(self.layout) if self.layout else None
         alert_or_none = self.label_field is None or self.label_style == "alert"
         if self.kind in ("csv", "jsonl") or (self.layout and not fields) or not alert_or_none:
-            records = list(self.records(lines))
-            return Columns([r.raw for r in records], [r.message for r in records],
-                           [r.ground_truth for r in records], sum(not r.matched for r in records))
+            return Columns.of(list(self.records(lines)), self.has_level)
         raws: list[str] = []
         messages: list[str] = []
         if not fields:  # raw: the whole line is the message
@@ -217,7 +223,9 @@ class InputFormat:
             return Columns(raws, messages, [None] * len(raws))
         count = len(fields)
         label_index = fields.index(self.label_field) if self.label_field else None
+        level_index = fields.index(LEVEL_FIELD) if self.has_level else None
         truths: list[int | None] = []
+        levels: list[str | None] = []
         unmatched = 0
         for line in lines:
             parts = line.split(None, count - 1)
@@ -225,13 +233,19 @@ class InputFormat:
                 raws.append(line.rstrip("\r\n"))
                 messages.append(parts[-1].strip())
                 truths.append(None if label_index is None else 0 if parts[label_index] == "-" else 1)
+                levels.append(None if level_index is None else parts[level_index])
             elif parts:  # as `_split_records` does: the regex decides (one record: the line is not blank)
                 for record in self._regex_records([line], strict=False):
                     raws.append(record.raw)
                     messages.append(record.message)
                     truths.append(record.ground_truth)
+                    levels.append(record.level)
                     unmatched += not record.matched
-        return Columns(raws, messages, truths, unmatched)
+        return Columns(raws, messages, truths, unmatched, levels if self.has_level else None)
+
+    @property
+    def has_level(self) -> bool:
+        return bool(self.layout) and f"<{LEVEL_FIELD}>" in self.layout
 
     def _line_records(self, lines: Iterable[str], strict: bool) -> Iterator[Record]:
         fields = space_separated_fields(self.layout) if self.layout else None
@@ -244,11 +258,13 @@ class InputFormat:
         differ (leading white space, too few fields) goes through the regex."""
         count = len(fields)
         label_index = fields.index(self.label_field) if self.label_field else None
+        level_index = fields.index(LEVEL_FIELD) if LEVEL_FIELD in fields else None
         for number, line in enumerate(lines, 1):
             parts = line.split(None, count - 1)
             if len(parts) == count and not line[0].isspace():
                 truth = self.label_of(parts[label_index], number) if label_index is not None else None
-                yield Record(line.rstrip("\r\n"), parts[-1].strip(), truth)
+                yield Record(line.rstrip("\r\n"), parts[-1].strip(), truth,
+                             level=parts[level_index] if level_index is not None else None)
             elif parts:
                 yield from self._regex_records([line], strict=False)
 
@@ -268,7 +284,7 @@ class InputFormat:
                 yield Record(line, line.strip(), None, matched=False)
                 continue
             truth = self.label_of(fields.get(self.label_field), number) if self.label_field else None
-            yield Record(line, (fields["Content"] or "").strip(), truth)
+            yield Record(line, (fields["Content"] or "").strip(), truth, level=(fields.get(LEVEL_FIELD) or "").strip() or None)
 
     def label_of(self, value: object, where: object) -> int:
         """0 or 1 from a label value (0/1, true/false, normal/anomalous; alert style: "-" is normal),

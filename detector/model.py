@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from detector import defaults
 from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 
@@ -64,6 +65,32 @@ def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class DomainHeads(nn.Module):
+    """n_heads classification heads f_j (Linear, ReLU, dropout, Linear to one logit each), their
+    weights stacked so that all heads run as one matrix product: with a dozen source domains, one
+    small module per head made two thirds of the training time."""
+
+    def __init__(self, n_heads: int, width: int, hidden: int, dropout: float):
+        super().__init__()
+        bound1, bound2 = 1 / math.sqrt(width), 1 / math.sqrt(hidden)  # nn.Linear's initialization
+        self.w1 = nn.Parameter(torch.empty(n_heads, width, hidden).uniform_(-bound1, bound1))
+        self.b1 = nn.Parameter(torch.empty(n_heads, hidden).uniform_(-bound1, bound1))
+        self.w2 = nn.Parameter(torch.empty(n_heads, hidden).uniform_(-bound2, bound2))
+        self.b2 = nn.Parameter(torch.empty(n_heads).uniform_(-bound2, bound2))
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def n_heads(self) -> int:
+        return self.w1.shape[0]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(n, n_heads): every head's logit for every row (one matrix product for all first layers)."""
+        n_heads, width, hidden = self.w1.shape
+        first = features @ self.w1.permute(1, 0, 2).reshape(width, n_heads * hidden)
+        hidden_units = self.dropout(torch.relu(first.view(-1, n_heads, hidden) + self.b1))
+        return (hidden_units * self.w2).sum(dim=2) + self.b2
+
+
 class MaidLogNet(nn.Module):
     """The network; `DomainAdversarialDetector` is the estimator around it."""
 
@@ -77,35 +104,38 @@ class MaidLogNet(nn.Module):
         width = hidden[-1]
         self.discriminator = nn.Sequential(_mlp([width, discriminator_hidden], dropout),
                                            nn.Linear(discriminator_hidden, n_domains))
-        self.heads = nn.ModuleList(nn.Sequential(_mlp([width, head_hidden], dropout), nn.Linear(head_hidden, 1))
-                                   for _ in range(n_heads))
+        self.heads = DomainHeads(n_heads, width, head_hidden, dropout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder((x - self.input_mean) * self.input_scale)
 
     def forward(self, x: torch.Tensor, lam: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(head logits (n, n_heads), domain logits (n, n_domains)); `lam` only shapes gradients."""
-        features = self.encoder((x - self.input_mean) * self.input_scale)
-        head_logits = torch.cat([head(features) for head in self.heads], dim=1)
-        domain_logits = self.discriminator(_ReverseGradient.apply(features, lam))
-        return head_logits, domain_logits
+        features = self.features(x)
+        return self.heads(features), self.discriminator(_ReverseGradient.apply(features, lam))
 
     def standardize(self, X: torch.Tensor) -> None:
         """Fit the input standardization to X.
 
         fastText sentence vectors are unit-normalized and share a large common component:
         on a small corpus each dimension varies by ~1e-4 around ~5e-2, far too little for
-        the first layer to learn from at lr 4e-4. The floor keeps constant dimensions finite.
+        the first layer to learn from at lr 4e-4. The floor keeps nearly constant dimensions finite.
         """
         std = X.std(dim=0)
         floor = max(float(std.mean()) * 1e-2, 1e-12)
         self.input_mean.copy_(X.mean(dim=0))
-        self.input_scale.copy_(1.0 / std.clamp_min(floor))
+        # A column constant in training (a level no source has) carries nothing the model learned
+        # from: scale 0, else an unseen value would enter as (value - mean) / floor, a huge input.
+        self.input_scale.copy_(torch.where(std > 0, 1.0 / std.clamp_min(floor), torch.zeros_like(std)))
 
     def anomaly_probability(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 11: heads' P(anomalous) weighted by the discriminator's domain posterior."""
+        """Eq. 11: heads' P(anomalous) weighted by the discriminator's domain posterior over the
+        labeled domains (the first n_heads classes; `--adapt` domains after them have no head)."""
         head_logits, domain_logits = self(x)
         heads = torch.sigmoid(head_logits)
-        domains = torch.softmax(domain_logits, dim=1)
         if heads.shape[1] == 1:  # single-head ablation: the posterior weights one head and sums to 1
             return heads[:, 0]
+        domains = torch.softmax(domain_logits[:, :heads.shape[1]], dim=1)
         return (heads * domains).sum(dim=1)
 
 
@@ -142,9 +172,12 @@ def domain_class_weights(y_soft: np.ndarray, domain_index: np.ndarray, n_domains
 class DomainAdversarialDetector:
     """scikit-learn style estimator: `fit(X, y_soft, domains)`, then `predict_proba(X)`.
 
-    Defaults are MaidLog's: focal gamma 2, GRL ramp gamma 30, AdamW lr 4e-4, 600 epochs,
-    SWA from 60% of training (epoch 360 of 600); about 0.4M parameters for 300-d inputs and a
-    few domains. Seeded; deterministic on CPU. Two defaults differ, both measured:
+    Defaults are MaidLog's where the transfer benchmark did not choose otherwise
+    (detector.defaults): focal gamma 2, GRL ramp gamma 30, AdamW lr 4e-4, SWA from 60% of
+    training; about 0.4M parameters for 300-d inputs and a few domains. Seeded; deterministic
+    on CPU. Three defaults differ, each measured:
+
+    - `epochs` is 150, not 600 (bench/transfer.py, bench/results/transfer.md).
 
     - `batch_size=None` is MaidLog's 2000 or less, so that an epoch takes at least
       MIN_STEPS_PER_EPOCH optimizer steps. MaidLog trained on far more rows than the few hundred
@@ -158,8 +191,9 @@ class DomainAdversarialDetector:
 
     def __init__(self, *, hidden: Sequence[int] = (512, 256), head_hidden: int = 64,
                  discriminator_hidden: int = 128, dropout: float = 0.1, gamma: float = 2.0,
-                 beta: float = 0.3, grl_gamma: float = 30.0, lr: float = 4e-4, weight_decay: float = 0.01,
-                 epochs: int = 600, batch_size: int | None = None, swa: bool = True, swa_start: float = 0.6,
+                 beta: float = defaults.BETA, grl_gamma: float = 30.0, lr: float = defaults.LR,
+                 weight_decay: float = 0.01, epochs: int = defaults.EPOCHS, batch_size: int | None = None,
+                 swa: bool = True, swa_start: float = defaults.SWA_START,
                  adversarial: bool = True, single_head: bool = False, seed: int = 0, threads: int = 1):
         self.hidden = tuple(hidden)
         self.head_hidden = head_hidden
@@ -187,13 +221,20 @@ class DomainAdversarialDetector:
                 "swa": self.swa, "swa_start": self.swa_start, "adversarial": self.adversarial,
                 "single_head": self.single_head, "seed": self.seed, "threads": self.threads}
 
-    def _build(self, input_dim: int, n_domains: int) -> MaidLogNet:
-        return MaidLogNet(input_dim, n_domains, 1 if self.single_head else n_domains, self.hidden,
+    def _build(self, input_dim: int, n_domains: int, n_adapt: int = 0) -> MaidLogNet:
+        return MaidLogNet(input_dim, n_domains + n_adapt, 1 if self.single_head else n_domains, self.hidden,
                           self.head_hidden, self.discriminator_hidden, self.dropout)
 
     def fit(self, X: np.ndarray, y_soft: np.ndarray, domains: Sequence, *,
+            X_unlabeled: np.ndarray | None = None, unlabeled_domains: Sequence | None = None,
             on_epoch: EpochCallback | None = None) -> "DomainAdversarialDetector":
-        """Train on embeddings X (n, dim), soft labels y_soft in [0, 1] (n,), source domain per row."""
+        """Train on embeddings X (n, dim), soft labels y_soft in [0, 1] (n,), source domain per row.
+
+        `X_unlabeled`, `unlabeled_domains`: rows of domains without labels (`train --adapt`, e.g. the
+        system to be scored): they join the discriminator's classes and its adversarial loss, so the
+        encoder learns features that do not tell them from the sources, but have no head and no
+        classification loss (label-free domain adaptation, as DANN does with its target domain).
+        """
         X = np.ascontiguousarray(X, dtype=np.float32)
         y = np.asarray(y_soft, dtype=np.float32)
         domains = np.asarray(domains)
@@ -207,9 +248,25 @@ class DomainAdversarialDetector:
             raise LogdistillError("all training labels are the same; a detector needs both normal and anomalous examples")
         self.domains_ = sorted({str(d) for d in domains})
         domain_index = np.searchsorted(np.array(self.domains_), domains.astype(str))
+        self.adapt_domains_: list[str] = []
+        labeled = np.ones(len(X), dtype=bool)
+        if X_unlabeled is not None and len(X_unlabeled):
+            extra = np.asarray(unlabeled_domains).astype(str)
+            X_unlabeled = np.ascontiguousarray(X_unlabeled, dtype=np.float32)
+            if X_unlabeled.ndim != 2 or X_unlabeled.shape[1] != X.shape[1] or len(extra) != len(X_unlabeled):
+                raise LogdistillError("unlabeled rows must have the labeled rows' dimension and one domain each")
+            self.adapt_domains_ = sorted(set(extra.tolist()))
+            if set(self.adapt_domains_) & set(self.domains_):
+                raise LogdistillError(f"domain(s) {', '.join(sorted(set(self.adapt_domains_) & set(self.domains_)))} "
+                                      "are both labeled sources and unlabeled --adapt domains")
+            extra_index = len(self.domains_) + np.searchsorted(np.array(self.adapt_domains_), extra)
+            X = np.concatenate([X, X_unlabeled])
+            y = np.concatenate([y, np.zeros(len(X_unlabeled), dtype=np.float32)])
+            domain_index = np.concatenate([domain_index, extra_index])
+            labeled = np.concatenate([labeled, np.zeros(len(X_unlabeled), dtype=bool)])
         self.input_dim_ = X.shape[1]
         self.batch_size_ = self.batch_size or min(MAIDLOG_BATCH_SIZE, math.ceil(len(X) / MIN_STEPS_PER_EPOCH))
-        alpha0_per_domain = domain_class_weights(y, domain_index, len(self.domains_))
+        alpha0_per_domain = domain_class_weights(y[labeled], domain_index[labeled], len(self.domains_))
         self.class_weights_ = {d: float(a) for d, a in zip(self.domains_, alpha0_per_domain)}
 
         # One thread by default: for a model this small, OpenMP workers mostly spin, and on a
@@ -219,25 +276,27 @@ class DomainAdversarialDetector:
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                self.net_ = self._build(self.input_dim_, len(self.domains_))
+                self.net_ = self._build(self.input_dim_, len(self.domains_), len(self.adapt_domains_))
                 self.net_.standardize(torch.from_numpy(X))
                 self.history_ = self._train(torch.from_numpy(X), torch.from_numpy(y),
                                             torch.from_numpy(domain_index.astype(np.int64)),
-                                            torch.from_numpy(alpha0_per_domain), on_epoch)
+                                            torch.from_numpy(alpha0_per_domain), torch.from_numpy(labeled), on_epoch)
         finally:
             torch.set_num_threads(threads_before)
         self.net_.eval()
         return self
 
     def _train(self, X: torch.Tensor, y: torch.Tensor, domain_index: torch.Tensor, alpha0: torch.Tensor,
-               on_epoch: EpochCallback | None) -> list[dict]:
+               labeled: torch.Tensor, on_epoch: EpochCallback | None) -> list[dict]:
         net = self.net_
         optimizer = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         averaged = torch.optim.swa_utils.AveragedModel(net) if self.swa else None
         swa_from = int(self.swa_start * self.epochs)
         steps_per_epoch = math.ceil(len(X) / self.batch_size_)
         total_steps = self.epochs * steps_per_epoch
-        head_of = torch.zeros_like(domain_index) if self.single_head else domain_index
+        # unlabeled (--adapt) rows: no head of their own (index clamped; their classification term is dropped)
+        head_of = torch.zeros_like(domain_index) if self.single_head else domain_index.clamp(max=len(self.domains_) - 1)
+        all_labeled = bool(labeled.all())
         history, step = [], 0
         for epoch in range(self.epochs):
             net.train()
@@ -246,9 +305,15 @@ class DomainAdversarialDetector:
             for start in range(0, len(X), self.batch_size_):
                 batch = order[start:start + self.batch_size_]
                 lam = grl_lambda(step / total_steps, self.grl_gamma) if self.adversarial else 0.0
-                head_logits, domain_logits = net(X[batch], lam)
-                own = head_logits.gather(1, head_of[batch][:, None])[:, 0]
-                classification = focal_binary_loss(own, y[batch], alpha0[domain_index[batch]], self.gamma).mean()
+                features = net.features(X[batch])
+                domain_logits = net.discriminator(_ReverseGradient.apply(features, lam))
+                mine = slice(None) if all_labeled else labeled[batch]
+                rows = batch[mine]
+                if len(rows):
+                    own = net.heads(features[mine]).gather(1, head_of[rows][:, None])[:, 0]
+                    classification = focal_binary_loss(own, y[rows], alpha0[domain_index[rows]], self.gamma).mean()
+                else:  # a batch of unlabeled (--adapt) rows only
+                    classification = features.sum() * 0.0
                 # Without the adversary the discriminator still learns P(domain) for eq. 11,
                 # but lambda = 0 stops its gradient at the encoder.
                 domain = focal_multiclass_loss(domain_logits, domain_index[batch], self.gamma).mean()
@@ -295,7 +360,8 @@ class DomainAdversarialDetector:
     def save(self, path: str | Path) -> None:
         """Write params, domains and weights (a plain torch file, loadable with weights_only)."""
         self._check_fitted()
-        state = {"params": self.get_params(), "domains": self.domains_, "input_dim": self.input_dim_,
+        state = {"params": self.get_params(), "domains": self.domains_, "adapt_domains": self.adapt_domains_,
+                 "input_dim": self.input_dim_,
                  "class_weights": self.class_weights_, "batch_size": self.batch_size_,
                  "weights": self.net_.state_dict()}
         with atomic_output(Path(path)) as tmp:
@@ -309,10 +375,25 @@ class DomainAdversarialDetector:
             raise LogdistillError(f"cannot load trained detector {path}: {e}") from None
         model = cls(**state["params"])
         model.domains_ = state["domains"]
+        model.adapt_domains_ = state.get("adapt_domains", [])
         model.input_dim_ = state["input_dim"]
         model.class_weights_ = state["class_weights"]
         model.batch_size_ = state.get("batch_size", model.batch_size)
-        model.net_ = model._build(model.input_dim_, len(model.domains_))
-        model.net_.load_state_dict(state["weights"])
+        model.net_ = model._build(model.input_dim_, len(model.domains_), len(model.adapt_domains_))
+        model.net_.load_state_dict(_stacked_heads(state["weights"]))
         model.net_.eval()
         return model
+
+
+def _stacked_heads(weights: dict) -> dict:
+    """A state dict with the heads as DomainHeads holds them: models saved before the heads were
+    stacked kept one `heads.J.0` (hidden) and `heads.J.3` (logit) Linear per head."""
+    if "heads.0.0.weight" not in weights:
+        return weights
+    count = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("heads."))
+    head = [{k.split(".", 2)[2]: v for k, v in weights.items() if k.startswith(f"heads.{j}.")} for j in range(count)]
+    rest = {k: v for k, v in weights.items() if not k.startswith("heads.")}
+    return {**rest, "heads.w1": torch.stack([h["0.weight"].T for h in head]),
+            "heads.b1": torch.stack([h["0.bias"] for h in head]),
+            "heads.w2": torch.stack([h["3.weight"][0] for h in head]),
+            "heads.b2": torch.stack([h["3.bias"][0] for h in head])}

@@ -42,6 +42,7 @@ import numpy as np
 
 from detector.embed import Embedder, load_embedder
 from detector.errors import LogdistillError
+from detector.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.formats import Columns, InputFormat
 from detector.lei_features import TemplateInterpretations
 from detector.mask import Masker
@@ -53,6 +54,11 @@ MODEL_MEMBER = "model.onnx"
 MASK_MEMBER = "mask.json"
 EMBEDDER_MEMBER = "embedder.bin"
 LEI_MEMBER = "lei.json"  # `--features lei`: templates and their interpretations
+LABELS_MEMBER = "labels.json"  # masked text -> the label the model was trained on (the lookup)
+# A line whose masked text the bundle was trained on scores LOOKUP_WEIGHT * its training label +
+# (1 - LOOKUP_WEIGHT) * the model's p: the calibrated label is the better judge of a known text (the
+# teacher saw it); the model's share keeps ties among known texts ordered.
+LOOKUP_WEIGHT = 0.8
 INPUT_NAME = "embedding"
 OUTPUT_NAME = "p_anomalous"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -109,14 +115,30 @@ class Bundle:
     session: object  # onnxruntime.InferenceSession
     interpretations: TemplateInterpretations | None = None  # set when the model reads LEI text
     model_bytes: bytes | None = None  # the ONNX graph, for a fresh session in a worker process
+    inputs: InputSpec = InputSpec()  # the columns after the embedding (detector.features)
+    known_labels: dict[str, float] | None = None  # the lookup (LABELS_MEMBER); None: off or none carried
 
     def embedding_text(self, masked: str) -> str:
         """What the model embeds for a masked text: itself, or (`--features lei`) its template's interpretation."""
         return self.interpretations.text_for(masked) if self.interpretations else masked
 
+    def rows(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
+        """The model's input rows for masked texts (and their lines' levels)."""
+        vectors = self.embedder.embed([self.embedding_text(m) for m in masked])
+        return self.inputs.rows(vectors, masked, levels)
+
     @property
     def threshold(self) -> float:
         return float(self.meta["threshold"])
+
+    def score_masked(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
+        """P(anomalous) of masked texts: the model's, blended with the training label of a known text."""
+        p = self.predict(self.rows(masked, levels))
+        if self.known_labels:
+            known = self.known_labels
+            p = np.array([LOOKUP_WEIGHT * known[m] + (1 - LOOKUP_WEIGHT) * s if m in known else s
+                          for m, s in zip(masked, p.tolist())], dtype=np.float32)
+        return p
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         """P(anomalous) for a (n, dim) float32 array, by the ONNX graph of eq. 11."""
@@ -125,8 +147,9 @@ class Bundle:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(embeddings, np.float32)})[0]
 
 
-def load_bundle(path: str | Path, *, threads: int = 0) -> Bundle:
-    """Open and verify a bundle; every defect is a one-line LogdistillError."""
+def load_bundle(path: str | Path, *, threads: int = 0, lookup: bool = True) -> Bundle:
+    """Open and verify a bundle; every defect is a one-line LogdistillError. `lookup` False: score
+    every text by the model, also those the bundle was trained on (`score --no-lookup`)."""
     path = Path(path)
     if not path.is_file():
         raise LogdistillError(f"no bundle at {path}")
@@ -141,22 +164,26 @@ def load_bundle(path: str | Path, *, threads: int = 0) -> Bundle:
         model_bytes = members[MODEL_MEMBER]
         interpretations = (TemplateInterpretations.from_json(members[LEI_MEMBER].decode())
                            if meta.get("features") == "lei" else None)
-    except (KeyError, TypeError, ValueError) as e:
+        inputs = InputSpec.from_dict(meta.get("inputs"))
+        inputs.ruleset  # a rule set that does not parse fails here, not at the first line
+        known_labels = ({str(k): float(v) for k, v in json.loads(members[LABELS_MEMBER]).items()}
+                        if lookup and LABELS_MEMBER in members else None)
+    except (KeyError, TypeError, ValueError, AttributeError, LogdistillError) as e:
         raise LogdistillError(f"bundle {path} is incomplete ({e})") from None
-    if embedder_info["kind"] == "fasttext":
-        with tempfile.TemporaryDirectory(prefix="logdistill-") as folder:
-            vectors = Path(folder) / EMBEDDER_MEMBER
-            vectors.write_bytes(members[EMBEDDER_MEMBER])
-            embedder = load_embedder("fasttext", vectors)  # read into memory; the file can go
-    else:
-        embedder = load_embedder(embedder_info["kind"])
+    if EMBEDDER_MEMBER not in members:
+        raise LogdistillError(f"bundle {path} is incomplete (no {EMBEDDER_MEMBER})")
+    with tempfile.TemporaryDirectory(prefix="logdistill-") as folder:
+        model_file = Path(folder) / EMBEDDER_MEMBER
+        model_file.write_bytes(members[EMBEDDER_MEMBER])
+        embedder = load_embedder(embedder_info["kind"], model_file)  # read into memory; the file can go
     if embedder.dim != embedder_info["dim"]:
         raise LogdistillError(f"bundle {path}: embedder gives {embedder.dim}-d vectors, the model expects {embedder_info['dim']}")
     try:
         session = new_session(model_bytes, threads)
     except Exception as e:  # onnxruntime raises its own untyped errors for a bad graph
         raise LogdistillError(f"bundle {path}: the ONNX graph does not load ({e})") from None
-    return Bundle(path, meta, masker, input_format, embedder, session, interpretations, model_bytes)
+    return Bundle(path, meta, masker, input_format, embedder, session, interpretations, model_bytes, inputs,
+                  known_labels)
 
 
 def new_session(model_bytes: bytes, threads: int = 0):
@@ -173,33 +200,42 @@ class CachedScorer:
     """masked text -> P(anomalous), embedding and scoring each masked text once.
 
     Masking caches inside the Masker (keyed by the digit-folded message); the scores are a
-    bounded LRU, an OrderedDict keyed by masked text.
+    bounded LRU, an OrderedDict keyed by masked text, or by (severity class, masked text) when
+    the model reads the line's level.
     """
 
     def __init__(self, bundle: Bundle, cache_size: int = 200_000):
         self.bundle = bundle
         self.cache_size = cache_size
         self.mask = bundle.masker.mask
-        self.scores: OrderedDict[str, float] = OrderedDict()
-        self.embedded = 0  # unique masked texts embedded so far
-        self.new_texts: list[str] = []  # the masked texts embedded by the last call
+        self.by_level = bundle.inputs.level
+        self.scores: OrderedDict = OrderedDict()
+        self.embedded = 0  # unique keys scored so far
+        self.new_texts: list = []  # the keys scored by the last call
 
-    def score(self, messages: list[str]) -> list[float]:
-        return self.score_masked(list(map(self.mask, messages)))
+    def score(self, messages: list[str], levels: list[str | None] | None = None) -> list[float]:
+        masked = list(map(self.mask, messages))
+        if self.by_level:
+            classes = [SEVERITY_CLASSES[c] for c in map(severity_class, levels or [None] * len(masked))]
+            return self._score_keys(list(zip(classes, masked)))
+        return self._score_keys(masked)
 
-    def score_masked(self, masked: list[str]) -> list[float]:
-        distinct = dict.fromkeys(masked)
+    def _score_keys(self, keys: list) -> list[float]:
+        distinct = dict.fromkeys(keys)
         scores = self.scores
-        new = [m for m in distinct if m not in scores]
+        new = [k for k in distinct if k not in scores]
         self.new_texts = new
         if new:
-            probabilities = self.bundle.predict(self.bundle.embedder.embed([self.bundle.embedding_text(m) for m in new]))
-            scores.update(zip(new, probabilities.tolist()))
+            if self.by_level:
+                p = self.bundle.score_masked([m for _, m in new], [c for c, _ in new])
+            else:
+                p = self.bundle.score_masked(new)
+            scores.update(zip(new, p.tolist()))
             self.embedded += len(new)
-        result = list(map(scores.__getitem__, masked))
+        result = list(map(scores.__getitem__, keys))
         move = scores.move_to_end
-        for m in distinct:
-            move(m)
+        for k in distinct:
+            move(k)
         while len(scores) > self.cache_size:
             scores.popitem(last=False)
         return result
@@ -303,7 +339,7 @@ def score_stream(bundle: Bundle, stream: BinaryIO, input_format: InputFormat | N
         if not columns.raws:
             continue
         _check_first(fmt, columns, position)
-        scores = scorer.score(columns.messages)
+        scores = scorer.score(columns.messages, columns.levels)
         yield ScoredBatch(position, columns.raws, scores, columns.truths)
         position += len(columns.raws)
 
@@ -366,7 +402,6 @@ class _BatchWork:
     def __init__(self, bundle: Bundle, fmt: InputFormat, threshold: float, output: str, only_anomalies: bool):
         self.fmt = fmt
         self.scorer = CachedScorer(bundle)
-        self.mask = bundle.masker.mask
         self.fragments = _Fragments(threshold, output)
         self.threshold = threshold
         self.only_anomalies = only_anomalies
@@ -379,7 +414,7 @@ class _BatchWork:
         if not columns.raws:
             return "", 0, 0
         _check_first(self.fmt, columns, position)
-        scores = self.scorer.score_masked(list(map(self.mask, columns.messages)))
+        scores = self.scorer.score(columns.messages, columns.levels)
         threshold = self.threshold
         anomalous = sum(s >= threshold for s in scores)
         return _format_rows(position, scores, columns.raws, self.fragments, self.only_anomalies), len(scores), anomalous

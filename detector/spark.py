@@ -97,7 +97,7 @@ def score_series(path: str, lines, fmt: InputFormat | None = None, threshold: fl
         if fmt.layout and columns.unmatched == len(columns.raws):
             raise LogdistillError(f"no line of this batch matches format {fmt.name!r} "
                                   f"(first line: {columns.raws[0][:120]!r}); pass the right format= to score_udf")
-        got = np.asarray(scorer.score(columns.messages), dtype=np.float64)
+        got = np.asarray(scorer.score(columns.messages, columns.levels), dtype=np.float64)
         scores[kept] = got
         anomalous[kept] = (got >= cut).tolist()
     return pd.DataFrame({"score": scores, "anomalous": anomalous})

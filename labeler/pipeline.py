@@ -61,14 +61,16 @@ class EmbedReport:
 def embed(ws: Workspace, *, embedder: str | None = None, fasttext_model: str | Path | None = None, dim: int = 300,
           on_progress: Counter | None = None) -> EmbedReport:
     """One vector per unique text from the workspace's embedder (`embedder`: choose a new one;
-    none chosen yet: the default fastText, trained on the workspace's texts)."""
+    `fasttext_model`: a user's fastText file; none chosen yet: detector.defaults.EMBEDDER)."""
+    from detector import defaults
     from labeler.vectors import embed_missing, set_embedder
 
     params = {"embedder": embedder, "fasttext_model": fasttext_model and str(fasttext_model), "dim": dim}
     with ws.run("embed", params) as run:
         previous = ws.setting("embedder")
         if embedder or fasttext_model or previous is None:
-            set_embedder(ws, embedder or "fasttext", fasttext_model=fasttext_model and str(fasttext_model), dim=dim)
+            kind = embedder or ("fasttext" if fasttext_model else defaults.EMBEDDER)
+            set_embedder(ws, kind, fasttext_model=fasttext_model and str(fasttext_model), dim=dim)
         computed = embed_missing(ws, on_progress=on_progress)
         report = EmbedReport(ws.setting("embedder"), previous, computed)
         run.results = report.to_dict()
@@ -188,16 +190,22 @@ def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options
 # ---------------------------------------------------------------------------- train, export, evaluate
 
 def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None, labels: str = "soft",
-          features: str = "masked", params: dict | None = None,
-          on_epoch: Callable[[int, int, float], None] | None = None,
-          on_embed: Counter | None = None) -> dict:
-    """Train a detector on the workspace's labels (embedding what has no vector yet); returns its models row."""
+          features: str = "masked", params: dict | None = None, rule_feature: bool | None = None,
+          level_feature: bool | None = None, adapt: list[str] | None = None,
+          on_epoch: Callable[[int, int, float], None] | None = None, on_embed: Counter | None = None) -> dict:
+    """Train a detector on the workspace's labels (embedding what has no vector yet); returns its models row.
+    `rule_feature`, `level_feature`: the rules' score and the line's level as inputs (detector.features;
+    None: detector.defaults);
+    `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.training)."""
     from labeler.training import train_detector
 
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
-    with ws.run("train", {"out": name, "domains": domains, "labels": labels, "features": features, **params}) as run:
+    recorded = {"out": name, "domains": domains, "labels": labels, "features": features, "rule_feature": rule_feature,
+                "level_feature": level_feature, "adapt": adapt, **params}
+    with ws.run("train", recorded) as run:
         row = train_detector(ws, name, domains=domains, labels=labels, features=features, params=params,
+                             rule_feature=rule_feature, level_feature=level_feature, adapt=adapt,
                              on_epoch=on_epoch)
         run.results = {"model": row["name"]}
     return row
@@ -214,15 +222,17 @@ def export(ws: Workspace, name: str, out_path: str | Path, *, threshold: float =
 
 
 def evaluate(bundle_path: str | Path, paths: list[Path], input_format: InputFormat | None = None, *,
-             threshold: float | None = None, plot: Path | None = None, ws: Workspace | None = None):
+             threshold: float | None = None, plot: Path | None = None, ws: Workspace | None = None,
+             lookup: bool = True):
     """(report, scored files) of a bundle on labeled logs: AUROC, AUPRC, best F1 and F1 at the
     threshold (default: the bundle's) per file and over all of them (detector.evaluate).
-    With `ws`, recorded there as an `evaluate` run (a bundle needs no workspace to be judged)."""
+    With `ws`, recorded there as an `evaluate` run (a bundle needs no workspace to be judged).
+    `lookup` False: known texts too are scored by the model alone (`--no-lookup`)."""
     from detector.evaluate import plot_curves, report, score_labeled
     from detector.runtime import load_bundle
 
     def judge() -> tuple[dict, list]:
-        bundle = load_bundle(bundle_path)
+        bundle = load_bundle(bundle_path, lookup=lookup)
         scored = score_labeled(bundle, [Path(p) for p in paths], input_format)
         if plot is not None:
             plot_curves(scored, plot)
@@ -231,7 +241,8 @@ def evaluate(bundle_path: str | Path, paths: list[Path], input_format: InputForm
     if ws is None:
         return judge()
     params = {"bundle": str(bundle_path), "paths": [str(p) for p in paths],
-              "format": input_format and input_format.name, "threshold": threshold, "plot": plot and str(plot)}
+              "format": input_format and input_format.name, "threshold": threshold, "plot": plot and str(plot),
+              "lookup": lookup}
     with ws.run("evaluate", params) as run:
         result, scored = judge()
         run.results = result

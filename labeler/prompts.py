@@ -72,7 +72,7 @@ def validate(name: str, body: str) -> None:
     if not body.strip():
         raise LogdistillError(f"prompt {name!r} is empty")
     if name == RULES:
-        from labeler.annotators import parse_rules
+        from detector.severity import parse_rules
 
         parse_rules(body)
         return
@@ -141,13 +141,13 @@ def shown_text(masked: str, level: str | None = None) -> str:
     return f"[{level}] {masked}" if level else masked
 
 
-def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
-    """(domain, text id) -> `shown_text`, the level read from one of the text's lines in that domain
-    (the lexicographically smallest, a stable pick; a text with no line there, e.g. another
-    domain's example, is shown without a level)."""
+def text_levels(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str | None]:
+    """(domain, text id) -> the severity level of one of the text's lines in that domain (the
+    lexicographically smallest line, a stable pick), None where the format has no level; keys
+    with no line there (e.g. another domain's example) are left out."""
     from detector.formats import parse_format
 
-    shown: dict[tuple[str, int], str] = {}
+    levels: dict[tuple[str, int], str | None] = {}
     by_domain: dict[str, list[int]] = {}
     for domain, text_id in keys:
         by_domain.setdefault(domain, []).append(text_id)
@@ -158,14 +158,19 @@ def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int
         except LogdistillError:  # csv/jsonl with fields we no longer know: no level
             input_format = None
         for r in ws.rows_where_in(
-                """select e.text_id, t.masked, min(e.raw) as raw from entries e join texts t on t.id = e.text_id
-                   where e.domain = ? and e.text_id in ({}) group by e.text_id""", sorted(set(ids)), before=[domain]):
-            level = input_format.header_field(r["raw"], "Level") if input_format else None
-            shown[(domain, r["text_id"])] = shown_text(r["masked"], level)
-    missing = sorted({key[1] for key in keys if key not in shown})
-    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})", missing)}
-    shown.update({key: masked[key[1]] for key in keys if key not in shown and key[1] in masked})
-    return shown
+                """select text_id, min(raw) as raw from entries
+                   where domain = ? and text_id in ({}) group by text_id""", sorted(set(ids)), before=[domain]):
+            levels[(domain, r["text_id"])] = input_format.header_field(r["raw"], "Level") if input_format else None
+    return levels
+
+
+def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """(domain, text id) -> `shown_text`, led by the level `text_levels` reads (a text with no line
+    in that domain, e.g. another domain's example, is shown without a level)."""
+    levels = text_levels(ws, keys)
+    ids = sorted({text_id for _, text_id in keys})
+    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})", ids)}
+    return {key: shown_text(masked[key[1]], levels.get(key)) for key in keys if key[1] in masked}
 
 
 def system_description(domain: dict) -> str:

@@ -18,7 +18,8 @@ from typing import Callable
 from detector.errors import LogdistillError
 from labeler import prompts
 from labeler.aggregate import RULE_WEIGHT, llm_weight
-from labeler.annotators import parse_rules, rule_labels
+from detector.severity import parse_rules
+from labeler.annotators import rule_labels
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
 from labeler.debias import (BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, batch_prior,

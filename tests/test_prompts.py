@@ -7,7 +7,7 @@ import pytest
 
 from detector.errors import LogdistillError
 from labeler import prompts
-from labeler.annotators import parse_rules
+from detector.severity import parse_rules
 from labeler.workspace import open_workspace
 from prompts import default_prompt
 

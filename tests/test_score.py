@@ -15,8 +15,8 @@ import sys
 
 class BlockTorch:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked for this test")
+        if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
+            raise ImportError(f"{name.split('.')[0]} is blocked for this test")
 
 sys.meta_path.insert(0, BlockTorch())
 """
@@ -28,12 +28,15 @@ def torch_free_env(tmp_path):
     return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
 
 
-def test_score_runs_without_torch(bgl_bundle, torch_free_env):
-    _, bundle = bgl_bundle
+@pytest.mark.parametrize("which", ["bgl_bundle", "fasttext_bundle"])
+def test_score_runs_without_torch(which, torch_free_env, request):
+    """Both embedders run from the bundle alone: no torch, no transformers, no hub."""
+    _, bundle = request.getfixturevalue(which)
     blocked = subprocess.run([sys.executable, "-c", "import torch"], env={**os.environ, **torch_free_env},
                              capture_output=True, text=True)
     assert blocked.returncode != 0 and "torch is blocked" in blocked.stderr
-    result = run_logdistill("score", bundle, loghub_file("BGL"), env=torch_free_env)
+    env = {**torch_free_env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(REPO / "no-such-hub")}
+    result = run_logdistill("score", bundle, loghub_file("BGL"), env=env)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 2000 and [r["position"] for r in rows] == list(range(2000))
@@ -41,6 +44,26 @@ def test_score_runs_without_torch(bgl_bundle, torch_free_env):
     assert rows[0]["raw"] == loghub_file("BGL").read_text().splitlines()[0]
     # each distinct masked text is embedded and scored once: same text, same score
     assert "2000 lines" in result.stderr and "unique texts scored" in result.stderr
+
+
+def test_a_minilm_bundle_scores_as_in_process_and_reads_the_level(bgl_bundle, torch_free_env):
+    """The default bundle: the same scores in a torch-free `score` as in this process, and the line's
+    level is an input (the same message scores otherwise at another level)."""
+    from detector.evaluate import score_labeled
+    from detector.runtime import CachedScorer, load_bundle
+
+    _, bundle_path = bgl_bundle
+    result = run_logdistill("score", bundle_path, loghub_file("BGL"), env=torch_free_env)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    bundle = load_bundle(bundle_path, lookup=False)
+    assert bundle.meta["embedder"]["kind"] == "minilm" and bundle.inputs.level and bundle.inputs.rules
+    (scored,) = score_labeled(load_bundle(bundle_path), [loghub_file("BGL")])
+    assert len(rows) == 2000 and max(abs(r["score"] - s) for r, s in zip(rows, scored.scores)) <= 1e-6
+    scorer = CachedScorer(bundle)
+    message = "instruction cache parity error corrected"
+    info, fatal, unknown = scorer.score([message] * 3, ["INFO", "FATAL", "Chatty"])
+    assert info != fatal and unknown == scorer.score([message], [None])[0]
 
 
 def test_score_streams_stdin_batch_by_batch(bgl_bundle, torch_free_env):

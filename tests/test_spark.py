@@ -50,24 +50,28 @@ def spark_scores(spark, path, udf) -> list:
     return spark.read.text(str(path)).select("value", udf("value").alias("s")).collect()
 
 
-def test_bgl_scores_as_the_cli_does(spark, bgl_bundle):
+@pytest.mark.parametrize("which", ["bgl_bundle", "fasttext_bundle"])
+def test_bgl_scores_as_the_cli_does(spark, which, request, tmp_path):
+    """The default bundle (MiniLM, the rules' score and the level as inputs) and MaidLog's (fastText)."""
     from detector.spark import score_udf
 
-    _, bundle = bgl_bundle
+    _, bundle = request.getfixturevalue(which)
     path = loghub_file("BGL")
     expected = cli_scores(bundle, path)
     rows = spark_scores(spark, path, score_udf(str(bundle)))
-    assert len(rows) == len(expected) == 2000
+    assert len(rows) == len(expected) == 2000 and len({round(e["score"], 6) for e in expected}) > 10
     assert [r.value for r in rows] == [e["raw"] for e in expected]
     assert max(abs(r.s.score - e["score"]) for r, e in zip(rows, expected)) <= 1e-6
     assert [r.s.anomalous for r in rows] == [e["anomalous"] for e in expected]
     # A format named like the CLI's --format, a threshold like --threshold (the median score, so both
     # verdicts occur), and the bundle shipped with addFile: the executors find it by its file name.
     cut = sorted(e["score"] for e in expected)[1000]
-    spark.sparkContext.addFile(str(bundle))
+    shipped = tmp_path / f"{which}.bundle"  # addFile takes one path per file name for the session
+    shutil.copyfile(bundle, shipped)
+    spark.sparkContext.addFile(str(shipped))
     expected = cli_scores(bundle, path, "--format", "loghub:BGL", "--threshold", str(cut))
     assert 0 < sum(e["anomalous"] for e in expected) < 2000
-    rows = spark_scores(spark, path, score_udf(bundle.name, format="loghub:BGL", threshold=cut))
+    rows = spark_scores(spark, path, score_udf(shipped.name, format="loghub:BGL", threshold=cut))
     assert max(abs(r.s.score - e["score"]) for r, e in zip(rows, expected)) <= 1e-6
     assert [r.s.anomalous for r in rows] == [e["anomalous"] for e in expected]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
@@ -545,13 +545,30 @@ def generate_lines(system: System, n_lines: int, rng: random.Random,
     return out
 
 
+LABEL_COLUMN = "Label"
+
+
+def with_label_column(system: System) -> System:
+    """The system written with a 0/1 `Label` column in front of each line (where its format carries
+    no label of its own), so that every system can be scored as an unseen target (bench/transfer.py)."""
+    if system.label_field or system.format.startswith("loghub:") or not system.format.startswith("log:"):
+        return system
+    header = system.header
+    labeled = "log:<Label> " + system.format[len("log:"):]
+    return replace(system, format=labeled, label_field=LABEL_COLUMN,
+                               header=lambda t, e, f, message: f"{int(e.anomalous)} {header(t, e, f, message)}")
+
+
 def write_corpus(folder: str | Path, *, seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES,
-                 systems: list[System] | None = None) -> list[SampleLog]:
-    """Write one log file per system into `folder` (and `manifest.json`); same seed, same bytes."""
+                 systems: list[System] | None = None, labeled: bool = False) -> list[SampleLog]:
+    """Write one log file per system into `folder` (and `manifest.json`); same seed, same bytes.
+    `labeled`: every file carries its lines' labels (`with_label_column`), the sources' too."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
     for index, system in enumerate(systems or SYSTEMS):
+        if labeled:
+            system = with_label_column(system)
         rng = random.Random(f"{seed}:{system.name}")
         rows = generate_lines(system, lines, rng)
         path = folder / system.file

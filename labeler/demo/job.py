@@ -20,6 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from detector import defaults
 from detector.errors import LogdistillError
 from labeler import pipeline
 from labeler.backends import BackendSpec
@@ -74,7 +75,7 @@ class _Stages:
 
 
 def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: BackendSpec | None = None,
-             rounds: int = DEFAULT_ROUNDS, rules: bool = True, epochs: int = 600, seed: int = DEFAULT_SEED,
+             rounds: int = DEFAULT_ROUNDS, rules: bool = True, epochs: int = defaults.EPOCHS, seed: int = DEFAULT_SEED,
              lines: int = DEFAULT_LINES, teacher: bool = True, progress: DemoProgress | None = None) -> DemoReport:
     """Generate the corpus into `workdir`, run every stage, write `report.md`; returns the report."""
     workdir = Path(workdir)
@@ -238,7 +239,7 @@ def _top_lines(target: SampleLog, scores: np.ndarray, k: int = 5) -> list[dict]:
 def _teacher_baselines(ws: Workspace, backend: BackendSpec, llm, target: SampleLog, stages: _Stages) -> None:
     """The LLM's own zero-shot scores and the rules' scores on the unseen system, per line."""
     from detector.evaluate import metrics
-    from labeler.baselines import line_scores, llm_text_scores, rule_scores
+    from labeler.baselines import isolation_forest_scores, line_scores, llm_text_scores, rule_scores
 
     stages.run(f"ingest {target.system} (teacher workspace)", lambda: _ingest(ws, [target]))
 
@@ -247,6 +248,8 @@ def _teacher_baselines(ws: Workspace, backend: BackendSpec, llm, target: SampleL
         result = metrics(*line_scores(ws, target.system, llm_text_scores(ws, target.system)), 0.5)
         stages.report.target[f"LLM zero-shot ({llm.model})"] = result
         stages.report.target["severity rules"] = metrics(*line_scores(ws, target.system, rule_scores(ws, target.system)), 0.5)
+        stages.report.target["IsolationForest (TF-IDF, fitted on the target)"] = metrics(
+            *line_scores(ws, target.system, isolation_forest_scores(ws, target.system)), 0.5)
         return f"{summary}; AUROC {result['auroc']:.3f}", calls
 
     stages.run(f"LLM zero-shot on {target.system}", zero_shot)

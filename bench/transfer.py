@@ -1,0 +1,301 @@
+"""The transfer benchmark: how well a distilled detector scores systems it never saw, over many targets.
+
+Every domain is labeled once, without ground truth, by the teacher (round 0, with the severity
+rules as a second annotator, as `label run --rounds 0 --rules` does), in one workspace whose
+every LLM answer is cached: a re-run asks nothing. Then, for each target:
+
+- BGL (loghub-2k), with the other loghub samples as sources (as bench/e2e_loghub.py);
+- each system of the demo corpus in turn (written with a label column, labeler.demo.corpus),
+  with the other four demo systems and the loghub samples, BGL among them, as sources;
+
+each detector variant is trained on the sources' soft labels with several seeds, exported as a
+bundle and scored on the target's lines (the bundle's runtime path, as `logdistill eval`),
+beside the target's own baselines: the teacher's zero-shot p (its round-0 answers on the
+target's texts), the severity rules, IsolationForest on TF-IDF fitted on the target's lines,
+and the rarity of each line's masked text. Reported per target and per line: AUROC, AUPRC and
+best F1; per variant the mean over seeds and the spread (min-max); then the mean over targets,
+how many targets each scorer wins (highest AUROC) and on how many it is below the rules.
+
+    python bench/transfer.py [--variants "all" | "NAME;NAME;..."] [--seeds 0,1,2] [--targets all|BGL,k8s,...]
+        [--epochs E] [--workdir bench/out/transfer] [--out bench/results/transfer.md]
+        [--backend llamacpp] [--model M]
+
+Results of trained variants are kept in WORKDIR/runs.json (by variant, target, seed and
+settings), so an interrupted run resumes and a new variant costs only its own training.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from e2e_loghub import DESCRIPTIONS, LOGHUB, peak_mb  # noqa: E402
+
+from detector.evaluate import metrics  # noqa: E402
+from detector.formats import parse_format  # noqa: E402
+from labeler import pipeline  # noqa: E402
+from labeler.backends import BackendSpec  # noqa: E402
+from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_scores, rarity_scores,  # noqa: E402
+                               rule_scores)
+from labeler.demo.corpus import write_corpus  # noqa: E402
+from labeler.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
+
+LOGHUB_SOURCES = ["Apache", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "OpenStack", "Proxifier", "Spark",
+                  "Windows", "Zookeeper"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to train the detector: the embedder, the extra inputs and the model's parameters."""
+
+    embedder: str = "minilm"
+    rule_feature: bool = False
+    level_feature: bool = False
+    params: dict = field(default_factory=dict)  # the model's; "epochs" here overrides --epochs
+    adapt: bool = False  # the target's own (unlabeled) lines as a `train --adapt` domain
+
+    def key(self) -> str:
+        key = {"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature, "params": self.params}
+        return json.dumps({**key, "adapt": True} if self.adapt else key, sort_keys=True)
+
+
+NO_ADVERSARY = {"adversarial": False, "single_head": True}
+FULL = {"embedder": "minilm", "rule_feature": True, "level_feature": True}  # the representation the ablations vary
+VARIANTS: dict[str, Variant] = {
+    "fasttext (MaidLog, before)": Variant("fasttext"),
+    "minilm": Variant("minilm"),
+    "minilm +rules": Variant("minilm", rule_feature=True),
+    "minilm +level": Variant("minilm", level_feature=True),
+    "minilm +rules +level": Variant(**FULL),
+    "minilm +rules +level, one head, no adversary": Variant(**FULL, params=NO_ADVERSARY),
+    "fasttext +rules +level": Variant("fasttext", True, True),
+    # ablations of the model around FULL (MaidLog's settings and ours)
+    "FULL, beta 1 (MaidLog)": Variant(**FULL, params={"beta": 1.0}),
+    "FULL, no adversary (beta 0), per-domain heads": Variant(**FULL, params={"adversarial": False}),
+    "FULL, one head": Variant(**FULL, params={"single_head": True}),
+    "FULL, no focal loss (gamma 0)": Variant(**FULL, params={"gamma": 0.0}),
+    "FULL, no SWA": Variant(**FULL, params={"swa": False}),
+    "FULL, batch 2000 (MaidLog)": Variant(**FULL, params={"batch_size": 2000}),
+    "FULL, 600 epochs": Variant(**FULL, params={"epochs": 600}),
+    "FULL, 50 epochs": Variant(**FULL, params={"epochs": 50}),
+    "FULL, --adapt the target": Variant(**FULL, adapt=True),
+}
+FIRST_GRID = list(VARIANTS)[:7]
+BASELINES = ["teacher zero-shot", "severity rules", "IsolationForest (TF-IDF)", "rarity"]
+
+
+@dataclass
+class Target:
+    domain: str
+    path: Path
+    format: object  # InputFormat
+    sources: list[str]
+
+
+def demo_corpus(folder: Path) -> list:
+    """The demo corpus, every file carrying its labels; written once (same seed, same bytes)."""
+    return write_corpus(folder, labeled=True)
+
+
+def ingest_all(ws: Workspace, samples: list) -> None:
+    for system in LOGHUB_SOURCES + ["BGL"]:
+        pipeline.ingest(ws, [LOGHUB / system / f"{system}_2k.log"], system, parse_format(f"loghub:{system}"),
+                        description=DESCRIPTIONS[system])
+    for s in samples:
+        pipeline.ingest(ws, [Path(s.path)], s.system, s.input_format(), description=s.description)
+
+
+def targets_of(samples: list) -> list[Target]:
+    demo = [s.system for s in samples]
+    found = [Target("BGL", LOGHUB / "BGL" / "BGL_2k.log", parse_format("loghub:BGL"), list(LOGHUB_SOURCES))]
+    for s in samples:
+        found.append(Target(s.system, Path(s.path), s.input_format(),
+                            [d for d in demo if d != s.system] + LOGHUB_SOURCES + ["BGL"]))
+    return found
+
+
+def target_baselines(ws: Workspace, domain: str) -> dict[str, dict]:
+    """The target's own scorers, per line: the teacher's round-0 p, the rules, IsolationForest, rarity."""
+    scorers = {"teacher zero-shot": llm_text_scores(ws, domain), "severity rules": rule_scores(ws, domain),
+               "IsolationForest (TF-IDF)": isolation_forest_scores(ws, domain), "rarity": rarity_scores(ws, domain)}
+    return {name: metrics(*line_scores(ws, domain, scores), 0.5) for name, scores in scorers.items()}
+
+
+def run_variant(ws: Workspace, workdir: Path, name: str, variant: Variant, target: Target, seed: int,
+                epochs: int) -> dict:
+    """Train on the target's sources, export, score the target through the bundle; metrics and costs."""
+    digest = hashlib.sha256(json.dumps([variant.key(), target.domain, seed, epochs]).encode()).hexdigest()[:12]
+    model = f"v-{digest}-{ws.db['models'].count + 1}"  # unique also after a run stopped between train and save
+    params = {"epochs": epochs, "seed": seed, **variant.params}
+    started = time.perf_counter()
+    pipeline.train(ws, model, domains=target.sources, params=params, rule_feature=variant.rule_feature,
+                   level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None)
+    trained = time.perf_counter() - started
+    bundle = workdir / "bundles" / f"{model}.ldb"
+    bundle.parent.mkdir(exist_ok=True)
+    pipeline.export(ws, model, bundle)
+    started = time.perf_counter()
+    (result,) = pipeline.evaluate(bundle, [target.path], target.format)[0]["domains"].values()
+    result.update(train_seconds=round(trained, 1), score_seconds=round(time.perf_counter() - started, 2),
+                  bundle_mb=round(bundle.stat().st_size / 1e6, 1))
+    bundle.unlink()
+    return result
+
+
+def spread(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def report(targets: list[Target], baselines: dict, runs: dict, variants: list[str], seeds: list[int],
+           epochs: int, header: list[str]) -> str:
+    """The markdown report: per target, then the summary over targets."""
+    metric_names = ("auroc", "auprc", "best_f1")
+    per_target: dict[str, dict[str, dict[str, float]]] = {}  # target -> scorer -> metric -> mean over seeds
+    lines = header + ["", "## Per target (per line; variants: mean over seeds, (min-max))", ""]
+    for target in targets:
+        base = baselines[target.domain]
+        any_base = next(iter(base.values()))
+        lines += [f"### {target.domain}: {any_base['lines']} lines, {any_base['anomalous']} anomalous; "
+                  f"{len(target.sources)} sources", "", "| scorer | AUROC | AUPRC | best F1 |", "|---|---:|---:|---:|"]
+        scores: dict[str, dict[str, float]] = {}
+        for name in variants:
+            found = [runs.get(run_key(name, target.domain, seed, epochs)) for seed in seeds]
+            found = [r for r in found if r]
+            if not found:
+                continue
+            scores[name] = {m: mean(r[m] for r in found) for m in metric_names}
+            lines.append(f"| {name} | " + " | ".join(spread([r[m] for r in found]) for m in metric_names) + " |")
+        for name in BASELINES:
+            scores[name] = {m: base[name][m] for m in metric_names}
+            lines.append(f"| {name} | " + " | ".join(spread([base[name][m]]) for m in metric_names) + " |")
+        per_target[target.domain] = scores
+        lines.append("")
+    scorers = [n for n in variants if any(n in s for s in per_target.values())] + BASELINES
+    lines += ["## Over all targets", "",
+              f"Targets: {', '.join(per_target)}. Wins: targets where the scorer has the highest AUROC of all "
+              "scorers here; below rules: targets where its AUROC is under the severity rules'.", "",
+              "| scorer | mean AUROC | mean AUPRC | mean best F1 | wins | below rules | min AUROC |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in scorers:
+        have = {t: s[name] for t, s in per_target.items() if name in s}
+        wins = sum(1 for t, s in per_target.items() if name in s
+                   and s[name]["auroc"] == max(v["auroc"] for v in s.values() if v["auroc"] is not None))
+        below = sum(1 for t, s in have.items() if s["auroc"] < per_target[t]["severity rules"]["auroc"])
+        means = [mean(v[m] for v in have.values()) for m in metric_names]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means) +
+                     f" | {wins} | {below} of {len(have)} | {min(v['auroc'] for v in have.values()):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_key(name: str, target: str, seed: int, epochs: int) -> str:
+    return json.dumps([VARIANTS[name].key(), target, seed, epochs])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="all", help=f"Separated by ';', or 'all': {'; '.join(VARIANTS)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--targets", default="all")
+    parser.add_argument("--epochs", type=int, default=600)
+    parser.add_argument("--backend", default="llamacpp")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "transfer")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "transfer.md")
+    parser.add_argument("--label-only", action="store_true", help="Label every domain (round 0) and stop.")
+    args = parser.parse_args()
+
+    variants = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(";")]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    samples = demo_corpus(args.workdir / "corpus")
+    targets = targets_of(samples)
+    if args.targets != "all":
+        chosen = [t.strip() for t in args.targets.split(",")]
+        targets = [t for t in targets if t.domain in chosen]
+    spec = BackendSpec(args.backend, args.model)
+    labels_db = args.workdir / "labels.db"
+    started = time.perf_counter()
+    with open_workspace(labels_db) as ws:
+        ingest_all(ws, samples)
+        domains = [r["name"] for r in ws.db.query("select name from domains order by name")]
+        label = pipeline.label(ws, spec, pipeline.LabelOptions(rounds=0, domains=domains, rules=True),
+                               on_progress=lambda what, stats, total: print(
+                                   f"\r{what}: {stats.calls} calls, {stats.cache_hits} cached of {total}",
+                                   end="", file=sys.stderr, flush=True))
+        print(file=sys.stderr)
+        texts = ws.db.execute("select count(distinct domain || ':' || text_id) from entries").fetchone()[0]
+        model_name = next(iter(ws.db.query("select model from queries limit 1")), {"model": "?"})["model"]
+        baselines = {t.domain: target_baselines(ws, t.domain) for t in targets}
+    labeling = time.perf_counter() - started
+    print(f"round 0: {texts} (domain, text) pairs, {label.round0.ask.calls} new LLM calls, {labeling:.0f} s",
+          file=sys.stderr)
+    if args.label_only:
+        return
+
+    runs_path = args.workdir / "runs.json"
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    by_embedder: dict[str, list[str]] = {}
+    for name in variants:
+        by_embedder.setdefault(VARIANTS[name].embedder, []).append(name)
+    for embedder, names in by_embedder.items():
+        db = args.workdir / f"{embedder}.db"
+        if not db.exists():
+            copy_workspace(labels_db, db)
+        with open_workspace(db) as ws:
+            if ws.setting("embedder") is None or not ws.setting("embedder").startswith(embedder):
+                pipeline.embed(ws, embedder=embedder)
+            for target in targets:
+                for name in names:
+                    for seed in seeds:
+                        key = run_key(name, target.domain, seed, args.epochs)
+                        if key in runs:
+                            continue
+                        print(f"... {name} -> {target.domain}, seed {seed}", file=sys.stderr, flush=True)
+                        runs[key] = run_variant(ws, args.workdir, name, VARIANTS[name], target, seed, args.epochs)
+                        print(f"    AUROC {runs[key]['auroc']:.3f}, train {runs[key]['train_seconds']} s",
+                              file=sys.stderr, flush=True)
+                        runs_path.write_text(json.dumps(runs, indent=1))
+
+    trained = [r for k, r in runs.items() if json.loads(k)[0] in {VARIANTS[n].key() for n in variants}]
+    header = ["# Transfer: the detector on systems it never saw", "",
+              f"Teacher: {args.backend} {model_name}, round 0 with the severity rules, no ground truth "
+              f"({texts} (domain, text) pairs labeled). Detector variants trained {args.epochs} epochs, "
+              f"seeds {', '.join(map(str, seeds))}.", "",
+              f"Command: `python bench/transfer.py --variants {args.variants} --seeds {args.seeds} "
+              f"--targets {args.targets} --epochs {args.epochs}`", "",
+              f"Training: median {np.median([r['train_seconds'] for r in trained]):.1f} s per model; bundles "
+              f"{min(r['bundle_mb'] for r in trained)}-{max(r['bundle_mb'] for r in trained)} MB; "
+              f"peak RSS {peak_mb():.0f} MB." if trained else ""]
+    text = report(targets, baselines, runs, variants, seeds, args.epochs, header)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"baselines": baselines, "runs": {k: v for k, v in runs.items()}}, indent=1), encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""The detector's defaults, in one place: chosen on the transfer benchmark (bench/transfer.py,
+bench/results/transfer.md) by the mean over its targets and seeds, never by one target.
+
+Torch-free and import-light, so the CLI's help can show them. MaidLog's own settings are one
+flag away each (`train --embedder fasttext` at `embed`, `--no-rule-feature --no-level-feature`,
+`--beta 1 --epochs 600 --batch-size 2000`).
+"""
+# A pretrained sentence encoder knows the words of a system it never saw; a fastText model
+# trained on the sources' few thousand lines does not.
+EMBEDDER = "minilm"
+# The student sees what the teacher saw: the rules' score of each text and each line's level.
+RULE_FEATURE = True
+LEVEL_FEATURE = True
+EPOCHS = 150
+BETA = 0.3  # the adversarial (domain) loss's weight, eq. 10 (MaidLog: 1)
+LR = 4e-4
+SWA_START = 0.6  # SWA over the last 40 % of the epochs
