@@ -909,6 +909,9 @@ def train(
     lr: float = typer.Option(defaults.LR, "--lr", help="AdamW learning rate."),
     beta: float = typer.Option(defaults.BETA, "--beta", min=0.0,
                                help="Weight of the domain (adversarial) loss, eq. 10 (MaidLog: 1; see detector/model.py)."),
+    gamma: float = typer.Option(defaults.GAMMA, "--gamma", min=0.0,
+                                help="Focal loss gamma, eq. 7, of the classification and domain losses (0: plain "
+                                     "cross-entropy on the soft labels; MaidLog: 2)."),
     no_adversarial: bool = typer.Option(False, "--no-adversarial", help="Ablation: no gradient reversal (lambda = 0)."),
     single_head: bool = typer.Option(False, "--single-head", help="Ablation: one classification head for all domains."),
     no_swa: bool = typer.Option(False, "--no-swa", help="Ablation: no stochastic weight averaging."),
@@ -931,7 +934,8 @@ def train(
     a vector yet are embedded first, as `logdistill embed` would)."""
     from labeler import pipeline
 
-    params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "adversarial": not no_adversarial,
+    params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "gamma": gamma,
+              "adversarial": not no_adversarial,
               "single_head": single_head, "swa": not no_swa, "swa_start": swa_start, "seed": seed}
     with open_ws(ctx) as ws, progress_bar() as bar:
         tasks = {}

@@ -17,7 +17,7 @@ best F1; per variant the mean over seeds and the spread (min-max); then the mean
 how many targets each scorer wins (highest AUROC) and on how many it is below the rules.
 
     python bench/transfer.py [--variants "all" | "NAME;NAME;..."] [--seeds 0,1,2] [--targets all|BGL,k8s,...]
-        [--epochs E] [--workdir bench/out/transfer] [--out bench/results/transfer.md]
+        [--workdir bench/out/transfer] [--out bench/results/transfer.md]
         [--backend llamacpp] [--model M]
 
 Results of trained variants are kept in WORKDIR/runs.json (by variant, target, seed and
@@ -53,6 +53,13 @@ LOGHUB_SOURCES = ["Apache", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Open
                   "Windows", "Zookeeper"]
 
 
+# The model settings every variant starts from (the grid's base; MaidLog's but for beta, the batch
+# and the epochs, see detector/model.py); a variant names what it changes. Keys are the settings in
+# full, so a result stays attached to what produced it when the library's defaults move.
+BASE_MODEL = {"epochs": 150, "gamma": 2.0, "beta": 0.3, "adversarial": True, "single_head": False, "swa": True,
+              "batch_size": None}
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way to train the detector: the embedder, the extra inputs and the model's parameters."""
@@ -60,36 +67,43 @@ class Variant:
     embedder: str = "minilm"
     rule_feature: bool = False
     level_feature: bool = False
-    params: dict = field(default_factory=dict)  # the model's; "epochs" here overrides --epochs
+    params: dict = field(default_factory=dict)  # what differs from BASE_MODEL
     adapt: bool = False  # the target's own (unlabeled) lines as a `train --adapt` domain
 
+    @property
+    def model_params(self) -> dict:
+        return {**BASE_MODEL, **self.params}
+
     def key(self) -> str:
-        key = {"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature, "params": self.params}
-        return json.dumps({**key, "adapt": True} if self.adapt else key, sort_keys=True)
+        return json.dumps({"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature,
+                           "adapt": self.adapt, "model": self.model_params}, sort_keys=True)
 
 
-NO_ADVERSARY = {"adversarial": False, "single_head": True}
 FULL = {"embedder": "minilm", "rule_feature": True, "level_feature": True}  # the representation the ablations vary
+PLAIN = {"gamma": 0.0}
 VARIANTS: dict[str, Variant] = {
-    "fasttext (MaidLog, before)": Variant("fasttext"),
+    "fasttext, embedding only (the representation before)": Variant("fasttext"),
     "minilm": Variant("minilm"),
     "minilm +rules": Variant("minilm", rule_feature=True),
     "minilm +level": Variant("minilm", level_feature=True),
-    "minilm +rules +level": Variant(**FULL),
-    "minilm +rules +level, one head, no adversary": Variant(**FULL, params=NO_ADVERSARY),
+    "minilm +rules +level (FULL)": Variant(**FULL),
+    "FULL, one head, no adversary": Variant(**FULL, params={"adversarial": False, "single_head": True}),
     "fasttext +rules +level": Variant("fasttext", True, True),
     # ablations of the model around FULL (MaidLog's settings and ours)
     "FULL, beta 1 (MaidLog)": Variant(**FULL, params={"beta": 1.0}),
     "FULL, no adversary (beta 0), per-domain heads": Variant(**FULL, params={"adversarial": False}),
     "FULL, one head": Variant(**FULL, params={"single_head": True}),
-    "FULL, no focal loss (gamma 0)": Variant(**FULL, params={"gamma": 0.0}),
+    "FULL, plain loss, no focal (gamma 0): the default": Variant(**FULL, params=PLAIN),
     "FULL, no SWA": Variant(**FULL, params={"swa": False}),
     "FULL, batch 2000 (MaidLog)": Variant(**FULL, params={"batch_size": 2000}),
-    "FULL, 600 epochs": Variant(**FULL, params={"epochs": 600}),
-    "FULL, 50 epochs": Variant(**FULL, params={"epochs": 50}),
     "FULL, --adapt the target": Variant(**FULL, adapt=True),
+    # around the default
+    "default, 600 epochs (MaidLog)": Variant(**FULL, params={**PLAIN, "epochs": 600}),
+    "default, 50 epochs": Variant(**FULL, params={**PLAIN, "epochs": 50}),
 }
-FIRST_GRID = list(VARIANTS)[:7]
+DEFAULT = "FULL, plain loss, no focal (gamma 0): the default"
+
+
 BASELINES = ["teacher zero-shot", "severity rules", "IsolationForest (TF-IDF)", "rarity"]
 
 
@@ -130,12 +144,11 @@ def target_baselines(ws: Workspace, domain: str) -> dict[str, dict]:
     return {name: metrics(*line_scores(ws, domain, scores), 0.5) for name, scores in scorers.items()}
 
 
-def run_variant(ws: Workspace, workdir: Path, name: str, variant: Variant, target: Target, seed: int,
-                epochs: int) -> dict:
+def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, seed: int) -> dict:
     """Train on the target's sources, export, score the target through the bundle; metrics and costs."""
-    digest = hashlib.sha256(json.dumps([variant.key(), target.domain, seed, epochs]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps([variant.key(), target.domain, seed]).encode()).hexdigest()[:12]
     model = f"v-{digest}-{ws.db['models'].count + 1}"  # unique also after a run stopped between train and save
-    params = {"epochs": epochs, "seed": seed, **variant.params}
+    params = {**variant.model_params, "seed": seed}
     started = time.perf_counter()
     pipeline.train(ws, model, domains=target.sources, params=params, rule_feature=variant.rule_feature,
                    level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None)
@@ -167,7 +180,7 @@ def mean(values) -> float | None:
 
 
 def report(targets: list[Target], baselines: dict, runs: dict, variants: list[str], seeds: list[int],
-           epochs: int, header: list[str]) -> str:
+           header: list[str]) -> str:
     """The markdown report: per target, then the summary over targets."""
     metric_names = ("auroc", "auprc", "best_f1")
     per_target: dict[str, dict[str, dict[str, float]]] = {}  # target -> scorer -> metric -> mean over seeds
@@ -179,7 +192,7 @@ def report(targets: list[Target], baselines: dict, runs: dict, variants: list[st
                   f"{len(target.sources)} sources", "", "| scorer | AUROC | AUPRC | best F1 |", "|---|---:|---:|---:|"]
         scores: dict[str, dict[str, float]] = {}
         for name in variants:
-            found = [runs.get(run_key(name, target.domain, seed, epochs)) for seed in seeds]
+            found = [runs.get(run_key(name, target.domain, seed)) for seed in seeds]
             found = [r for r in found if r]
             if not found:
                 continue
@@ -207,8 +220,8 @@ def report(targets: list[Target], baselines: dict, runs: dict, variants: list[st
     return "\n".join(lines) + "\n"
 
 
-def run_key(name: str, target: str, seed: int, epochs: int) -> str:
-    return json.dumps([VARIANTS[name].key(), target, seed, epochs])
+def run_key(name: str, target: str, seed: int) -> str:
+    return json.dumps([VARIANTS[name].key(), target, seed])
 
 
 def main() -> None:
@@ -216,7 +229,6 @@ def main() -> None:
     parser.add_argument("--variants", default="all", help=f"Separated by ';', or 'all': {'; '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--targets", default="all")
-    parser.add_argument("--epochs", type=int, default=600)
     parser.add_argument("--backend", default="llamacpp")
     parser.add_argument("--model", default=None)
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "transfer")
@@ -270,11 +282,11 @@ def main() -> None:
             for target in targets:
                 for name in names:
                     for seed in seeds:
-                        key = run_key(name, target.domain, seed, args.epochs)
+                        key = run_key(name, target.domain, seed)
                         if key in runs:
                             continue
                         print(f"... {name} -> {target.domain}, seed {seed}", file=sys.stderr, flush=True)
-                        runs[key] = run_variant(ws, args.workdir, name, VARIANTS[name], target, seed, args.epochs)
+                        runs[key] = run_variant(ws, args.workdir, VARIANTS[name], target, seed)
                         print(f"    AUROC {runs[key]['auroc']:.3f}, train {runs[key]['train_seconds']} s",
                               file=sys.stderr, flush=True)
                         runs_path.write_text(json.dumps(runs, indent=1))
@@ -282,14 +294,15 @@ def main() -> None:
     trained = [r for k, r in runs.items() if json.loads(k)[0] in {VARIANTS[n].key() for n in variants}]
     header = ["# Transfer: the detector on systems it never saw", "",
               f"Teacher: {args.backend} {model_name}, round 0 with the severity rules, no ground truth "
-              f"({texts} (domain, text) pairs labeled). Detector variants trained {args.epochs} epochs, "
+              f"({texts} (domain, text) pairs labeled). Detector variants: BASE_MODEL {json.dumps(BASE_MODEL)} "
+              f"with what the name says changed; "
               f"seeds {', '.join(map(str, seeds))}.", "",
               f"Command: `python bench/transfer.py --variants {args.variants} --seeds {args.seeds} "
-              f"--targets {args.targets} --epochs {args.epochs}`", "",
+              f"--targets {args.targets}`", "",
               f"Training: median {np.median([r['train_seconds'] for r in trained]):.1f} s per model; bundles "
               f"{min(r['bundle_mb'] for r in trained)}-{max(r['bundle_mb'] for r in trained)} MB; "
               f"peak RSS {peak_mb():.0f} MB." if trained else ""]
-    text = report(targets, baselines, runs, variants, seeds, args.epochs, header)
+    text = report(targets, baselines, runs, variants, seeds, header)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(

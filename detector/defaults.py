@@ -3,7 +3,7 @@ bench/results/transfer.md) by the mean over its targets and seeds, never by one 
 
 Torch-free and import-light, so the CLI's help can show them. MaidLog's own settings are one
 flag away each (`train --embedder fasttext` at `embed`, `--no-rule-feature --no-level-feature`,
-`--beta 1 --epochs 600 --batch-size 2000`).
+`--gamma 2 --beta 1 --epochs 600 --batch-size 2000`).
 """
 # A pretrained sentence encoder knows the words of a system it never saw; a fastText model
 # trained on the sources' few thousand lines does not.
@@ -12,6 +12,9 @@ EMBEDDER = "minilm"
 RULE_FEATURE = True
 LEVEL_FEATURE = True
 EPOCHS = 150
+# The focal gamma of the losses, eq. 7 and the domain loss (MaidLog: 2). 0 is plain cross-entropy
+# on the soft labels: on the benchmark's mean over targets it ranked unseen systems better (0.922 vs 0.913).
+GAMMA = 0.0
 BETA = 0.3  # the adversarial (domain) loss's weight, eq. 10 (MaidLog: 1)
 LR = 4e-4
 SWA_START = 0.6  # SWA over the last 40 % of the epochs

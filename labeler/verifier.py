@@ -36,7 +36,9 @@ class VerifierScores:
 def _train(X: np.ndarray, labels: np.ndarray, domains: np.ndarray, *, epochs: int, min_steps: int,
            batch_size: int, seed: int) -> DomainAdversarialDetector:
     steps_per_epoch = math.ceil(len(X) / batch_size)
-    model = DomainAdversarialDetector(swa=False, batch_size=batch_size, seed=seed,
+    # MaidLog's focal loss (gamma 2), as the calibration rounds were measured with; the detector's
+    # own default (plain cross-entropy) was chosen for transfer to unseen systems, a different job.
+    model = DomainAdversarialDetector(swa=False, batch_size=batch_size, seed=seed, gamma=2.0,
                                       epochs=max(epochs, math.ceil(min_steps / steps_per_epoch)))
     return model.fit(X, labels.astype(np.float32), domains)
 
