@@ -18,10 +18,13 @@ Variants: `--tree LABEL=PATH` (repeatable) runs the CLI from another source tree
 made by `git archive <commit> | tar -x -C PATH`; `--workers 1,2` runs each tree whose `score`
 has `--workers` once per value. Runs alternate between variants in blocks (fair under shared,
 changing load); medians over --repeat blocks; the 1-minute load average is printed beside each.
-Without --bundle, one is made first (BGL_2k ingested, embedded, trained briefly, exported).
+Without --bundle, one bundle per embedder is made first (BGL_2k ingested, embedded, trained
+briefly on ground truth, exported; `--embedders minilm,fasttext`: the defaults, and the
+representation before), and every variant runs with each.
 
     python bench/score_throughput.py [--lines 1000000] [--repeat 3] [--streams repeated,unique,mixed]
-        [--tree before=/tmp/ld-before] [--workers 1,2] [--bundle PATH] [--latency 50] [--model-only N]
+        [--tree before=/tmp/ld-before] [--workers 1,2] [--bundle PATH | --embedders minilm,fasttext]
+        [--latency 50] [--model-only N]
 """
 from __future__ import annotations
 
@@ -47,9 +50,11 @@ from streams import LOGHUB, STREAM_FORMAT, STREAMS, write_stream  # noqa: E402
 BGL = LOGHUB / "BGL" / "BGL_2k.log"
 
 
-def make_bundle(folder: Path, epochs: int) -> Path:
-    """Made in a child process, so this benchmark never holds torch while it measures."""
-    bundle = folder / "bgl.bundle"
+def make_bundle(folder: Path, epochs: int, embedder: str) -> Path:
+    """Made in a child process, so this benchmark never holds torch while it measures. `fasttext`: the
+    representation before (a workspace fastText model, the embedding alone); `minilm`: the defaults."""
+    bundle = folder / f"bgl-{embedder}.bundle"
+    inputs = "rule_feature=False, level_feature=False" if embedder == "fasttext" else ""
     code = f"""
 import sys; sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
@@ -57,9 +62,10 @@ from detector.formats import parse_format
 from labeler import pipeline
 from labeler.workspace import open_workspace
 folder = Path({str(folder)!r})
-with open_workspace(folder / "cache.db") as ws:
+with open_workspace(folder / "{embedder}.db") as ws:
     pipeline.ingest(ws, [Path({str(BGL)!r})], "bgl", parse_format("loghub:BGL"))
-    pipeline.train(ws, "bgl", labels="ground-truth", params={{"epochs": {epochs}}})
+    pipeline.embed(ws, embedder={embedder!r})
+    pipeline.train(ws, "bgl", labels="ground-truth", params={{"epochs": {epochs}}}, {inputs})
     pipeline.export(ws, "bgl", Path({str(bundle)!r}))
 """
     subprocess.run([sys.executable, "-c", code], check=True, cwd=folder)
@@ -246,7 +252,9 @@ def main() -> None:
     parser.add_argument("--no-current", action="store_true", help="only the --tree variants")
     parser.add_argument("--workers", default="1,2", help="--workers values for trees that have the option")
     parser.add_argument("--bundle", type=Path)
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs of the bundle made without --bundle")
+    parser.add_argument("--embedders", default="minilm,fasttext",
+                        help="without --bundle: one bundle per embedder (BGL, ground truth), each a variant")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs of the bundles made without --bundle")
     parser.add_argument("--latency", type=int, default=0, metavar="N",
                         help="also time N lines written one by one into `score -` through a pipe")
     parser.add_argument("--model-only", type=int, default=0, metavar="N",
@@ -255,16 +263,18 @@ def main() -> None:
 
     trees = [] if args.no_current else [("current", REPO)]
     trees += [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree]
-    variants: list[tuple[str, Path, list[str]]] = []
-    for label, tree in trees:
-        if has_workers(tree):
-            variants += [(f"{label} --workers {w}", tree, ["--workers", w]) for w in args.workers.split(",")]
-        else:
-            variants.append((label, tree, []))
-
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         folder = Path(tmp)
-        bundle = args.bundle or make_bundle(folder, args.epochs)
+        bundles = ({"": args.bundle} if args.bundle else
+                   {f" ({e})": make_bundle(folder, args.epochs, e) for e in args.embedders.split(",")})
+        variants: list[tuple[str, Path, list[str], Path]] = []  # (label, tree, flags, bundle)
+        for suffix, bundle in bundles.items():
+            for label, tree in trees:
+                if has_workers(tree):
+                    variants += [(f"{label} --workers {w}{suffix}", tree, ["--workers", w], bundle)
+                                 for w in args.workers.split(",")]
+                else:
+                    variants.append((label + suffix, tree, [], bundle))
         print(f"cpus available: {len(os.sched_getaffinity(0))}, median of {args.repeat} interleaved blocks, "
               f"load average at start {Path('/proc/loadavg').read_text().split()[0]}")
         for kind in filter(None, args.streams.split(",")):
@@ -272,11 +282,11 @@ def main() -> None:
             lines = write_stream(kind, stream, args.lines)
             fmt = STREAM_FORMAT[kind]
             extra = ["--format", fmt] if fmt else []
-            runs: dict[str, list[Run]] = {label: [] for label, _, _ in variants}
+            runs: dict[str, list[Run]] = {label: [] for label, _, _, _ in variants}
             bare: list[float] = []
             for _ in range(args.repeat):
                 bare.append(bare_read_loop(stream))
-                for label, tree, flags in variants:
+                for label, tree, flags, bundle in variants:
                     runs[label].append(run_tree(tree, ["score", bundle, stream, *extra, *flags]))
             print(f"\n### stream `{kind}`: {lines:,} lines, {stream.stat().st_size / 1e6:.0f} MB"
                   f"{', --format ' + fmt if fmt else ''}")
@@ -284,7 +294,7 @@ def main() -> None:
             print("| variant | lines/s | seconds | CPU s | lines per CPU s | mask-cache hits | peak RSS (sum) MB "
                   "| peak PSS (sum) MB | processes | load |")
             print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-            for label, tree, _ in variants:
+            for label, tree, _, _ in variants:
                 rs = runs[label]
                 seconds = statistics.median(r.seconds for r in rs)
                 cpu = statistics.median(r.cpu for r in rs)
@@ -299,12 +309,13 @@ def main() -> None:
             print(f"\n### pipe latency: {args.latency} lines written one at a time (0.2 s apart) into `score -`\n")
             print("| variant | median ms | max ms | load |")
             print("|---|---:|---:|---:|")
-            for label, tree, flags in variants:
+            for label, tree, flags, bundle in variants:
                 load = Path("/proc/loadavg").read_text().split()[0]
                 got = pipe_latency(tree, bundle, flags, args.latency)
                 print(f"| {label} | {1000 * statistics.median(got):.1f} | {1000 * max(got):.1f} | {load} |")
         if args.model_only:
-            model_only(bundle, args.model_only, args.repeat)
+            for bundle in bundles.values():
+                model_only(bundle, args.model_only, args.repeat)
 
 
 if __name__ == "__main__":

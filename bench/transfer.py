@@ -234,6 +234,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "transfer")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "transfer.md")
     parser.add_argument("--label-only", action="store_true", help="Label every domain (round 0) and stop.")
+    parser.add_argument("--report-only", action="store_true",
+                        help="Train nothing: tabulate what WORKDIR/runs.json holds for the chosen variants.")
     args = parser.parse_args()
 
     variants = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(";")]
@@ -272,7 +274,7 @@ def main() -> None:
     by_embedder: dict[str, list[str]] = {}
     for name in variants:
         by_embedder.setdefault(VARIANTS[name].embedder, []).append(name)
-    for embedder, names in by_embedder.items():
+    for embedder, names in ({} if args.report_only else by_embedder).items():
         db = args.workdir / f"{embedder}.db"
         if not db.exists():
             copy_workspace(labels_db, db)
