@@ -101,7 +101,6 @@ VARIANTS: dict[str, Variant] = {
     "default, 600 epochs (MaidLog)": Variant(**FULL, params={**PLAIN, "epochs": 600}),
     "default, 50 epochs": Variant(**FULL, params={**PLAIN, "epochs": 50}),
 }
-DEFAULT = "FULL, plain loss, no focal (gamma 0): the default"
 
 
 BASELINES = ["teacher zero-shot", "severity rules", "IsolationForest (TF-IDF)", "rarity"]

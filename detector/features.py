@@ -14,7 +14,7 @@ and in the bundle (detector.runtime):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -31,6 +31,7 @@ _SEVERITY_OF = {
 }
 
 
+@lru_cache(maxsize=1024)  # per scored line: a log holds a handful of distinct level strings
 def severity_class(level: str | None) -> int:
     """Index in SEVERITY_CLASSES of a level's name ("WARN", "[error]", "Info"); 0 ("none") when unknown."""
     if not level:

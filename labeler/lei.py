@@ -329,7 +329,7 @@ def feature_vectors(ws: Workspace, text_ids: list[int], table: "TemplateInterpre
     from labeler.vectors import active_embedder, load_vectors
 
     X = load_vectors(ws, text_ids)
-    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})", text_ids)}
+    masked = ws.masked_texts(text_ids)
     texts = [table.text_for(masked[t]) for t in text_ids]
     interpreted = [i for i, t in enumerate(text_ids) if texts[i] != masked[t]]
     if interpreted:

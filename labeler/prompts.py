@@ -168,8 +168,7 @@ def log_texts(ws: Workspace, keys: list[tuple[str, int]]) -> dict[tuple[str, int
     """(domain, text id) -> `shown_text`, led by the level `text_levels` reads (a text with no line
     in that domain, e.g. another domain's example, is shown without a level)."""
     levels = text_levels(ws, keys)
-    ids = sorted({text_id for _, text_id in keys})
-    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})", ids)}
+    masked = ws.masked_texts(text_id for _, text_id in keys)
     return {key: shown_text(masked[key[1]], levels.get(key)) for key in keys if key[1] in masked}
 
 

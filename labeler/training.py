@@ -73,7 +73,7 @@ def feature_rows(ws: Workspace, keys: list[tuple[str, int]], features: str = "ma
         return X
     from labeler.prompts import text_levels
 
-    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})", text_ids)}
+    masked = ws.masked_texts(text_ids)
     levels = text_levels(ws, keys) if inputs.level else {}
     return inputs.rows(X, [masked[t] for t in text_ids], [levels.get(k) for k in keys])
 
@@ -208,8 +208,7 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
 def _save_known_labels(ws: Workspace, model_path: Path, data: TrainingSet) -> None:
     """The training texts' labels (masked text -> mean label over its domains), as the model learned
     them, beside the model: the bundle's lookup of known texts (detector.runtime)."""
-    masked = {r["id"]: r["masked"] for r in ws.rows_where_in("select id, masked from texts where id in ({})",
-                                                             sorted(set(data.text_ids.tolist())))}
+    masked = ws.masked_texts(data.text_ids.tolist())
     sums: dict[str, list[float]] = {}
     for text_id, label in zip(data.text_ids.tolist(), data.y.tolist()):
         total = sums.setdefault(masked[text_id], [0.0, 0])

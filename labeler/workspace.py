@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from detector.errors import LogdistillError
 from detector.mask import Masker
@@ -477,6 +477,11 @@ class Workspace:
         if not rows:
             raise LogdistillError(f"unknown domain {name!r}; `logdistill domains` lists them")
         return rows[0]
+
+    def masked_texts(self, text_ids: Iterable[int]) -> dict[int, str]:
+        """text id -> masked text, for the ids that exist."""
+        return {r["id"]: r["masked"] for r in self.rows_where_in("select id, masked from texts where id in ({})",
+                                                                 sorted(set(text_ids)))}
 
     def domain_names(self) -> list[str]:
         return [r["name"] for r in self.db.query("select name from domains order by name")]
