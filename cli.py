@@ -1020,10 +1020,10 @@ def score(
     """Score a log stream line by line with a bundle: no LLM, no torch. Reads stdin for - or no FILE.
 
     Output keeps input order; lines arriving on a pipe are answered as they arrive."""
-    from detector.runtime import default_workers, load_bundle, open_input, score_to
+    from detector.runtime import usable_cores, load_bundle, open_input, score_to
 
     fmt = _input_format(format, log_format, text_field, None)
-    workers = workers or default_workers()
+    workers = workers or usable_cores()
     # one ONNX thread per process when forking workers: no thread pool for a child to inherit half of
     bundle = load_bundle(bundle_path, threads=1 if workers > 1 else 0, lookup=not no_lookup)
     stream = open_input(input_path)

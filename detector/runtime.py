@@ -424,7 +424,7 @@ class _BatchWork:
         return now.hits - self.cache_start.hits, now.misses - self.cache_start.misses
 
 
-def default_workers() -> int:
+def usable_cores() -> int:
     """The cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))

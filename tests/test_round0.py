@@ -104,7 +104,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_during_round0_then_resume_without_asking_again(cli, tmp_path):
-    unique = ingest_bgl(cli, tmp_path, 200)
+    unique = ingest_bgl(cli, tmp_path, 1000)  # several batches of prompts: one is committed, then the kill
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "cli", "--workspace", str(cli.workspace), "label", "run",
                                 "--rounds", "0", "--json"], env=env, stdout=subprocess.DEVNULL,

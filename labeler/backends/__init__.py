@@ -61,8 +61,9 @@ class BackendSpec:
         return make_backend(self.name, self.model, **options)
 
     def batch_size(self, backend: Backend) -> int:
-        """Prompts handed to `backend` at a time: four per request it can have in flight, over all servers."""
-        return 4 * max(1, getattr(backend, "concurrency", 1) or 1) * len(self.urls())
+        """Prompts handed to `backend` at a time: what it answers in one forward pass (llamacpp's
+        `parallel`), else four per request it can have in flight, over all servers."""
+        return getattr(backend, "parallel", None) or 4 * max(1, getattr(backend, "concurrency", 1) or 1) * len(self.urls())
 
     def to_params(self, backend: Backend | None = None) -> dict:
         """How a run records its LLM: these options, and once made, the model's name and decoding."""
