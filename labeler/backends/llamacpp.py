@@ -266,6 +266,15 @@ class LlamaCppBackend:
             answer.latency = latency
         return answers
 
+    def next_token_logits(self, tokens: list[int]) -> np.ndarray:
+        """Logits of the token after `tokens`, on sequence 0, evaluating only what its cache lacks."""
+        if len(tokens) >= self.n_ctx:
+            raise LogdistillError(f"a prompt of {len(tokens)} tokens does not fit the context of "
+                                  f"{self.n_ctx} tokens (raise n_ctx or shorten the prompt)")
+        self._hold_prefix(tokens[:-1])
+        self._llm.eval(tokens[-1:])
+        return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,)).copy()
+
     def _hold_prefix(self, prefix: list[int]) -> None:
         """Make sequence 0 hold exactly `prefix`, evaluating only what it does not hold yet (none of
         it without prefix re-use)."""
