@@ -76,7 +76,7 @@ class Variant:
 
     def key(self) -> str:
         return json.dumps({"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature,
-                           "adapt": self.adapt, "model": self.model_params}, sort_keys=True)
+                           "adapt": self.adapt, "model": self.model_params, "threshold": "held-out"}, sort_keys=True)
 
 
 FULL = {"embedder": "minilm", "rule_feature": True, "level_feature": True}  # the representation the ablations vary
@@ -149,16 +149,21 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     model = f"v-{digest}-{ws.db['models'].count + 1}"  # unique also after a run stopped between train and save
     params = {**variant.model_params, "seed": seed}
     started = time.perf_counter()
-    pipeline.train(ws, model, domains=target.sources, params=params, rule_feature=variant.rule_feature,
-                   level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None)
+    row = pipeline.train(ws, model, domains=target.sources, params=params, rule_feature=variant.rule_feature,
+                         level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None)
     trained = time.perf_counter() - started
     bundle = workdir / "bundles" / f"{model}.ldb"
     bundle.parent.mkdir(exist_ok=True)
     pipeline.export(ws, model, bundle)
     started = time.perf_counter()
-    (result,) = pipeline.evaluate(bundle, [target.path], target.format)[0]["domains"].values()
+    evaluated, (scored,) = pipeline.evaluate(bundle, [target.path], target.format)
+    (result,) = evaluated["domains"].values()
+    trained_metrics = json.loads(row["metrics"])
     result.update(train_seconds=round(trained, 1), score_seconds=round(time.perf_counter() - started, 2),
-                  bundle_mb=round(bundle.stat().st_size / 1e6, 1))
+                  bundle_mb=round(bundle.stat().st_size / 1e6, 1),
+                  f1_at_half=metrics(scored.scores, scored.truths, 0.5)["f1"],
+                  threshold_folds=trained_metrics["threshold_folds"],
+                  threshold_seconds=trained_metrics["threshold_seconds"])
     bundle.unlink()
     return result
 
@@ -181,40 +186,42 @@ def mean(values) -> float | None:
 def report(targets: list[Target], baselines: dict, runs: dict, variants: list[str], seeds: list[int],
            header: list[str]) -> str:
     """The markdown report: per target, then the summary over targets."""
-    metric_names = ("auroc", "auprc", "best_f1")
+    metric_names = ("auroc", "auprc", "best_f1", "f1", "f1_at_half")
     per_target: dict[str, dict[str, dict[str, float]]] = {}  # target -> scorer -> metric -> mean over seeds
     lines = header + ["", "## Per target (per line; variants: mean over seeds, (min-max))", ""]
     for target in targets:
         base = baselines[target.domain]
         any_base = next(iter(base.values()))
         lines += [f"### {target.domain}: {any_base['lines']} lines, {any_base['anomalous']} anomalous; "
-                  f"{len(target.sources)} sources", "", "| scorer | AUROC | AUPRC | best F1 |", "|---|---:|---:|---:|"]
+                  f"{len(target.sources)} sources", "",
+                  "| scorer | AUROC | AUPRC | best F1 | F1 at its threshold | F1 at 0.5 |",
+                  "|---|---:|---:|---:|---:|---:|"]
         scores: dict[str, dict[str, float]] = {}
         for name in variants:
             found = [runs.get(run_key(name, target.domain, seed)) for seed in seeds]
             found = [r for r in found if r]
             if not found:
                 continue
-            scores[name] = {m: mean(r[m] for r in found) for m in metric_names}
-            lines.append(f"| {name} | " + " | ".join(spread([r[m] for r in found]) for m in metric_names) + " |")
-        for name in BASELINES:
-            scores[name] = {m: base[name][m] for m in metric_names}
-            lines.append(f"| {name} | " + " | ".join(spread([base[name][m]]) for m in metric_names) + " |")
+            scores[name] = {m: mean(r.get(m) for r in found) for m in metric_names}
+            lines.append(f"| {name} | " + " | ".join(spread([r.get(m) for r in found]) for m in metric_names) + " |")
+        for name in BASELINES:  # a baseline's threshold is 0.5
+            scores[name] = {m: base[name]["f1" if m == "f1_at_half" else m] for m in metric_names}
+            lines.append(f"| {name} | " + " | ".join(spread([scores[name][m]]) for m in metric_names) + " |")
         per_target[target.domain] = scores
         lines.append("")
     scorers = [n for n in variants if any(n in s for s in per_target.values())] + BASELINES
     lines += ["## Over all targets", "",
               f"Targets: {', '.join(per_target)}. Wins: targets where the scorer has the highest AUROC of all "
               "scorers here; below rules: targets where its AUROC is under the severity rules'.", "",
-              "| scorer | mean AUROC | mean AUPRC | mean best F1 | wins | below rules | min AUROC |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| scorer | mean AUROC | mean AUPRC | mean best F1 | mean F1 at its threshold | mean F1 at 0.5 | wins "
+              "| below rules | min AUROC |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in scorers:
         have = {t: s[name] for t, s in per_target.items() if name in s}
         wins = sum(1 for t, s in per_target.items() if name in s
                    and s[name]["auroc"] == max(v["auroc"] for v in s.values() if v["auroc"] is not None))
         below = sum(1 for t, s in have.items() if s["auroc"] < per_target[t]["severity rules"]["auroc"])
         means = [mean(v[m] for v in have.values()) for m in metric_names]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means) +
+        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in means) +
                      f" | {wins} | {below} of {len(have)} | {min(v['auroc'] for v in have.values()):.3f} |")
     return "\n".join(lines) + "\n"
 

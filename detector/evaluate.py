@@ -15,7 +15,7 @@ import numpy as np
 from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 from detector.formats import InputFormat
-from detector.metrics import auroc, both_classes, precision_recall_f1
+from detector.metrics import auroc, best_f1, both_classes, precision_recall_f1
 from detector.runtime import Bundle, CachedScorer, open_input, score_stream
 
 
@@ -57,13 +57,11 @@ def metrics(scores: np.ndarray, truths: np.ndarray, threshold: float) -> dict:
               "precision": precision, "recall": recall, "f1": f1,
               "auroc": None, "auprc": None, "best_f1": None, "best_f1_threshold": None}
     if both_classes(truths):  # ranking metrics need both classes
-        from sklearn.metrics import average_precision_score, precision_recall_curve
+        from sklearn.metrics import average_precision_score
 
-        p, r, t = precision_recall_curve(truths, scores)
-        curve = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)[:-1]
-        best = int(np.argmax(curve))
+        f1_best, at = best_f1(truths, scores)
         result.update(auroc=auroc(truths, scores), auprc=float(average_precision_score(truths, scores)),
-                      best_f1=float(curve[best]), best_f1_threshold=float(t[best]))
+                      best_f1=f1_best, best_f1_threshold=at)
     return result
 
 

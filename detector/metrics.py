@@ -39,3 +39,17 @@ def precision_recall_f1(truths: Sequence[int] | np.ndarray, predicted: Sequence[
     recall = tp / positives if positives else 0.0
     f1 = 2 * tp / (positives + flagged) if positives + flagged else 0.0
     return precision, recall, f1
+
+
+def best_f1(truths: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
+            weights: Sequence[float] | np.ndarray | None = None) -> tuple[float, float] | None:
+    """(the highest F1 of `scores >= t` over thresholds t, the lowest t that reaches it); None unless
+    both classes occur. `weights`: how many times each (truth, score) pair counts."""
+    if not both_classes(truths):
+        return None
+    from sklearn.metrics import precision_recall_curve
+
+    p, r, t = precision_recall_curve(truths, scores, sample_weight=weights)
+    curve = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)[:-1]
+    best = int(np.argmax(curve))
+    return float(curve[best]), float(t[best])

@@ -15,6 +15,7 @@ puts them together.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -191,33 +192,39 @@ def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options
 
 def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None, labels: str = "soft",
           features: str = "masked", params: dict | None = None, rule_feature: bool | None = None,
-          level_feature: bool | None = None, adapt: list[str] | None = None,
-          on_epoch: Callable[[int, int, float], None] | None = None, on_embed: Counter | None = None) -> dict:
+          level_feature: bool | None = None, adapt: list[str] | None = None, threshold: float | None = None,
+          on_epoch: Callable[[int, int, float], None] | None = None, on_embed: Counter | None = None,
+          on_threshold: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels (embedding what has no vector yet); returns its models row.
     `rule_feature`, `level_feature`: the rules' score and the line's level as inputs (detector.features;
     None: detector.defaults);
-    `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.training)."""
+    `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.training);
+    `threshold`: the bundle's decision threshold (None: chosen on held-out source domains,
+    labeler.training.held_out_threshold, whose fits report to `on_threshold`)."""
     from labeler.training import train_detector
 
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
     recorded = {"out": name, "domains": domains, "labels": labels, "features": features, "rule_feature": rule_feature,
-                "level_feature": level_feature, "adapt": adapt, **params}
+                "level_feature": level_feature, "adapt": adapt, "threshold": threshold, **params}
     with ws.run("train", recorded) as run:
         row = train_detector(ws, name, domains=domains, labels=labels, features=features, params=params,
                              rule_feature=rule_feature, level_feature=level_feature, adapt=adapt,
-                             on_epoch=on_epoch)
-        run.results = {"model": row["name"]}
+                             threshold=threshold, on_epoch=on_epoch, on_threshold=on_threshold)
+        run.results = {"model": row["name"], "threshold": json.loads(row["metrics"])["threshold"]}
     return row
 
 
-def export(ws: Workspace, name: str, out_path: str | Path, *, threshold: float = 0.5, int8: bool = False) -> dict:
-    """Write model `name` as a bundle; returns the bundle's metadata."""
+def export(ws: Workspace, name: str, out_path: str | Path, *, threshold: float | None = None,
+           int8: bool = False) -> dict:
+    """Write model `name` as a bundle; returns the bundle's metadata. `threshold`: the bundle's
+    decision threshold (None: the one training chose)."""
     from labeler.training import export_detector
 
     with ws.run("export", {"name": name, "out": str(out_path), "threshold": threshold, "int8": int8}) as run:
         meta = export_detector(ws, name, out_path, threshold, int8=int8)
-        run.results = {"content_sha256": meta["content_sha256"], "bytes": Path(out_path).stat().st_size}
+        run.results = {"content_sha256": meta["content_sha256"], "bytes": Path(out_path).stat().st_size,
+                       "threshold": meta["threshold"]}
     return meta
 
 

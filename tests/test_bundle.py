@@ -17,7 +17,7 @@ def test_bundle_holds_everything_and_is_small(bgl_bundle):
     assert path.stat().st_size <= 50 * 1024 * 1024
     bundle = load_bundle(path)
     meta = bundle.meta
-    assert meta["source_domains"] == ["bgl"] and meta["threshold"] == 0.5
+    assert meta["source_domains"] == ["bgl"] and meta["threshold"] == 0.5  # one source: nothing to hold out
     assert meta["input_format"]["name"] == "loghub:BGL" and meta["embedder"]["kind"] == "minilm"
     assert meta["labels"] == "ground-truth" and "training_metrics" in meta
     assert bundle.masker.mask("took 12 ms") == "took <*> ms"

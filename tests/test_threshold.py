@@ -1,0 +1,76 @@
+"""The bundle's decision threshold, chosen on held-out source domains without ground truth."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import Cli
+from detector.metrics import best_f1, precision_recall_f1
+from detector.runtime import load_bundle
+from labeler.training import DEFAULT_THRESHOLD, TrainingSet, held_out_threshold
+
+SMALL = {"epochs": 40, "hidden": [16], "head_hidden": 8, "discriminator_hidden": 8}
+
+
+def test_best_f1_weighs_each_pair_as_often_as_its_weight():
+    truths, scores, weights = np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.6, 0.9]), np.array([1, 3, 5, 1])
+    repeated = best_f1(np.repeat(truths, weights), np.repeat(scores, weights))
+    assert best_f1(truths, scores, weights) == pytest.approx(repeated)
+    f1, threshold = repeated
+    assert threshold == 0.4 and f1 == pytest.approx(precision_recall_f1(truths, scores >= 0.4, weights)[2])
+    assert best_f1([0, 0], [0.2, 0.3]) is None
+
+
+def _domains(n_per: int, names: list[str], anomalous: dict[str, int], seed: int = 0) -> TrainingSet:
+    rng = np.random.default_rng(seed)
+    rows, y, domains = [], [], []
+    for name in names:
+        labels = np.zeros(n_per)
+        labels[:anomalous[name]] = 1
+        rows.append(rng.normal(size=(n_per, 6)) + labels[:, None] * 2.0)
+        y.append(labels)
+        domains += [name] * n_per
+    return TrainingSet(np.array(domains), np.arange(n_per * len(names)), np.concatenate(rows).astype(np.float32),
+                       np.concatenate(y).astype(np.float32))
+
+
+def test_each_domain_with_both_classes_is_held_out_once_and_the_median_kept():
+    data = _domains(40, ["a", "b", "c", "d"], {"a": 8, "b": 10, "c": 0, "d": 6})
+    chosen = held_out_threshold(data, SMALL, np.ones(len(data.y)))
+    assert sorted(f["held_out"][0] for f in chosen["folds"]) == ["a", "b", "d"]  # c has no anomalous label
+    assert chosen["threshold"] == pytest.approx(np.median([f["threshold"] for f in chosen["folds"]]))
+    assert 0.0 < chosen["threshold"] < 1.0 and chosen["source"] == "median of 3 held-out fits"
+    assert all(f["f1"] > 0.5 for f in chosen["folds"])  # the anomalies are separable
+
+
+def test_one_source_domain_keeps_the_default_threshold():
+    data = _domains(40, ["a"], {"a": 8})
+    chosen = held_out_threshold(data, SMALL, np.ones(len(data.y)))
+    assert chosen == {"threshold": DEFAULT_THRESHOLD, "folds": [],
+                      "source": "default: no held-out fit had both classes"}
+
+
+def test_train_chooses_the_threshold_export_stores_it_and_either_can_override(tmp_path):
+    cli = Cli(tmp_path / "cache.db")
+    for name, verb in (("billing", "charged"), ("shipping", "shipped")):
+        logs = tmp_path / f"{name}.csv"
+        logs.write_text("text,label\n" + "".join(f"order {i} {verb} in {i} ms,0\n" for i in range(40))
+                        + "".join(f"fatal: {name} worker {i} crashed with segfault,1\n" for i in range(8)))
+        assert cli("ingest", logs, "--domain", name, "--format", "csv", "--label-field", "label").exit_code == 0
+    result = cli("train", "--labels", "ground-truth", "--epochs", "5", "--out", "chosen", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["threshold_source"] == "median of 2 held-out fits"
+    assert [f["held_out"] for f in metrics["threshold_folds"]] in (
+        [["billing"], ["shipping"]], [["shipping"], ["billing"]])
+    assert cli("export", "chosen", "--out", tmp_path / "chosen.ldb").exit_code == 0
+    assert load_bundle(tmp_path / "chosen.ldb").threshold == pytest.approx(metrics["threshold"])
+    assert cli("export", "chosen", "--out", tmp_path / "fixed.ldb", "--threshold", "0.3").exit_code == 0
+    assert load_bundle(tmp_path / "fixed.ldb").threshold == 0.3
+    result = cli("train", "--labels", "ground-truth", "--epochs", "5", "--out", "given", "--threshold", "0.4",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    assert (metrics["threshold"], metrics["threshold_source"], metrics["threshold_folds"]) == (0.4, "given", [])
+    result = cli("train", "--labels", "ground-truth", "--out", "bad", "--threshold", "1.5")
+    assert result.exit_code == 2 and "less than or equal to 1" in result.stderr
