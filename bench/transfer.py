@@ -162,9 +162,6 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     result.update(train_seconds=round(trained, 1), score_seconds=round(time.perf_counter() - started, 2),
                   bundle_mb=round(bundle.stat().st_size / 1e6, 1),
                   f1_at_half=metrics(scored.scores, scored.truths, 0.5)["f1"],
-                  best_mean_f1_threshold=trained_metrics["best_mean_f1_threshold"],
-                  f1_at_best_mean_f1_threshold=metrics(scored.scores, scored.truths,
-                                                       trained_metrics["best_mean_f1_threshold"])["f1"],
                   threshold_folds=trained_metrics["threshold_folds"],
                   threshold_seconds=trained_metrics["threshold_seconds"])
     bundle.unlink()

@@ -181,12 +181,11 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
     """
     from sklearn.model_selection import GroupKFold
 
-    from detector.metrics import best_f1, precision_recall_f1
+    from detector.metrics import best_f1
     from detector.model import DomainAdversarialDetector
 
     n_folds = min(folds, len(set(data.domains.tolist())))
     chosen: list[dict] = []
-    held_out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per fold: labels, scores, weights
     if n_folds >= 2:
         splits = list(GroupKFold(n_splits=n_folds).split(data.X, groups=data.domains))
         epochs = DomainAdversarialDetector(**params).epochs
@@ -198,18 +197,13 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
             model = DomainAdversarialDetector(**params).fit(
                 data.X[learn], data.y[learn], data.domains[learn], X_unlabeled=unlabeled[0],
                 unlabeled_domains=unlabeled[1], on_epoch=progress)
-            scores = model.predict_proba(data.X[held])[:, 1]
-            f1, threshold = best_f1(hard[held], scores, weights[held])
+            f1, threshold = best_f1(hard[held], model.predict_proba(data.X[held])[:, 1], weights[held])
             chosen.append({"held_out": sorted(set(data.domains[held].tolist())), "threshold": round(threshold, 6),
                            "f1": round(f1, 4)})
-            held_out.append((hard[held], scores, weights[held]))
     if not chosen:
         return {"threshold": DEFAULT_THRESHOLD, "folds": [], "source": "default: no held-out fit had both classes"}
-    grid = np.linspace(0.01, 0.99, 99)
-    mean_f1 = [np.mean([precision_recall_f1(y, s >= t, w)[2] for y, s, w in held_out]) for t in grid]
     return {"threshold": float(np.median([c["threshold"] for c in chosen])), "folds": chosen,
-            "source": f"median of {len(chosen)} held-out fits",
-            "best_mean_f1_threshold": round(float(grid[int(np.argmax(mean_f1))]), 4)}
+            "source": f"median of {len(chosen)} held-out fits"}
 
 
 def _model_path(ws: Workspace, name: str) -> Path:
@@ -266,7 +260,6 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
            "metrics": json.dumps({**_training_metrics(model, data, ws), "seconds": round(seconds, 2),
                                   "threshold": chosen["threshold"], "threshold_source": chosen["source"],
                                   "threshold_folds": chosen["folds"],
-                                  "best_mean_f1_threshold": chosen.get("best_mean_f1_threshold"),
                                   "threshold_seconds": round(time.perf_counter() - started - seconds, 2)})}
     with ws.transaction():
         ws.db["models"].insert(row)
