@@ -305,8 +305,9 @@ def main() -> None:
               f"({texts} (domain, text) pairs labeled). Detector variants: BASE_MODEL {json.dumps(BASE_MODEL)} "
               f"with what the name says changed; "
               f"seeds {', '.join(map(str, seeds))}.", "",
-              f"Command: `python bench/transfer.py --variants {args.variants} --seeds {args.seeds} "
-              f"--targets {args.targets}`", "",
+              f"Command: `python bench/transfer.py --variants '{args.variants}' --seeds {args.seeds} "
+              f"--targets {args.targets} --out {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}`",
+              "",
               f"Training: median {np.median([r['train_seconds'] for r in trained]):.1f} s per model; bundles "
               f"{min(r['bundle_mb'] for r in trained)}-{max(r['bundle_mb'] for r in trained)} MB; "
               f"peak RSS {peak_mb():.0f} MB." if trained else ""]
