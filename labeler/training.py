@@ -244,6 +244,7 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
                                     on_epoch=on_threshold)
     else:
         chosen = {"threshold": float(threshold), "folds": [], "source": "given"}
+    threshold_seconds = time.perf_counter() - started - seconds
     path = _model_path(ws, name)
     model.save(path)
     _save_known_labels(ws, path, data)
@@ -260,7 +261,7 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
            "metrics": json.dumps({**_training_metrics(model, data, ws), "seconds": round(seconds, 2),
                                   "threshold": chosen["threshold"], "threshold_source": chosen["source"],
                                   "threshold_folds": chosen["folds"],
-                                  "threshold_seconds": round(time.perf_counter() - started - seconds, 2)})}
+                                  "threshold_seconds": round(threshold_seconds, 2)})}
     with ws.transaction():
         ws.db["models"].insert(row)
     return row
@@ -308,10 +309,11 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
         raise LogdistillError(f"model {name!r} was trained under other masking rules than the workspace's now")
     model_path = ws.artifact_path(row["path"])
     model = DomainAdversarialDetector.load(model_path)
+    training_metrics = json.loads(row["metrics"])
     if threshold is None:
-        threshold = json.loads(row["metrics"]).get("threshold", DEFAULT_THRESHOLD)
+        threshold = training_metrics.get("threshold", DEFAULT_THRESHOLD)  # models trained before it was chosen
     info = {"model_name": name, "trained": row["created"], "labels": config["labels"],
-            "training_metrics": json.loads(row["metrics"]), "provenance": json.loads(row["provenance"])}
+            "training_metrics": training_metrics, "provenance": json.loads(row["provenance"])}
     lei_table = None
     if config.get("features") == "lei":
         lei_path = model_path.with_suffix(".lei.json")

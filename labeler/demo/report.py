@@ -51,7 +51,8 @@ def markdown_report(report: DemoReport) -> str:
     lines += [f"| {r['domain']} | {r['texts']} | {r['anomalous']} | {_fmt(r['auroc'])} | {_fmt(r['precision'])} "
               f"| {_fmt(r['recall'])} | {_fmt(r['f1'])} |" for r in report.label_quality]
     lines += ["", "## The unseen system (per line)", "",
-              "| scorer | AUROC | AUPRC | best F1 | F1 at its threshold (bundle: chosen on held-out sources; LLM, rules: 0.5) |", "|---|---:|---:|---:|---:|"]
+              "| scorer | AUROC | AUPRC | best F1 | F1 at its threshold (bundle: chosen on held-out sources; "
+              "LLM, rules: 0.5) |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['auprc'])} | {_fmt(m['best_f1'])} | {_fmt(m['f1'])} |"
               for name, m in report.target.items()]
     if report.flagged:
