@@ -1010,6 +1010,17 @@ def _input_format(format: Optional[str], log_format: Optional[str], text_field: 
 
 
 FORMAT_OPTION_HELP = "raw | loghub:<System> | log:<layout> | csv | jsonl (default: the bundle's format)."
+NoLookupOption = Annotated[bool, typer.Option(
+    "--no-lookup", help="Score every line by the model, also lines whose masked text the bundle was trained on "
+                        "(default: those get their training label, blended 0.8/0.2 with the model).")]
+SessionOption = Annotated[Optional[str], typer.Option(
+    "--session", metavar="REGEX",
+    help="Group lines into sessions by the first match of REGEX in the line (its first group, if it has one), "
+         r"e.g. 'blk_-?\d+' for HDFS blocks; a session scores as its most anomalous line.")]
+WindowOption = Annotated[Optional[int], typer.Option(
+    "--window", metavar="N", help="Group lines into windows of N consecutive lines instead (per input).")]
+StepOption = Annotated[Optional[int], typer.Option(
+    "--step", metavar="S", help="With --window: a window starts every S lines (default N: no overlap).")]
 
 
 @app.command()
@@ -1020,29 +1031,44 @@ def score(
     log_format: Optional[str] = typer.Option(None, "--log-format", help="A header layout, e.g. '<Date> <Level> <Content>'."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="csv/jsonl: the message field."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Decision threshold (default: the bundle's)."),
-    output: str = typer.Option("jsonl", "--output", help="jsonl or csv."),
-    only_anomalies: bool = typer.Option(False, "--only-anomalies", help="Print only lines at or above the threshold."),
+    output: Optional[str] = typer.Option(
+        None, "--output", help="jsonl or csv: one row per line (default); sessions: one JSON record per session "
+                               "(key, first, last, lines, score, anomalous, peak, raw) as it closes (the default "
+                               "with --session or --window)."),
+    only_anomalies: bool = typer.Option(False, "--only-anomalies",
+                                        help="Print only lines (or sessions) at or above the threshold."),
+    session: SessionOption = None,
+    window: WindowOption = None,
+    step: StepOption = None,
+    session_timeout: Optional[int] = typer.Option(
+        None, "--session-timeout", metavar="LINES",
+        help="With --session: a session closes (and prints) once this many lines pass without one of its lines "
+             "(default: at the end of input)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
                                           help="Processes that parse, mask and score (default: the cores available; 1: this process)."),
-    no_lookup: bool = typer.Option(False, "--no-lookup",
-                                   help="Score every line by the model, also lines whose masked text the bundle was "
-                                        "trained on (default: those get their training label, blended 0.8/0.2 "
-                                        "with the model)."),
+    no_lookup: NoLookupOption = False,
 ) -> None:
     """Score a log stream line by line with a bundle: no LLM, no torch. Reads stdin for - or no FILE.
 
-    Output keeps input order; lines arriving on a pipe are answered as they arrive."""
+    Output keeps input order; lines arriving on a pipe are answered as they arrive. With --session
+    or --window, sessions are printed instead, each as it closes."""
     from detector.runtime import usable_cores, load_bundle, open_input, score_to
+    from detector.sessions import Grouping
 
+    grouping = Grouping.of(session, window, step, session_timeout)
+    output = output or ("sessions" if grouping is not None else "jsonl")
     fmt = _input_format(format, log_format, text_field, None)
     workers = workers or usable_cores()
     # one ONNX thread per process when forking workers: no thread pool for a child to inherit half of
     bundle = load_bundle(bundle_path, threads=1 if workers > 1 else 0, lookup=not no_lookup)
     stream = open_input(input_path)
     summary = score_to(bundle, stream, sys.stdout, input_format=fmt, threshold=threshold, output=output,
-                       only_anomalies=only_anomalies, workers=workers)
-    err.print(f"{summary.lines} lines, {summary.anomalous} anomalous, {summary.unique_texts} unique texts scored, "
-              f"mask cache {100 * summary.mask_cache_hit_rate:.1f} % hits", highlight=False)
+                       only_anomalies=only_anomalies, workers=workers, grouping=grouping)
+    sessions = (f", {summary.sessions} sessions, {summary.anomalous_sessions} anomalous"
+                + (f", {summary.unkeyed} lines without a session key" if grouping.pattern is not None else "")
+                ) if grouping is not None else ""
+    err.print(f"{summary.lines} lines, {summary.anomalous} anomalous{sessions}, {summary.unique_texts} unique texts "
+              f"scored, mask cache {100 * summary.mask_cache_hit_rate:.1f} % hits", highlight=False)
 
 
 @app.command(name="eval")
@@ -1055,26 +1081,42 @@ def eval_command(
     label_field: Optional[str] = typer.Option(None, "--label-field", help="The field holding 0/1 ground truth."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Threshold for F1 (default: the bundle's)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write ROC and precision-recall curves to this PNG."),
-    no_lookup: bool = typer.Option(False, "--no-lookup",
-                                   help="Score every line by the model, also lines whose masked text the bundle was "
-                                        "trained on (default: those get their training label, blended 0.8/0.2 "
-                                        "with the model)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    no_lookup: NoLookupOption = False,
+    session: SessionOption = None,
+    window: WindowOption = None,
+    step: StepOption = None,
+    session_labels: Optional[Path] = typer.Option(
+        None, "--session-labels", metavar="CSV",
+        help="With --session: each session's label, as CSV rows 'key,label' (0/1, normal/anomalous, or "
+             "Normal/Anomaly as in HDFS's anomaly_label.csv; a header row is skipped). Without it a session "
+             "is anomalous if any of its labeled lines is."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (sessions under 'sessions')."),
 ) -> None:
-    """AUROC, AUPRC, best F1 and F1 at the threshold of a bundle on labeled logs, per file."""
+    """AUROC, AUPRC, best F1 and F1 at the threshold of a bundle on labeled logs, per file; with
+    --session or --window, per session too."""
+    from detector.sessions import Grouping
     from labeler import pipeline
 
     result, _ = pipeline.evaluate(bundle_path, paths, _input_format(format, log_format, text_field, label_field),
-                                  threshold=threshold, plot=plot, lookup=not no_lookup)
+                                  threshold=threshold, plot=plot, lookup=not no_lookup,
+                                  grouping=Grouping.of(session, window, step), session_labels=session_labels)
     if as_json:
         print_json(result)
         return
-    rows = [{"input": name, **{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in m.items()}}
-            for name, m in {**result["domains"], **({"all": result["overall"]} if "overall" in result else {})}.items()]
-    print_table(rows, ["input", "lines", "anomalous", "auroc", "auprc", "best_f1", "best_f1_threshold",
-                       "threshold", "precision", "recall", "f1"])
+    columns = ["auroc", "auprc", "best_f1", "best_f1_threshold", "threshold", "precision", "recall", "f1"]
+    if result["domains"]:
+        print_table(_metric_rows(result), ["input", "lines", "anomalous", *columns], title="per line")
+    if "sessions" in result:
+        print_table(_metric_rows(result["sessions"]), ["input", "sessions", "anomalous", "unlabeled_sessions",
+                                                       *columns], title="per session")
     if plot:
         out.print(f"curves written to {plot}")
+
+
+def _metric_rows(result: dict) -> list[dict]:
+    """One table row per input (and 'all'), floats to 4 places."""
+    return [{"input": name, **{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in m.items()}}
+            for name, m in {**result["domains"], **({"all": result["overall"]} if "overall" in result else {})}.items()]
 
 
 # ---------------------------------------------------------------------------- demo

@@ -1,8 +1,8 @@
 """Evaluation of a bundle on labeled logs: AUROC, AUPRC, best F1, F1 at the bundle's threshold.
 
 Scores come from the runtime path (the same masking, caching and ONNX graph as `score`);
-metrics are per line, per input file ("domain") and over all files; ROC and PR curves go to
-one PNG.
+metrics are per line, per input file ("domain") and over all files, and with a grouping
+(detector.sessions) per session too; ROC and PR curves go to one PNG.
 """
 from __future__ import annotations
 
@@ -17,36 +17,46 @@ from detector.errors import LogdistillError
 from detector.formats import InputFormat
 from detector.metrics import auroc, best_f1, both_classes, precision_recall_f1
 from detector.runtime import Bundle, CachedScorer, open_input, score_stream
+from detector.sessions import Grouping, Session, SessionTracker, labeled_sessions
 
 
 @dataclass
 class Scored:
-    """The labeled lines of one input: P(anomalous) and ground truth (0/1)."""
+    """The labeled lines of one input: P(anomalous) and ground truth (0/1); with a grouping, its sessions."""
 
     name: str
     scores: np.ndarray
     truths: np.ndarray
+    sessions: list[Session] | None = None
 
 
-def score_labeled(bundle: Bundle, paths: list[Path], input_format: InputFormat | None = None) -> list[Scored]:
-    """Score each file; refuse a file without ground truth. Lines without a label are skipped."""
+def score_labeled(bundle: Bundle, paths: list[Path], input_format: InputFormat | None = None, *,
+                  grouping: Grouping | None = None, line_truth: bool = True) -> list[Scored]:
+    """Score each file; refuse a file without ground truth unless `line_truth` is False (its
+    sessions carry labels of their own). Lines without a label are skipped."""
     fmt = input_format or bundle.input_format
     scorer = CachedScorer(bundle)
     results = []
     for path in paths:
         scores: list[float] = []
         truths: list[int | None] = []
+        tracker = SessionTracker(grouping) if grouping is not None else None
+        sessions: list[Session] = []
         stream = open_input(path)
         with stream:
             for batch in score_stream(bundle, stream, fmt, scorer=scorer):
                 scores += batch.scores
                 truths += batch.truths
+                if tracker is not None:
+                    sessions += tracker.add(batch.raws, batch.scores, batch.truths)
         labeled = np.array([t is not None for t in truths], dtype=bool)
-        if not labeled.any():
+        if line_truth and not labeled.any():
             raise LogdistillError(f"{path} has no ground truth under format {fmt.name!r}; eval needs labeled "
-                                  "lines (e.g. --format loghub:BGL, or csv/jsonl/log with --label-field)")
-        results.append(Scored(Path(path).name, np.asarray(scores)[labeled],
-                              np.array([t for t in truths if t is not None], dtype=np.int64)))
+                                  "lines (e.g. --format loghub:BGL, or csv/jsonl/log with --label-field) "
+                                  "or labeled sessions (--session REGEX --session-labels CSV)")
+        results.append(Scored(Path(path).name, np.asarray(scores, dtype=np.float64)[labeled],
+                              np.array([t for t in truths if t is not None], dtype=np.int64),
+                              None if tracker is None else sessions + tracker.close()))
     return results
 
 
@@ -65,12 +75,42 @@ def metrics(scores: np.ndarray, truths: np.ndarray, threshold: float) -> dict:
     return result
 
 
-def report(scored: list[Scored], threshold: float) -> dict:
-    """Metrics per input and, when there are several, over all of them."""
-    result = {"threshold": threshold, "domains": {s.name: metrics(s.scores, s.truths, threshold) for s in scored}}
+def report(scored: list[Scored], threshold: float, grouping: Grouping | None = None,
+           session_labels: dict[str, int] | None = None) -> dict:
+    """Metrics per input with labeled lines and, when there are several, over all of them; with
+    sessions, the same per session under "sessions" (labels from `session_labels` where given,
+    else from the lines: anomalous if any line is)."""
+    lined = [s for s in scored if len(s.truths)]
+    result = {"threshold": threshold, "domains": {s.name: metrics(s.scores, s.truths, threshold) for s in lined}}
+    if len(lined) > 1:
+        result["overall"] = metrics(np.concatenate([s.scores for s in lined]),
+                                    np.concatenate([s.truths for s in lined]), threshold)
+    if grouping is not None:
+        result["sessions"] = session_report(scored, threshold, grouping, session_labels)
+    return result
+
+
+def session_report(scored: list[Scored], threshold: float, grouping: Grouping,
+                   session_labels: dict[str, int] | None) -> dict:
+    """Per-session metrics of each input (its sessions with a label) and over all inputs."""
+    judged = {s.name: labeled_sessions(s.sessions, session_labels) for s in scored}
+    if not any(len(truths) for _, truths, _ in judged.values()):
+        where = "the --session-labels CSV" if session_labels is not None else "their lines (no line carries a label)"
+        raise LogdistillError(f"no session has a label in {where}; "
+                              f"{sum(len(s.sessions) for s in scored)} sessions were found")
+
+    def judge(scores, truths, unlabeled) -> dict:
+        m = metrics(scores, truths, threshold)
+        m["sessions"] = m.pop("lines")
+        m["unlabeled_sessions"] = unlabeled
+        return m
+
+    result = {**grouping.describe(), "labels": "csv" if session_labels is not None else "lines",
+              "domains": {name: judge(*v) for name, v in judged.items() if len(v[1])}}
     if len(scored) > 1:
-        result["overall"] = metrics(np.concatenate([s.scores for s in scored]),
-                                    np.concatenate([s.truths for s in scored]), threshold)
+        result["overall"] = judge(np.concatenate([v[0] for v in judged.values()]),
+                                  np.concatenate([v[1] for v in judged.values()]),
+                                  sum(v[2] for v in judged.values()))
     return result
 
 

@@ -46,6 +46,7 @@ from detector.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.formats import Columns, InputFormat
 from detector.lei_features import TemplateInterpretations
 from detector.mask import Masker
+from detector.sessions import Grouping, SessionTracker, to_json as session_json
 
 BUNDLE_FORMAT = "logdistill-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -63,7 +64,7 @@ INPUT_NAME = "embedding"
 OUTPUT_NAME = "p_anomalous"
 ZIP_MAGIC = b"PK\x03\x04"
 CHUNK_BYTES = 1 << 20
-OUTPUTS = ("jsonl", "csv")
+OUTPUTS = ("jsonl", "csv", "sessions")  # sessions: one JSON record per session (detector.sessions)
 
 
 def content_hash(members: dict[str, bytes], meta: dict) -> str:
@@ -387,6 +388,9 @@ def format_batch(batch: ScoredBatch, threshold: float, output: str, only_anomali
 class ScoreSummary:
     lines: int = 0
     anomalous: int = 0
+    sessions: int = 0  # session output: sessions printed (all of them, or the anomalous with only_anomalies)
+    anomalous_sessions: int = 0
+    unkeyed: int = 0  # session output by key: lines that carry no key
     unique_texts: int = 0
     mask_cache_hits: int = 0  # messages masked from the masker's cache (no regex run)
     mask_cache_misses: int = 0
@@ -408,16 +412,20 @@ class _BatchWork:
         self.header: list[str] = []
         self.cache_start = bundle.masker.cache_info()
 
-    def run(self, lines: list[str], position: int) -> tuple[str, int, int]:
-        """(output text, records, anomalous records) of one batch whose first record is at `position`."""
+    def run(self, lines: list[str], position: int) -> tuple[str, int, int, tuple | None]:
+        """(output text, records, anomalous records, and for session output the batch's (raws,
+        scores) in place of the text) of one batch whose first record is at `position`."""
         columns, self.header = _batch_columns(self.fmt, lines, self.header)
         if not columns.raws:
-            return "", 0, 0
+            return "", 0, 0, None
         _check_first(self.fmt, columns, position)
         scores = self.scorer.score(columns.messages, columns.levels)
         threshold = self.threshold
         anomalous = sum(s >= threshold for s in scores)
-        return _format_rows(position, scores, columns.raws, self.fragments, self.only_anomalies), len(scores), anomalous
+        if self.fragments.output == "sessions":  # the parent groups them: sessions span batches and workers
+            return "", len(scores), anomalous, (columns.raws, scores)
+        return (_format_rows(position, scores, columns.raws, self.fragments, self.only_anomalies), len(scores),
+                anomalous, None)
 
     def cache_counts(self) -> tuple[int, int]:
         now = self.scorer.bundle.masker.cache_info()
@@ -432,16 +440,58 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _Output:
+    """Writes each scored batch in stream order: its rows, or for session output the sessions it
+    closed (and, at the end of input, the rest), and keeps the summary."""
+
+    def __init__(self, out: TextIO, threshold: float, only_anomalies: bool, grouping: Grouping | None):
+        self.out = out
+        self.threshold = threshold
+        self.only_anomalies = only_anomalies
+        self.tracker = SessionTracker(grouping) if grouping is not None else None
+        self.summary = ScoreSummary()
+
+    def write(self, text: str, records: int, anomalous: int, scored: tuple | None) -> None:
+        if scored is not None:
+            self._sessions(self.tracker.add(*scored))
+        elif records:
+            self.out.write(text)
+        if records:
+            self.out.flush()
+        self.summary.lines += records
+        self.summary.anomalous += anomalous
+
+    def finish(self) -> ScoreSummary:
+        if self.tracker is not None:
+            self._sessions(self.tracker.close())
+            self.summary.unkeyed = self.tracker.unkeyed
+            self.out.flush()
+        return self.summary
+
+    def _sessions(self, closed: list) -> None:
+        for session in closed:
+            anomalous = session.score >= self.threshold
+            self.summary.sessions += 1
+            self.summary.anomalous_sessions += anomalous
+            if anomalous or not self.only_anomalies:
+                self.out.write(session_json(session, self.threshold) + "\n")
+
+
 def score_to(bundle: Bundle, stream: BinaryIO, out: TextIO, *, input_format: InputFormat | None = None,
              threshold: float | None = None, output: str = "jsonl", only_anomalies: bool = False,
-             chunk_bytes: int = CHUNK_BYTES, workers: int = 1) -> ScoreSummary:
-    """What `logdistill score` does: score a stream and write one row per line, flushing per batch.
+             chunk_bytes: int = CHUNK_BYTES, workers: int = 1, grouping: Grouping | None = None) -> ScoreSummary:
+    """What `logdistill score` does: score a stream and write one row per line, flushing per batch;
+    with `grouping` and output "sessions", one record per session as it closes (detector.sessions).
 
     workers > 1: that many forked processes do the work (see the module docstring); csv input,
     whose records can span lines, and systems without fork stay in this process.
     """
     if output not in OUTPUTS:
         raise LogdistillError(f"unknown output {output!r}; choose one of: {', '.join(OUTPUTS)}")
+    if (output == "sessions") != (grouping is not None):
+        raise LogdistillError("--output sessions goes with --session REGEX or --window N, and they with it"
+                              if grouping is None else
+                              f"--session/--window print sessions: use --output sessions, not {output}")
     threshold = bundle.threshold if threshold is None else threshold
     if not 0.0 <= threshold <= 1.0:
         raise LogdistillError(f"--threshold must lie in [0, 1], got {threshold}")
@@ -450,17 +500,13 @@ def score_to(bundle: Bundle, stream: BinaryIO, out: TextIO, *, input_format: Inp
     fmt = input_format or bundle.input_format
     if output == "csv":
         out.write("position,score,anomalous,raw\n")
+    writer = _Output(out, threshold, only_anomalies, grouping)
     if workers > 1 and fmt.kind != "csv" and "fork" in multiprocessing.get_all_start_methods():
-        return _score_parallel(bundle, stream, out, fmt, threshold, output, only_anomalies, chunk_bytes, workers)
+        return _score_parallel(bundle, stream, writer, fmt, threshold, output, only_anomalies, chunk_bytes, workers)
     work = _BatchWork(bundle, fmt, threshold, output, only_anomalies)
-    summary = ScoreSummary()
     for lines in line_batches(stream, chunk_bytes):
-        text, records, anomalous = work.run(lines, summary.lines)
-        if records:
-            out.write(text)
-            out.flush()
-        summary.lines += records
-        summary.anomalous += anomalous
+        writer.write(*work.run(lines, writer.summary.lines))
+    summary = writer.finish()
     summary.unique_texts = work.scorer.embedded
     summary.mask_cache_hits, summary.mask_cache_misses = work.cache_counts()
     return summary
@@ -472,7 +518,7 @@ _FORKED_JOB: tuple | None = None  # what a forked worker inherits: (bundle, fmt,
 
 
 def _worker_main(inbox, outbox, inherited) -> None:
-    """A forked worker: batches (bytes, first position) in, (text, records, anomalous, new texts) out."""
+    """A forked worker: batches (bytes, first position) in, (text, records, anomalous, scored, new texts) out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for conn in inherited:  # the other ends, so the parent's exit reads as end of input here
         conn.close()
@@ -488,9 +534,9 @@ def _worker_main(inbox, outbox, inherited) -> None:
                 return
             data, position = task
             try:
-                text, records, anomalous = work.run(decode_lines(data), position)
+                text, records, anomalous, scored = work.run(decode_lines(data), position)
                 # hash(): forked workers share the parent's hash seed, so the parent can count distinct texts
-                result = ("ok", text, records, anomalous, [hash(t) for t in work.scorer.new_texts])
+                result = ("ok", text, records, anomalous, scored, [hash(t) for t in work.scorer.new_texts])
                 work.scorer.new_texts = []
             except LogdistillError as e:
                 result = ("error", str(e))
@@ -501,7 +547,7 @@ def _worker_main(inbox, outbox, inherited) -> None:
         return
 
 
-def _score_parallel(bundle: Bundle, stream: BinaryIO, out: TextIO, fmt: InputFormat, threshold: float,
+def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: InputFormat, threshold: float,
                     output: str, only_anomalies: bool, chunk_bytes: int, workers: int) -> ScoreSummary:
     """`workers` processes in all: this one scores every `workers`-th batch itself, forked
     children the others (so two workers are two processes, and their memory two copies at most)."""
@@ -511,7 +557,7 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, out: TextIO, fmt: InputFor
     pipes = [(context.Pipe(duplex=False), context.Pipe(duplex=False)) for _ in range(children)]
     parent_ends = [end for (task_pipe, result_pipe) in pipes for end in (task_pipe[1], result_pipe[0])]
     _FORKED_JOB = (bundle, fmt, threshold, output, only_anomalies)
-    for text_stream in (out, sys.stdout, sys.stderr):  # a child flushes its copy of any buffered text at exit
+    for text_stream in (writer.out, sys.stdout, sys.stderr):  # a child flushes its copy of any buffered text at exit
         text_stream.flush()
     processes = []
     try:
@@ -561,7 +607,6 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, out: TextIO, fmt: InputFor
 
     reader = threading.Thread(target=read, name="logdistill-score-reader", daemon=True)
     reader.start()
-    summary = ScoreSummary()
     seen: set[int] = set()  # hash() of each masked text embedded: forked children share this hash seed
     try:
         while True:
@@ -572,7 +617,7 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, out: TextIO, fmt: InputFor
                 raise item
             worker, count, data, position = item
             if worker == 0:
-                text, records, anomalous = own.run(decode_lines(data), position)
+                text, records, anomalous, scored = own.run(decode_lines(data), position)
                 new = [hash(t) for t in own.scorer.new_texts]
                 own.scorer.new_texts = []
             else:
@@ -582,15 +627,12 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, out: TextIO, fmt: InputFor
                     raise LogdistillError("a scoring worker stopped unexpectedly") from None
                 if result[0] == "error":
                     raise LogdistillError(result[1])
-                _, text, records, anomalous, new = result
+                _, text, records, anomalous, scored, new = result
             if records != count:  # the positions already handed out would be wrong
                 raise LogdistillError(f"internal error: a batch of {count} records came back with {records}")
-            if records:
-                out.write(text)
-                out.flush()
-            summary.lines += records
-            summary.anomalous += anomalous
+            writer.write(text, records, anomalous, scored)
             seen.update(new)
+        summary = writer.finish()
         summary.mask_cache_hits, summary.mask_cache_misses = own.cache_counts()
         for conn in task_ends:
             conn.send(None)

@@ -22,6 +22,7 @@ from typing import Callable
 
 from detector.errors import LogdistillError
 from detector.formats import InputFormat
+from detector.sessions import Grouping
 from labeler.aggregate import RULE_WEIGHT
 from labeler.backends import Backend, BackendSpec
 from labeler.cache import AskStats, Budget
@@ -230,26 +231,35 @@ def export(ws: Workspace, name: str, out_path: str | Path, *, threshold: float |
 
 def evaluate(bundle_path: str | Path, paths: list[Path], input_format: InputFormat | None = None, *,
              threshold: float | None = None, plot: Path | None = None, ws: Workspace | None = None,
-             lookup: bool = True):
+             lookup: bool = True, grouping: Grouping | None = None, session_labels: Path | None = None):
     """(report, scored files) of a bundle on labeled logs: AUROC, AUPRC, best F1 and F1 at the
     threshold (default: the bundle's) per file and over all of them (detector.evaluate).
     With `ws`, recorded there as an `evaluate` run (a bundle needs no workspace to be judged).
-    `lookup` False: known texts too are scored by the model alone (`--no-lookup`)."""
+    `lookup` False: known texts too are scored by the model alone (`--no-lookup`).
+    `grouping` (detector.sessions): per session too, judged by `session_labels` (a key,label CSV)
+    where given, else by the sessions' lines."""
     from detector.evaluate import plot_curves, report, score_labeled
     from detector.runtime import load_bundle
+    from detector.sessions import read_session_labels
+
+    if session_labels is not None and grouping is None:
+        raise LogdistillError("--session-labels needs --session REGEX (or --window N)")
 
     def judge() -> tuple[dict, list]:
+        labels = read_session_labels(session_labels) if session_labels is not None else None
         bundle = load_bundle(bundle_path, lookup=lookup)
-        scored = score_labeled(bundle, [Path(p) for p in paths], input_format)
+        scored = score_labeled(bundle, [Path(p) for p in paths], input_format, grouping=grouping,
+                               line_truth=labels is None)
         if plot is not None:
             plot_curves(scored, plot)
-        return report(scored, bundle.threshold if threshold is None else threshold), scored
+        return report(scored, bundle.threshold if threshold is None else threshold, grouping, labels), scored
 
     if ws is None:
         return judge()
     params = {"bundle": str(bundle_path), "paths": [str(p) for p in paths],
               "format": input_format and input_format.name, "threshold": threshold, "plot": plot and str(plot),
-              "lookup": lookup}
+              "lookup": lookup, "grouping": grouping and grouping.describe(),
+              "session_labels": session_labels and str(session_labels)}
     with ws.run("evaluate", params) as run:
         result, scored = judge()
         run.results = result

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh workspace path, the loghub samples, and a CLI runner that behaves like the shell."""
+"""Shared fixtures: a fresh workspace path, the loghub samples, a CLI runner that behaves like the shell, and
+an environment in which torch cannot be imported."""
 from __future__ import annotations
 
 import os
@@ -67,6 +68,24 @@ class Cli:
 @pytest.fixture
 def cli(workspace: Path) -> Cli:
     return Cli(workspace)
+
+
+BLOCK_TORCH = """
+import sys
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
+            raise ImportError(f"{name.split('.')[0]} is blocked for this test")
+
+sys.meta_path.insert(0, BlockTorch())
+"""
+
+
+@pytest.fixture
+def torch_free_env(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
 
 
 def run_logdistill(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:

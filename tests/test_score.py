@@ -10,23 +10,6 @@ import pytest
 
 from conftest import REPO, Cli, loghub_file, run_logdistill
 
-BLOCK_TORCH = """
-import sys
-
-class BlockTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
-            raise ImportError(f"{name.split('.')[0]} is blocked for this test")
-
-sys.meta_path.insert(0, BlockTorch())
-"""
-
-
-@pytest.fixture
-def torch_free_env(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
-    return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
-
 
 @pytest.mark.parametrize("which", ["bgl_bundle", "fasttext_bundle"])
 def test_score_runs_without_torch(which, torch_free_env, request):
