@@ -42,6 +42,7 @@ from e2e_loghub import DESCRIPTIONS, LOGHUB, peak_mb  # noqa: E402
 
 from detector.evaluate import metrics  # noqa: E402
 from detector.formats import parse_format  # noqa: E402
+from detector.sessions import Grouping  # noqa: E402
 from labeler import pipeline  # noqa: E402
 from labeler.backends import BackendSpec  # noqa: E402
 from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_scores, rarity_scores,  # noqa: E402
@@ -143,8 +144,10 @@ def target_baselines(ws: Workspace, domain: str) -> dict[str, dict]:
     return {name: metrics(*line_scores(ws, domain, scores), 0.5) for name, scores in scorers.items()}
 
 
-def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, seed: int) -> dict:
-    """Train on the target's sources, export, score the target through the bundle; metrics and costs."""
+def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, seed: int,
+                grouping: Grouping | None = None) -> dict:
+    """Train on the target's sources, export, score the target through the bundle; metrics and costs
+    (with `grouping`, its per-session metrics too, under "sessions")."""
     digest = hashlib.sha256(json.dumps([variant.key(), target.domain, seed]).encode()).hexdigest()[:12]
     model = f"v-{digest}-{ws.db['models'].count + 1}"  # unique also after a run stopped between train and save
     params = {**variant.model_params, "seed": seed}
@@ -156,8 +159,10 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     bundle.parent.mkdir(exist_ok=True)
     pipeline.export(ws, model, bundle)
     started = time.perf_counter()
-    evaluated, (scored,) = pipeline.evaluate(bundle, [target.path], target.format)
+    evaluated, (scored,) = pipeline.evaluate(bundle, [target.path], target.format, grouping=grouping)
     (result,) = evaluated["domains"].values()
+    if grouping is not None:
+        (result["sessions"],) = evaluated["sessions"]["domains"].values()
     trained_metrics = json.loads(row["metrics"])
     result.update(train_seconds=round(trained, 1), score_seconds=round(time.perf_counter() - started, 2),
                   bundle_mb=round(bundle.stat().st_size / 1e6, 1),
@@ -230,15 +235,21 @@ def run_key(name: str, target: str, seed: int) -> str:
     return json.dumps([VARIANTS[name].key(), target, seed])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="all", help=f"Separated by ';', or 'all': {'; '.join(VARIANTS)}")
+def bench_arguments(description: str, result: str) -> argparse.ArgumentParser:
+    """The options every benchmark over the transfer targets shares (its cache, teacher, seeds, targets)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--targets", default="all")
     parser.add_argument("--backend", default="llamacpp")
     parser.add_argument("--model", default=None)
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "transfer")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "transfer.md")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / result)
+    return parser
+
+
+def main() -> None:
+    parser = bench_arguments(__doc__, "transfer.md")
+    parser.add_argument("--variants", default="all", help=f"Separated by ';', or 'all': {'; '.join(VARIANTS)}")
     parser.add_argument("--label-only", action="store_true", help="Label every domain (round 0) and stop.")
     parser.add_argument("--report-only", action="store_true",
                         help="Train nothing: tabulate what WORKDIR/runs.json holds for the chosen variants.")
