@@ -934,6 +934,12 @@ def train(
              "domains (up to 5 more fits: each holds some sources out and keeps the threshold of best per-line "
              "F1 against their labels; the median is kept), because a model scores a system it never saw lower "
              "than its sources."),
+    ensemble: bool = typer.Option(
+        defaults.FOLD_ENSEMBLE, "--ensemble/--no-ensemble",
+        help="Score with the mean logit of the full model and the held-out fits (those that choose the "
+             "threshold, trained also with --threshold): no extra training time, a bundle a few MB larger; "
+             "on the transfer benchmark mean AUROC over unseen systems 0.919 -> 0.926. --no-ensemble: the "
+             "full model alone."),
     as_json: bool = typer.Option(False, "--json", help="Print the models row as JSON."),
 ) -> None:
     """Train the detector on the workspace's labels and record it in the models table (texts without
@@ -960,14 +966,16 @@ def train(
 
         row = pipeline.train(ws, name, domains=_split_names(domains), labels=labels, features=features, params=params,
                              rule_feature=rule_feature, level_feature=level_feature, adapt=_split_names(adapt),
-                             threshold=threshold, on_epoch=on_epoch, on_embed=on_embed, on_threshold=on_threshold)
+                             threshold=threshold, ensemble=ensemble, on_epoch=on_epoch, on_embed=on_embed,
+                             on_threshold=on_threshold)
     metrics = json.loads(row["metrics"])
     if as_json:
         print_json({**row, **{k: json.loads(row[k]) for k in ("config", "provenance", "metrics")}})
         return
     out.print(f"model {row['name']}: {metrics['texts']} texts, {metrics['n_parameters']:,} parameters, "
               f"final loss {metrics['final_loss']:.4f}, {metrics['seconds']} s; threshold {metrics['threshold']:.3f} "
-              f"({metrics['threshold_source']}, {metrics['threshold_seconds']} s)")
+              f"({metrics['threshold_source']}, {metrics['threshold_seconds']} s); "
+              f"{metrics['ensemble_members']} model(s) scoring")
     print_table([{"domain": d, **m} for d, m in metrics["domains"].items()],
                 ["domain", "texts", "anomalous_labels", "auroc_vs_labels", "auroc_vs_ground_truth"],
                 title="in-sample fit")

@@ -70,6 +70,7 @@ class Variant:
     level_feature: bool = False
     params: dict = field(default_factory=dict)  # what differs from BASE_MODEL
     adapt: bool = False  # the target's own (unlabeled) lines as a `train --adapt` domain
+    ensemble: bool = False  # `train --ensemble`: the held-out fits score beside the full model
 
     @property
     def model_params(self) -> dict:
@@ -77,7 +78,9 @@ class Variant:
 
     def key(self) -> str:
         return json.dumps({"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature,
-                           "adapt": self.adapt, "model": self.model_params, "threshold": "held-out"}, sort_keys=True)
+                           "adapt": self.adapt, "model": self.model_params, "threshold": "held-out",
+                           # absent when off, so that runs measured before it existed keep their keys
+                           **({"ensemble": True} if self.ensemble else {})}, sort_keys=True)
 
 
 FULL = {"embedder": "minilm", "rule_feature": True, "level_feature": True}  # the representation the ablations vary
@@ -94,7 +97,8 @@ VARIANTS: dict[str, Variant] = {
     "FULL, beta 1 (MaidLog)": Variant(**FULL, params={"beta": 1.0}),
     "FULL, no adversary (beta 0), per-domain heads": Variant(**FULL, params={"adversarial": False}),
     "FULL, one head": Variant(**FULL, params={"single_head": True}),
-    "FULL, plain loss, no focal (gamma 0): the default": Variant(**FULL, params=PLAIN),
+    "FULL, plain loss, no focal (gamma 0)": Variant(**FULL, params=PLAIN),
+    "gamma 0 + fold ensemble: the default": Variant(**FULL, params=PLAIN, ensemble=True),
     "FULL, no SWA": Variant(**FULL, params={"swa": False}),
     "FULL, batch 2000 (MaidLog)": Variant(**FULL, params={"batch_size": 2000}),
     "FULL, --adapt the target": Variant(**FULL, adapt=True),
@@ -153,7 +157,8 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     params = {**variant.model_params, "seed": seed}
     started = time.perf_counter()
     row = pipeline.train(ws, model, domains=target.sources, params=params, rule_feature=variant.rule_feature,
-                         level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None)
+                         level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None,
+                         ensemble=variant.ensemble)
     trained = time.perf_counter() - started
     bundle = workdir / "bundles" / f"{model}.ldb"
     bundle.parent.mkdir(exist_ok=True)

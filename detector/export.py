@@ -1,7 +1,8 @@
 """Export: a trained detector -> one self-contained bundle file that `detector.runtime` loads.
 
 The ONNX graph is written layer by layer from the torch weights (Gemm/Relu, then eq. 11 as
-Sigmoid * Softmax summed over domains) rather than traced, so it depends on no exporter and
+Sigmoid * Softmax summed over domains; an ensemble's members side by side, their logits averaged)
+rather than traced, so it depends on no exporter and
 holds exactly the inference path: embedding (n, dim) -> P(anomalous) (n,).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from detector.errors import LogdistillError
 from detector.features import InputSpec
 from detector.formats import InputFormat
 from detector.mask import Masker
-from detector.model import DomainAdversarialDetector, DomainHeads
+from detector.model import LOGIT_CLIP, DetectorEnsemble, DomainAdversarialDetector, DomainHeads
 from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, LABELS_MEMBER,
                               LEI_MEMBER,
                               MASK_MEMBER, META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, content_hash)
@@ -81,11 +82,10 @@ def _heads(g: _GraphWriter, heads: DomainHeads, features: str) -> str:
     return g.node("Add", [x, g.constant("head_b2", heads.b2.detach().numpy().astype(np.float32))])
 
 
-def onnx_graph(model: DomainAdversarialDetector) -> onnx.ModelProto:
-    """The inference graph of eq. 11 with the model's weights."""
+def _probability(g: _GraphWriter, model: DomainAdversarialDetector) -> str:
+    """One detector's P(anomalous), (n,): eq. 11 with the model's weights, from the graph's input."""
     model._check_fitted()
     net = model.net_
-    g = _GraphWriter()
     mean = g.constant("input_mean", net.input_mean.numpy().astype(np.float32))
     scale = g.constant("input_scale", net.input_scale.numpy().astype(np.float32))
     standardized = g.node("Mul", [g.node("Sub", [INPUT_NAME, mean]), scale])
@@ -100,7 +100,28 @@ def onnx_graph(model: DomainAdversarialDetector) -> onnx.ModelProto:
                                              g.constant("ends", np.array([n_heads], dtype=np.int64)), axes])
         domain_p = g.node("Softmax", [domain_logits], axis=1)
         head_p = g.node("Mul", [head_p, domain_p])
-    g.nodes.append(helper.make_node("ReduceSum", [head_p, axes], [OUTPUT_NAME], keepdims=0))
+    return g.node("ReduceSum", [head_p, axes], keepdims=0)
+
+
+def _logit(g: _GraphWriter, p: str) -> str:
+    p = g.node("Clip", [p, g.constant("low", np.array(LOGIT_CLIP, dtype=np.float32)),
+                        g.constant("high", np.array(1 - LOGIT_CLIP, dtype=np.float32))])
+    one_minus = g.node("Sub", [g.constant("one", np.array(1.0, dtype=np.float32)), p])
+    return g.node("Sub", [g.node("Log", [p]), g.node("Log", [one_minus])])
+
+
+def onnx_graph(model: DomainAdversarialDetector | DetectorEnsemble) -> onnx.ModelProto:
+    """The inference graph: embedding (n, dim) -> P(anomalous) (n,); an ensemble's members each
+    score the input and the sigmoid of their mean logit is the output (DetectorEnsemble)."""
+    members = model.members if isinstance(model, DetectorEnsemble) else [model]
+    g = _GraphWriter()
+    if len(members) == 1:
+        output = _probability(g, members[0])
+    else:
+        logits = g.node("Sum", [_logit(g, _probability(g, m)) for m in members])
+        scale = g.constant("mean", np.array(1.0 / len(members), dtype=np.float32))
+        output = g.node("Sigmoid", [g.node("Mul", [logits, scale])])
+    g.nodes.append(helper.make_node("Identity", [output], [OUTPUT_NAME]))
     graph = helper.make_graph(
         g.nodes, "maidlog_detector",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", model.input_dim_])],
@@ -134,7 +155,7 @@ def quantize_int8(graph: bytes) -> bytes:
         return target.read_bytes()
 
 
-def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, *, embedder_kind: str,
+def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector | DetectorEnsemble, *, embedder_kind: str,
                  embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
                  threshold: float, info: dict, lei_table: str | None = None, int8: bool = False,
                  inputs: InputSpec = InputSpec(), known_labels: dict[str, float] | None = None) -> dict:
@@ -178,6 +199,7 @@ def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector, 
         "threshold": threshold,
         "model_params": model.get_params(),
         "n_parameters": model.n_parameters,
+        "ensemble_members": len(model.members) if isinstance(model, DetectorEnsemble) else 1,
         **info,
     }
     meta["content_sha256"] = content_hash(members, meta)

@@ -194,6 +194,7 @@ def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options
 def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None, labels: str = "soft",
           features: str = "masked", params: dict | None = None, rule_feature: bool | None = None,
           level_feature: bool | None = None, adapt: list[str] | None = None, threshold: float | None = None,
+          ensemble: bool | None = None,
           on_epoch: Callable[[int, int, float], None] | None = None, on_embed: Counter | None = None,
           on_threshold: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels (embedding what has no vector yet); returns its models row.
@@ -201,17 +202,21 @@ def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None =
     None: detector.defaults);
     `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.training);
     `threshold`: the bundle's decision threshold (None: chosen on held-out source domains,
-    labeler.training.held_out_threshold, whose fits report to `on_threshold`)."""
+    labeler.training.held_out_threshold, whose fits report to `on_threshold`);
+    `ensemble`: score with those fits beside the full model (None: detector.defaults)."""
+    from detector import defaults
     from labeler.training import train_detector
 
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
+    ensemble = defaults.FOLD_ENSEMBLE if ensemble is None else ensemble
     recorded = {"out": name, "domains": domains, "labels": labels, "features": features, "rule_feature": rule_feature,
-                "level_feature": level_feature, "adapt": adapt, "threshold": threshold, **params}
+                "level_feature": level_feature, "adapt": adapt, "threshold": threshold, "ensemble": ensemble,
+                **params}
     with ws.run("train", recorded) as run:
         row = train_detector(ws, name, domains=domains, labels=labels, features=features, params=params,
                              rule_feature=rule_feature, level_feature=level_feature, adapt=adapt,
-                             threshold=threshold, on_epoch=on_epoch, on_threshold=on_threshold)
+                             threshold=threshold, ensemble=ensemble, on_epoch=on_epoch, on_threshold=on_threshold)
         run.results = {"model": row["name"], "threshold": json.loads(row["metrics"])["threshold"]}
     return row
 

@@ -178,6 +178,7 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
     and scores it, and the threshold giving the best per-line F1 against the held-out domain's own
     calibrated labels is noted. The threshold is the median of those (DEFAULT_THRESHOLD where no
     fold has both classes on each side, e.g. one source domain). `weights`: each row's line count.
+    The fitted fold models come back under "models" (train_detector's ensemble).
     """
     from sklearn.model_selection import GroupKFold
 
@@ -186,6 +187,7 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
 
     n_folds = min(folds, len(set(data.domains.tolist())))
     chosen: list[dict] = []
+    models = []
     if n_folds >= 2:
         splits = list(GroupKFold(n_splits=n_folds).split(data.X, groups=data.domains))
         epochs = DomainAdversarialDetector(**params).epochs
@@ -200,10 +202,12 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
             f1, threshold = best_f1(hard[held], model.predict_proba(data.X[held])[:, 1], weights[held])
             chosen.append({"held_out": sorted(set(data.domains[held].tolist())), "threshold": round(threshold, 6),
                            "f1": round(f1, 4)})
+            models.append(model)
     if not chosen:
-        return {"threshold": DEFAULT_THRESHOLD, "folds": [], "source": "default: no held-out fit had both classes"}
+        return {"threshold": DEFAULT_THRESHOLD, "folds": [], "source": "default: no held-out fit had both classes",
+                "models": []}
     return {"threshold": float(np.median([c["threshold"] for c in chosen])), "folds": chosen,
-            "source": f"median of {len(chosen)} held-out fits"}
+            "source": f"median of {len(chosen)} held-out fits", "models": models}
 
 
 def _model_path(ws: Workspace, name: str) -> Path:
@@ -216,14 +220,17 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
                    labels: str = "soft", features: str = "masked", params: dict | None = None,
                    rule_feature: bool | None = None, level_feature: bool | None = None,
                    adapt: list[str] | None = None, threshold: float | None = None,
+                   ensemble: bool = defaults.FOLD_ENSEMBLE,
                    on_epoch: Callable[[int, int, float], None] | None = None,
                    on_threshold: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels, save it and record it in `models`; returns the row.
     `rule_feature`, `level_feature`: the extra input columns of detector.features. `adapt`: unlabeled
     domains (e.g. the system to be scored) that the discriminator learns to confuse with the sources.
     `threshold`: the bundle's decision threshold; None chooses it on held-out source domains
-    (`held_out_threshold`, whose fits report to `on_threshold`)."""
-    from detector.model import DomainAdversarialDetector
+    (`held_out_threshold`, whose fits report to `on_threshold`). `ensemble`: the saved model scores
+    with the mean logit of the full model and those held-out fits (detector.model.DetectorEnsemble;
+    they are trained also where `threshold` is given); False: the full model alone."""
+    from detector.model import DetectorEnsemble, DomainAdversarialDetector
 
     if name is not None and not re.fullmatch(r"[\w.\-]+", name):
         raise LogdistillError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
@@ -239,12 +246,11 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     started = time.perf_counter()
     model.fit(data.X, data.y, data.domains, X_unlabeled=unlabeled[0], unlabeled_domains=unlabeled[1], on_epoch=on_epoch)
     seconds = time.perf_counter() - started
-    if threshold is None:
-        chosen = held_out_threshold(data, model.get_params(), line_counts(ws, data), unlabeled=unlabeled,
-                                    on_epoch=on_threshold)
-    else:
-        chosen = {"threshold": float(threshold), "folds": [], "source": "given"}
+    held_out = (held_out_threshold(data, model.get_params(), line_counts(ws, data), unlabeled=unlabeled,
+                                   on_epoch=on_threshold) if threshold is None or ensemble else {"models": []})
+    chosen = held_out if threshold is None else {"threshold": float(threshold), "folds": [], "source": "given"}
     threshold_seconds = time.perf_counter() - started - seconds
+    model = DetectorEnsemble([model] + (held_out["models"] if ensemble else []))
     path = _model_path(ws, name)
     model.save(path)
     _save_known_labels(ws, path, data)
@@ -261,7 +267,8 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
            "metrics": json.dumps({**_training_metrics(model, data, ws), "seconds": round(seconds, 2),
                                   "threshold": chosen["threshold"], "threshold_source": chosen["source"],
                                   "threshold_folds": chosen["folds"],
-                                  "threshold_seconds": round(threshold_seconds, 2)})}
+                                  "threshold_seconds": round(threshold_seconds, 2),
+                                  "ensemble_members": len(model.members)})}
     with ws.transaction():
         ws.db["models"].insert(row)
     return row
@@ -300,7 +307,7 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
     """Write model `name` as a bundle at `out_path` (`int8`: with int8 weights); returns the bundle's metadata.
     `threshold`: the bundle's decision threshold (None: the one training chose)."""
     from detector.export import write_bundle
-    from detector.model import DomainAdversarialDetector
+    from detector.model import DetectorEnsemble
 
     row = model_row(ws, name)
     config = json.loads(row["config"])
@@ -308,7 +315,7 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
     if config["mask_version"] != ws.masker.version:
         raise LogdistillError(f"model {name!r} was trained under other masking rules than the workspace's now")
     model_path = ws.artifact_path(row["path"])
-    model = DomainAdversarialDetector.load(model_path)
+    model = DetectorEnsemble.load(model_path)
     training_metrics = json.loads(row["metrics"])
     if threshold is None:
         threshold = training_metrics.get("threshold", DEFAULT_THRESHOLD)  # models trained before it was chosen

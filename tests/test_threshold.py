@@ -41,12 +41,14 @@ def test_each_domain_with_both_classes_is_held_out_once_and_the_median_kept():
     assert chosen["threshold"] == pytest.approx(np.median([f["threshold"] for f in chosen["folds"]]))
     assert 0.0 < chosen["threshold"] < 1.0 and chosen["source"] == "median of 3 held-out fits"
     assert all(f["f1"] > 0.5 for f in chosen["folds"])  # the anomalies are separable
+    assert [m.domains_ for m in chosen["models"]] == [
+        sorted({"a", "b", "c", "d"} - set(f["held_out"])) for f in chosen["folds"]]  # each fold's model, kept
 
 
 def test_one_source_domain_keeps_the_default_threshold():
     data = _domains(40, ["a"], {"a": 8})
     chosen = held_out_threshold(data, SMALL, np.ones(len(data.y)))
-    assert chosen == {"threshold": DEFAULT_THRESHOLD, "folds": [],
+    assert chosen == {"threshold": DEFAULT_THRESHOLD, "folds": [], "models": [],
                       "source": "default: no held-out fit had both classes"}
 
 
@@ -61,10 +63,12 @@ def test_train_chooses_the_threshold_export_stores_it_and_either_can_override(tm
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     assert metrics["threshold_source"] == "median of 2 held-out fits"
+    assert metrics["ensemble_members"] == 3  # the full model and both held-out fits score
     assert [f["held_out"] for f in metrics["threshold_folds"]] in (
         [["billing"], ["shipping"]], [["shipping"], ["billing"]])
     assert cli("export", "chosen", "--out", tmp_path / "chosen.ldb").exit_code == 0
     assert load_bundle(tmp_path / "chosen.ldb").threshold == pytest.approx(metrics["threshold"])
+    assert load_bundle(tmp_path / "chosen.ldb").meta["ensemble_members"] == 3
     assert cli("export", "chosen", "--out", tmp_path / "fixed.ldb", "--threshold", "0.3").exit_code == 0
     assert load_bundle(tmp_path / "fixed.ldb").threshold == 0.3
     result = cli("train", "--labels", "ground-truth", "--epochs", "5", "--out", "given", "--threshold", "0.4",
@@ -72,5 +76,12 @@ def test_train_chooses_the_threshold_export_stores_it_and_either_can_override(tm
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     assert (metrics["threshold"], metrics["threshold_source"], metrics["threshold_folds"]) == (0.4, "given", [])
+    assert metrics["ensemble_members"] == 3  # the held-out fits are trained for the ensemble all the same
+    result = cli("train", "--labels", "ground-truth", "--epochs", "5", "--out", "alone", "--threshold", "0.4",
+                 "--no-ensemble", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["ensemble_members"] == 1
+    assert cli("export", "alone", "--out", tmp_path / "alone.ldb").exit_code == 0
+    assert load_bundle(tmp_path / "alone.ldb").meta["ensemble_members"] == 1
     result = cli("train", "--labels", "ground-truth", "--out", "bad", "--threshold", "1.5")
     assert result.exit_code == 2 and "less than or equal to 1" in result.stderr

@@ -173,7 +173,8 @@ def _label_and_train(ws: Workspace, backend: BackendSpec, llm, sources: list[Sam
         metrics = json.loads(row["metrics"])
         stages.report.files["model"] = row["name"]
         return (f"model {row['name']}: {metrics['texts']} texts, {metrics['n_parameters']:,} parameters, "
-                f"final loss {metrics['final_loss']:.4f}", 0)
+                f"final loss {metrics['final_loss']:.4f}; threshold {metrics['threshold']:.3f} and "
+                f"{metrics['ensemble_members'] - 1} more model(s) from the held-out fits", 0)
 
     stages.run("train", train, total=epochs)
 
