@@ -43,7 +43,7 @@ from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_sc
                                rule_scores)
 from labeler.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
 
-DEFAULT = "FULL, plain loss, no focal (gamma 0)"  # one model: measured before the fold ensemble became the default
+DEFAULT = "gamma 0 + fold ensemble: the default"
 DETECTOR = "detector (default), max over the window"
 METRICS = ("auroc", "auprc", "best_f1", "f1")
 
