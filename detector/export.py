@@ -110,10 +110,15 @@ def _logit(g: _GraphWriter, p: str) -> str:
     return g.node("Sub", [g.node("Log", [p]), g.node("Log", [one_minus])])
 
 
+def _members(model: DomainAdversarialDetector | DetectorEnsemble) -> list[DomainAdversarialDetector]:
+    """A single detector is an ensemble of one."""
+    return model.members if isinstance(model, DetectorEnsemble) else [model]
+
+
 def onnx_graph(model: DomainAdversarialDetector | DetectorEnsemble) -> onnx.ModelProto:
     """The inference graph: embedding (n, dim) -> P(anomalous) (n,); an ensemble's members each
     score the input and the sigmoid of their mean logit is the output (DetectorEnsemble)."""
-    members = model.members if isinstance(model, DetectorEnsemble) else [model]
+    members = _members(model)
     g = _GraphWriter()
     if len(members) == 1:
         output = _probability(g, members[0])
@@ -155,8 +160,8 @@ def quantize_int8(graph: bytes) -> bytes:
         return target.read_bytes()
 
 
-def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector | DetectorEnsemble, *, embedder_kind: str,
-                 embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
+def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector | DetectorEnsemble, *,
+                 embedder_kind: str, embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
                  threshold: float, info: dict, lei_table: str | None = None, int8: bool = False,
                  inputs: InputSpec = InputSpec(), known_labels: dict[str, float] | None = None) -> dict:
     """Write the bundle atomically (temporary file, then rename); returns its metadata.
@@ -199,7 +204,7 @@ def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector |
         "threshold": threshold,
         "model_params": model.get_params(),
         "n_parameters": model.n_parameters,
-        "ensemble_members": len(model.members) if isinstance(model, DetectorEnsemble) else 1,
+        "ensemble_members": len(_members(model)),
         **info,
     }
     meta["content_sha256"] = content_hash(members, meta)
