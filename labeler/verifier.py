@@ -47,9 +47,10 @@ def verify(X: np.ndarray, labels: np.ndarray, domains: np.ndarray, *, folds: int
            min_steps: int = MIN_STEPS, batch_size: int = BATCH_SIZE, seed: int = 0) -> VerifierScores:
     """Train the verifier on (X, hard labels) and score every text, in-sample or out-of-fold.
 
-    With folds K > 1 the texts are split into K parts stratified by (domain, label); each part
-    is scored by a verifier trained on the others. K shrinks to the size of the rarest
-    (domain, label) group when that is smaller (each training part must hold both classes).
+    With folds K > 1 the texts are split into K parts stratified by (domain, label) as far as
+    the groups allow; each part is scored by a verifier trained on the others. K shrinks to the
+    size of the rarer class when that is smaller (each training part must hold both classes); a
+    domain with fewer texts of a class than K only spreads them over fewer parts.
     """
     labels = np.asarray(labels).astype(int)
     domains = np.asarray(domains).astype(str)
@@ -60,17 +61,22 @@ def verify(X: np.ndarray, labels: np.ndarray, domains: np.ndarray, *, folds: int
     if folds < 1:
         raise LogdistillError(f"--verifier-folds must be 1 (in-sample) or more, got {folds}")
     strata = np.char.add(domains, labels.astype(str))
-    folds = min(folds, int(np.unique(strata, return_counts=True)[1].min()))
+    folds = min(folds, int(np.unique(labels, return_counts=True)[1].min()))
     options = dict(epochs=epochs, min_steps=min_steps, batch_size=batch_size, seed=seed)
     p = np.empty(len(labels), dtype=np.float64)
     if folds <= 1:
         folds = 1
         p[:] = _train(X, labels, domains, **options).predict_proba(X)[:, 1]
     else:
+        import warnings
+
         from sklearn.model_selection import StratifiedKFold
 
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for train, held_out in splitter.split(X, strata):
+        with warnings.catch_warnings():  # "the least populated class has only n members": small domains
+            warnings.simplefilter("ignore", UserWarning)
+            parts = list(splitter.split(X, strata))
+        for train, held_out in parts:
             model = _train(X[train], labels[train], domains[train], **options)
             p[held_out] = model.predict_proba(X[held_out])[:, 1]
     p_label = np.where(labels == 1, p, 1 - p)

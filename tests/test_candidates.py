@@ -87,3 +87,20 @@ def test_portions_are_checked(portion, support):
 def test_lengths_must_agree():
     with pytest.raises(LogdistillError):
         select_candidates(np.zeros(3), np.zeros(2), np.zeros(3), np.array(["a"] * 3), portion=0.3)
+
+
+def test_out_of_fold_verifier_keeps_its_folds_when_a_domain_has_one_anomalous_text():
+    """Folds are bounded by the rarer class, not by the rarest (domain, label) group: a workspace
+    of many domains nearly always has one with a single anomalous text, which used to turn
+    `--verifier-folds 5` silently into the in-sample verifier."""
+    from labeler.verifier import verify
+
+    rng = np.random.default_rng(0)
+    domains = np.array(["a"] * 40 + ["b"] * 40)
+    labels = np.array(([0] * 30 + [1] * 10) + ([0] * 39 + [1]))
+    X = rng.normal(size=(80, 8)).astype(np.float32) + labels[:, None].astype(np.float32)
+    scores = verify(X, labels, domains, folds=5, epochs=1, min_steps=5, batch_size=40)
+    assert scores.folds == 5
+    assert scores.p_anomalous.shape == (80,) and np.all((scores.p_anomalous >= 0) & (scores.p_anomalous <= 1))
+    with pytest.raises(LogdistillError, match="verifier-folds"):
+        verify(X, labels, domains, folds=0)
