@@ -622,6 +622,10 @@ def label_run(
     patience: int = typer.Option(2, "--patience", help="--until-stable: stop after this many calm rounds in a row."),
     verifier_folds: int = typer.Option(1, "--verifier-folds", help="Score each text by a verifier that did not see its label (K folds; 1: in-sample)."),
     verifier_epochs: int = typer.Option(5, "--verifier-epochs", help="Verifier training epochs per round (at least 150 steps)."),
+    annotator_conflicts: bool = typer.Option(
+        False, "--annotator-conflicts/--no-annotator-conflicts",
+        help="Re-ask first the texts whose annotators (the LLM's answers, the rules) vote both ways; they are never "
+             "shown as evidence."),
     seed: int = typer.Option(0, "--seed", help="Seed of the verifier and of the augmentation draw."),
     augmentations: str = typer.Option("induce,filter,refine", "--augmentations",
                                       help="Comma-separated augmentations a candidate is re-asked with, one drawn at random."),
@@ -640,7 +644,7 @@ def label_run(
         until_stable=until_stable, stable_flips=stable_flips, patience=patience,
         calibration=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
                                        augmentations=tuple(a.strip() for a in augmentations.split(",") if a.strip()),
-                                       debias=debias, seed=seed))
+                                       debias=debias, seed=seed, annotator_conflicts=annotator_conflicts))
     with open_ws(ctx) as ws:
         spec = backend_spec(backend, model, base_url, concurrency) if llm else None
         with progress_bar() as bar:

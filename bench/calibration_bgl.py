@@ -9,7 +9,7 @@ rates before it), and per augmentation how many re-asked texts had their hard la
 right (to the truth) or wrong. Writes a markdown table and the plot per setting to --out.
 
     python bench/calibration_bgl.py [--rounds 10] [--settings no-rules,rules] [--model M]
-        [--verifier-folds 1] [--out bench/results]
+        [--verifier-folds 1] [--annotator-conflicts] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ def run_setting(name: str, args, llm) -> list[str]:
             pipeline.ingest(ws, [LOGHUB / "BGL" / "BGL_2k.log"], "bgl", parse_format("loghub:BGL"),
                             description="the RAS log of a BlueGene/L supercomputer")
             options = pipeline.LabelOptions(rounds=args.rounds, rules=name == "rules", until_stable=True,
-                                            calibration=CalibrationOptions(verifier_folds=args.verifier_folds,
-                                                                           seed=args.seed))
+                                            calibration=CalibrationOptions(
+                                                verifier_folds=args.verifier_folds, seed=args.seed,
+                                                annotator_conflicts=args.annotator_conflicts))
             pipeline.label(ws, None, options, llm=llm,
                            on_round=lambda r: print(f"  {name}: round {r.number}: {r.candidates} candidates, "
                                                     f"{r.flips} flips", file=sys.stderr, flush=True))
@@ -90,7 +91,8 @@ def report_setting(ws, name: str, args) -> list[str]:
     model = ws.db.execute("select model from queries limit 1").fetchone()[0]
     calls0 = rows[0]["calls"]
     later = sum(r["calls"] or 0 for r in rows if r["number"] > 0)
-    lines = [f"## {name} ({model}, verifier folds {args.verifier_folds}, seed {args.seed})", "",
+    conflicts = ", annotator conflicts first" if args.annotator_conflicts else ""
+    lines = [f"## {name} ({model}, verifier folds {args.verifier_folds}{conflicts}, seed {args.seed})", "",
              f"Round 0: {calls0} calls; rounds 1..{rows[-1]['number']}: {later} calls "
              f"({(calls0 + later) / max(1, calls0):.2f}x round 0 in all); {sum(r['seconds'] or 0 for r in rows):.0f} s "
              f"in the rounds. Plot: {plot.name}", "",
@@ -124,6 +126,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="llamacpp model (default: the default teacher)")
     parser.add_argument("--verifier-folds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--annotator-conflicts", action="store_true",
+                        help="texts the annotators vote on both ways are candidates first")
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "calibration")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--report-only", action="store_true",

@@ -45,3 +45,15 @@ def hard_labels(ws: Workspace, domains: list[str] | None = None,
                 through_round: int | None = None) -> dict[tuple[str, int], int]:
     """(domain, text_id) -> aggregated label (eq. 3): the soft label rounded (0.5 counts as anomalous)."""
     return {key: int(soft >= 0.5) for key, soft in soft_labels(ws, domains, through_round).items()}
+
+
+def conflicting_texts(ws: Workspace, domains: list[str]) -> set[tuple[str, int]]:
+    """(domain, text_id) of the texts whose annotators (the LLM's answers of every round, the rules)
+    vote both ways at 0.5; the guard's and an operator's labels are settled and do not count."""
+    settled = ", ".join(f"'{s}'" for s in NON_LLM_SOURCES if s != "rule")
+    return {(r["domain"], r["text_id"]) for r in ws.db.query(
+        f"""select domain, text_id from labels
+            where {VOTES} and source not in ({settled}) and domain in ({', '.join('?' * len(domains))})
+            group by domain, text_id
+            having min(coalesce(p_anomalous >= 0.5, label)) != max(coalesce(p_anomalous >= 0.5, label))""",
+        list(domains))}

@@ -23,7 +23,7 @@ import numpy as np
 
 from detector.errors import LogdistillError
 from labeler import prompts
-from labeler.aggregate import hard_labels, llm_weight, soft_labels
+from labeler.aggregate import conflicting_texts, hard_labels, llm_weight, soft_labels
 from labeler.augment import AUGMENTATIONS, Augmented, plan_augmentations
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
@@ -47,6 +47,8 @@ class CalibrationOptions:
     augmentations: tuple[str, ...] = AUGMENTATIONS  # drawn from at random, one per candidate
     debias: bool = True  # each prompt also asked with a content-free message (labeler.debias)
     seed: int = 0
+    # texts whose annotators vote both ways become candidates first (labeler.aggregate.conflicting_texts)
+    annotator_conflicts: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
@@ -110,8 +112,10 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
     scores = verify(X, labels, key_domains, folds=options.verifier_folds, epochs=options.verifier_epochs,
                     seed=options.seed + number)
     portion = candidate_portion(number)
+    conflicting = conflicting_texts(ws, domains) if options.annotator_conflicts else set()
+    conflicts = np.array([k in conflicting for k in keys], dtype=bool)
     chosen = select_candidates(labels, scores.predictions, scores.losses, key_domains, portion=portion,
-                               support_portion=options.support_portion)
+                               support_portion=options.support_portion, conflicts=conflicts)
     index = SupportIndex(X[chosen.support], text_ids[chosen.support], labels[chosen.support])
     rng = np.random.default_rng([options.seed, number])
     plan = plan_augmentations(ws, [keys[i] for i in chosen.candidates], X[chosen.candidates], index, rng,
@@ -119,6 +123,7 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
     known = ground_truth(ws, domains)
     truth = np.array([known.get(k, -1) for k in keys], dtype=int)  # -1: no ground truth
     stats = {"portion": portion, "support": len(chosen.support), "disagreements": int(chosen.disagreement.sum()),
+             "annotator_conflicts": int(conflicts.sum()),
              "verifier_folds": scores.folds,
              "augmentations": {a: sum(p.augmentation == a for p in plan) for a in ("induce", "filter", "refine")}}
     if (truth >= 0).any():

@@ -56,7 +56,8 @@ class Selection:
 
 
 def select_candidates(labels: np.ndarray, predictions: np.ndarray, losses: np.ndarray, domains: np.ndarray,
-                      *, portion: float, support_portion: float = SUPPORT_PORTION) -> Selection:
+                      *, portion: float, support_portion: float = SUPPORT_PORTION,
+                      conflicts: np.ndarray | None = None) -> Selection:
     """Split labeled texts into candidates (to ask again) and support (to show as evidence).
 
     labels: current aggregated hard labels (0/1); predictions: the verifier's hard labels;
@@ -64,6 +65,8 @@ def select_candidates(labels: np.ndarray, predictions: np.ndarray, losses: np.nd
     Per (domain, class) group, ceil(portion * size of the smallest group) candidates are
     taken (at least one, never more than the group holds), and ceil(support_portion * group
     size) support texts, chosen among the rest by lowest loss where the verifier agrees.
+    `conflicts` (bool per text, optional): texts whose annotators disagree; they come first
+    among a group's candidates and are never support.
     """
     labels, predictions, losses, domains = (np.asarray(a) for a in (labels, predictions, losses, domains))
     n = len(labels)
@@ -75,6 +78,9 @@ def select_candidates(labels: np.ndarray, predictions: np.ndarray, losses: np.nd
         raise LogdistillError(f"support portion must lie above the candidate portion ({portion}) and below 0.5, "
                               f"got {support_portion}")
     disagreement = predictions != labels
+    conflicts = np.zeros(n, dtype=bool) if conflicts is None else np.asarray(conflicts, dtype=bool)
+    if len(conflicts) != n:
+        raise LogdistillError("conflicts must have one entry per text")
     groups = [np.flatnonzero((domains == d) & (labels == c))
               for d in np.unique(domains) for c in (0, 1)]
     groups = [g for g in groups if len(g)]
@@ -83,11 +89,12 @@ def select_candidates(labels: np.ndarray, predictions: np.ndarray, losses: np.nd
     per_group = max(1, math.ceil(portion * min(len(g) for g in groups)))
     candidates, support = [], []
     for group in groups:
-        # disagreements before agreements, each by falling loss (a stable order for equal losses)
-        order = group[np.lexsort((group, -losses[group], ~disagreement[group]))]
+        # annotators' conflicts first, then the verifier's disagreements, each by falling loss
+        # (a stable order for equal losses)
+        order = group[np.lexsort((group, -losses[group], ~disagreement[group], ~conflicts[group]))]
         chosen = order[:per_group]
         candidates.append(chosen)
         rest = order[per_group:]
-        reliable = rest[~disagreement[rest]][::-1]  # agreeing, lowest loss first
+        reliable = rest[~disagreement[rest] & ~conflicts[rest]][::-1]  # agreeing, lowest loss first
         support.append(reliable[:math.ceil(support_portion * len(group))])
     return Selection(np.sort(np.concatenate(candidates)), np.sort(np.concatenate(support)), disagreement)

@@ -104,3 +104,17 @@ def test_out_of_fold_verifier_keeps_its_folds_when_a_domain_has_one_anomalous_te
     assert scores.p_anomalous.shape == (80,) and np.all((scores.p_anomalous >= 0) & (scores.p_anomalous <= 1))
     with pytest.raises(LogdistillError, match="verifier-folds"):
         verify(X, labels, domains, folds=0)
+
+
+def test_annotator_conflicts_come_before_the_verifiers_picks_and_are_never_support():
+    labels, predictions, losses, domains, flipped = _two_domain_case()
+    conflicts = np.zeros(len(labels), dtype=bool)
+    conflicts[[0, 1, 2, 50, 51]] = True  # three in group (a, 0), two in (b, 0)
+    chosen = select_candidates(labels, predictions, losses, domains, portion=0.3, support_portion=0.45,
+                               conflicts=conflicts)
+    assert {0, 1, 2, 50, 51} <= set(chosen.candidates)
+    assert 3 not in chosen.candidates  # group (a, 0) holds 3 candidates: its conflicts outrank the verifier's pick
+    assert 40 in chosen.candidates  # group (b, 0): two conflicts, then the verifier's disagreement
+    assert not set(np.flatnonzero(conflicts)) & set(chosen.support)
+    with pytest.raises(LogdistillError, match="conflicts"):
+        select_candidates(labels, predictions, losses, domains, portion=0.3, conflicts=conflicts[:-1])

@@ -185,3 +185,37 @@ def test_rounds_need_round0_and_an_llm(after_round0, tmp_path):
     cli = copy_workspace(after_round0, tmp_path)
     r = cli("label", "run", "--rounds", "1", "--no-llm", "--rules")
     assert r.exit_code == 2 and "needs --llm" in r.output
+
+
+def test_annotator_conflicts_are_asked_first_and_never_shown_as_evidence(after_round0, tmp_path):
+    """--annotator-conflicts: a text the LLM and the rules vote on both ways is a candidate ahead
+    of the verifier's picks and never support (planned only: no LLM call)."""
+    from labeler.aggregate import conflicting_texts
+    from labeler.calibration import CalibrationOptions, _labeled, plan_round
+
+    cli = copy_workspace(after_round0, tmp_path)
+    with open_workspace(cli.workspace) as ws:
+        domains = ws.domain_names()
+        votes: dict = {}
+        for r in ws.db.query("select domain, text_id, source, p_anomalous from labels where source in ('llm', 'rule')"):
+            votes.setdefault((r["domain"], r["text_id"]), set()).add(int(r["p_anomalous"] >= 0.5))
+        conflicting = conflicting_texts(ws, domains)
+        assert conflicting == {k for k, v in votes.items() if len(v) == 2} and conflicting
+        keys, labels = _labeled(ws, domains)
+        plans = {}
+        for on in (False, True):
+            row = plan_round(ws, 1, domains, CalibrationOptions(annotator_conflicts=on))
+            plans[on] = ({(p["domain"], p["text_id"]) for p in json.loads(row["plan"])},
+                         {(p["domain"], t) for p in json.loads(row["plan"]) for t, label in p["examples"]
+                          if label is not None},  # refine's context lines are not support
+                         json.loads(row["stats"]))
+    candidates, examples, stats = plans[True]
+    assert stats["annotator_conflicts"] == len(conflicting) and plans[False][2]["annotator_conflicts"] == 0
+    assert not examples & conflicting  # never evidence
+    per_group = {}
+    for key, label in zip(keys, labels):
+        per_group.setdefault((key[0], label), []).append(key)
+    for members in per_group.values():  # each group's candidates are its conflicts first
+        mine = [k for k in members if k in candidates]
+        clashing = [k for k in members if k in conflicting]
+        assert len(set(mine) & set(clashing)) == min(len(mine), len(clashing))
