@@ -49,11 +49,12 @@ def hard_labels(ws: Workspace, domains: list[str] | None = None,
 
 def conflicting_texts(ws: Workspace, domains: list[str]) -> set[tuple[str, int]]:
     """(domain, text_id) of the texts whose annotators (the LLM's answers of every round, the rules)
-    vote both ways at 0.5; the guard's and an operator's labels are settled and do not count."""
+    vote both ways at 0.5. A text the guard or an operator labeled is settled: never a conflict."""
     settled = ", ".join(f"'{s}'" for s in NON_LLM_SOURCES if s != "rule")
+    vote = f"case when source not in ({settled}) then coalesce(p_anomalous >= 0.5, label) end"
     return {(r["domain"], r["text_id"]) for r in ws.db.query(
         f"""select domain, text_id from labels
-            where {VOTES} and source not in ({settled}) and domain in ({', '.join('?' * len(domains))})
+            where {VOTES} and domain in ({', '.join('?' * len(domains))})
             group by domain, text_id
-            having min(coalesce(p_anomalous >= 0.5, label)) != max(coalesce(p_anomalous >= 0.5, label))""",
+            having max(source in ({settled})) = 0 and min({vote}) != max({vote})""",
         list(domains))}

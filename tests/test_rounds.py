@@ -200,7 +200,12 @@ def test_annotator_conflicts_are_asked_first_and_never_shown_as_evidence(after_r
         for r in ws.db.query("select domain, text_id, source, p_anomalous from labels where source in ('llm', 'rule')"):
             votes.setdefault((r["domain"], r["text_id"]), set()).add(int(r["p_anomalous"] >= 0.5))
         conflicting = conflicting_texts(ws, domains)
-        assert conflicting == {k for k, v in votes.items() if len(v) == 2} and conflicting
+        assert conflicting == {k for k, v in votes.items() if len(v) == 2} and len(conflicting) >= 2
+    settled = sorted(conflicting)[0]  # an operator's label settles a conflict
+    assert cli("label", "set", "--text-id", settled[1], "--label", "1").exit_code == 0
+    with open_workspace(cli.workspace) as ws:
+        assert conflicting_texts(ws, domains) == conflicting - {settled}
+        conflicting.discard(settled)
         keys, labels = _labeled(ws, domains)
         plans = {}
         for on in (False, True):
