@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from detector.formats import parse_format  # noqa: E402
-from labeler.aggregate import hard_labels  # noqa: E402
+from labeler.aggregate import HARD_VOTE, hard_labels  # noqa: E402
 from labeler.backends import make_backend  # noqa: E402
 from labeler import pipeline  # noqa: E402
 from labeler.calibration import CalibrationOptions  # noqa: E402
@@ -52,7 +52,7 @@ def flips_by_augmentation(ws, truth: dict[int, int], number: int) -> dict[str, d
 def hard_vote_f1(ws, truth: dict[int, int], number: int) -> float:
     """Label F1 after round `number` had every answer voted 0/1 instead of with its p_anomalous."""
     votes = {r["text_id"]: r["v"] for r in ws.db.query(
-        "select text_id, sum(weight * coalesce(p_anomalous >= 0.5, label)) / sum(weight) as v from labels"
+        f"select text_id, sum(weight * {HARD_VOTE}) / sum(weight) as v from labels"
         " where round <= ? and coalesce(p_anomalous, label) is not null group by text_id", [number])}
     keys = [k for k in votes if k in truth]
     return quality([truth[k] for k in keys], [votes[k] for k in keys])["f1"]

@@ -15,6 +15,7 @@ MANUAL_WEIGHT = 1000.0  # outweighs any realistic number of LLM rounds (sum of 1
 GUARD_WEIGHT = 500.0  # above the sum of 1 + r over 30 LLM rounds (495), below an operator's label
 NON_LLM_SOURCES = ("rule", "guard", "manual")  # every other label source is an LLM answer (round 0 or later)
 VOTES = "coalesce(p_anomalous, label) is not null and weight > 0"  # the `labels` rows that vote
+HARD_VOTE = "coalesce(p_anomalous >= 0.5, label)"  # a `labels` row's vote as 0/1
 
 
 def llm_weight(round_number: int) -> float:
@@ -51,7 +52,7 @@ def conflicting_texts(ws: Workspace, domains: list[str]) -> set[tuple[str, int]]
     """(domain, text_id) of the texts whose annotators (the LLM's answers of every round, the rules)
     vote both ways at 0.5. A text the guard or an operator labeled is settled: never a conflict."""
     settled = ", ".join(f"'{s}'" for s in NON_LLM_SOURCES if s != "rule")
-    vote = f"case when source not in ({settled}) then coalesce(p_anomalous >= 0.5, label) end"
+    vote = f"case when source not in ({settled}) then {HARD_VOTE} end"
     return {(r["domain"], r["text_id"]) for r in ws.db.query(
         f"""select domain, text_id from labels
             where {VOTES} and domain in ({', '.join('?' * len(domains))})

@@ -9,6 +9,7 @@ at K times the training cost.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,8 +69,6 @@ def verify(X: np.ndarray, labels: np.ndarray, domains: np.ndarray, *, folds: int
         folds = 1
         p[:] = _train(X, labels, domains, **options).predict_proba(X)[:, 1]
     else:
-        import warnings
-
         from sklearn.model_selection import StratifiedKFold
 
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
