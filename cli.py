@@ -906,22 +906,37 @@ def train(
     features: str = typer.Option("masked", "--features",
                                  help="masked (the masked line) or lei (its template's accepted LEI interpretation, "
                                       "else the masked line); the bundle and `score` follow the model."),
-    epochs: int = typer.Option(defaults.EPOCHS, "--epochs", min=1, help="Training epochs (MaidLog: 600)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
-                                             help="Rows per optimizer step (default: MaidLog's 2000, or fewer so "
-                                                  "that an epoch takes at least 8 steps on a small corpus)."),
-    lr: float = typer.Option(defaults.LR, "--lr", help="AdamW learning rate."),
-    beta: float = typer.Option(defaults.BETA, "--beta", min=0.0,
-                               help="Weight of the domain (adversarial) loss, eq. 10 (MaidLog: 1; see detector/model.py)."),
-    gamma: float = typer.Option(defaults.GAMMA, "--gamma", min=0.0,
-                                help="Focal loss gamma, eq. 7, of the classification and domain losses (0: plain "
-                                     "cross-entropy on the soft labels; MaidLog: 2)."),
-    no_adversarial: bool = typer.Option(False, "--no-adversarial", help="Ablation: no gradient reversal (lambda = 0)."),
-    single_head: bool = typer.Option(False, "--single-head", help="Ablation: one classification head for all domains."),
-    no_swa: bool = typer.Option(False, "--no-swa", help="Ablation: no stochastic weight averaging."),
-    swa_start: float = typer.Option(defaults.SWA_START, "--swa-start", min=0.0, max=1.0,
-                                    help="Start SWA after this fraction of the epochs."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (training is deterministic on CPU)."),
+    detector: str = typer.Option(
+        defaults.DETECTOR, "--detector",
+        help="linear: logistic regression on the input row (the default; on the transfer benchmark it ranks "
+             "unseen systems' lines better than MaidLog's model, bench/results/transfer-linear.md). maidlog: "
+             "MaidLog's domain-adversarial MLP (the options marked [maidlog] below, and --adapt). "
+             "linear+maidlog: both, scoring by the mean of their logits (takes both kinds of options)."),
+    c: Optional[float] = typer.Option(
+        None, "--c", min=0.0, help=f"[linear] Inverse L2 strength (scikit-learn's C; default {defaults.LINEAR_C})."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+                                         help=f"[maidlog] Training epochs (default {defaults.EPOCHS}; MaidLog: 600)."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=1, help="[maidlog] Rows per optimizer step (default: MaidLog's 2000, or fewer "
+                                          "so that an epoch takes at least 8 steps on a small corpus)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"[maidlog] AdamW learning rate (default {defaults.LR})."),
+    beta: Optional[float] = typer.Option(None, "--beta", min=0.0,
+                                         help=f"[maidlog] Weight of the domain (adversarial) loss, eq. 10 (default "
+                                              f"{defaults.BETA}; MaidLog: 1; see detector/model.py)."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", min=0.0,
+                                          help=f"[maidlog] Focal loss gamma, eq. 7, of the classification and domain "
+                                               f"losses (default {defaults.GAMMA}: plain cross-entropy on the soft "
+                                               f"labels; MaidLog: 2)."),
+    no_adversarial: bool = typer.Option(False, "--no-adversarial",
+                                        help="[maidlog] Ablation: no gradient reversal (lambda = 0)."),
+    single_head: bool = typer.Option(False, "--single-head",
+                                     help="[maidlog] Ablation: one classification head for all domains."),
+    no_swa: bool = typer.Option(False, "--no-swa", help="[maidlog] Ablation: no stochastic weight averaging."),
+    swa_start: Optional[float] = typer.Option(None, "--swa-start", min=0.0, max=1.0,
+                                              help=f"[maidlog] Start SWA after this fraction of the epochs (default "
+                                                   f"{defaults.SWA_START})."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="[maidlog] Random seed (training is deterministic on CPU; "
+                                                            "the linear detector is deterministic without one)."),
     rule_feature: bool = typer.Option(defaults.RULE_FEATURE, "--rule-feature/--no-rule-feature",
                                       help="Give the model the severity rules' score of each text as an input "
                                            "(the bundle carries the rule set)."),
@@ -938,21 +953,22 @@ def train(
              "domains (up to 5 more fits: each holds some sources out and keeps the threshold of best per-line "
              "F1 against their labels; the median is kept), because a model scores a system it never saw lower "
              "than its sources."),
-    ensemble: bool = typer.Option(
-        defaults.FOLD_ENSEMBLE, "--ensemble/--no-ensemble",
+    ensemble: Optional[bool] = typer.Option(
+        None, "--ensemble/--no-ensemble",
         help="Score with the mean logit of the full model and the held-out fits (those that choose the "
-             "threshold, trained also with --threshold): no extra training time, a bundle a few MB larger; "
-             "on the transfer benchmark mean AUROC over unseen systems 0.919 -> 0.926. --no-ensemble: the "
-             "full model alone."),
+             "threshold, trained also with --threshold): no extra training time. Default: on for maidlog "
+             "(mean AUROC over unseen systems 0.919 -> 0.926 on the transfer benchmark), off for linear "
+             "(no gain)."),
     as_json: bool = typer.Option(False, "--json", help="Print the models row as JSON."),
 ) -> None:
     """Train the detector on the workspace's labels and record it in the models table (texts without
     a vector yet are embedded first, as `logdistill embed` would)."""
     from labeler import pipeline
 
-    params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "gamma": gamma,
-              "adversarial": not no_adversarial,
-              "single_head": single_head, "swa": not no_swa, "swa_start": swa_start, "seed": seed}
+    given = {"c": c, "epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "gamma": gamma,
+             "adversarial": False if no_adversarial else None, "single_head": single_head or None,
+             "swa": False if no_swa else None, "swa_start": swa_start, "seed": seed}
+    params = {"kind": detector, **{k: v for k, v in given.items() if v is not None}}
     with open_ws(ctx) as ws, progress_bar() as bar:
         tasks = {}
 
@@ -1161,7 +1177,6 @@ def demo(
     model: ModelOption = None,
     base_url: BaseUrlOption = None,
     rules: bool = typer.Option(True, "--rules/--no-rules", help="Use the severity rules as a round-0 annotator."),
-    epochs: int = typer.Option(defaults.EPOCHS, "--epochs", min=1, help="Detector training epochs."),
     seed: int = typer.Option(7, "--seed", help="Seed of the sample corpus."),
     lines: int = typer.Option(2000, "--lines", min=50, help="Lines per sample system."),
     teacher: bool = typer.Option(True, "--teacher/--no-teacher",
@@ -1173,7 +1188,7 @@ def demo(
 
     spec = backend_spec(backend, model, base_url)
     with progress_bar() as bar:
-        report = run_demo(workdir, backend=spec, rounds=rounds, rules=rules, epochs=epochs, seed=seed, lines=lines,
+        report = run_demo(workdir, backend=spec, rounds=rounds, rules=rules, seed=seed, lines=lines,
                           teacher=teacher, progress=_DemoBar(bar))
     if as_json:
         print_json(report.to_dict())

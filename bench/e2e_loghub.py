@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument("--target", default="BGL")
     parser.add_argument("--rounds", type=int, default=3, help="Calibration rounds after round 0.")
     parser.add_argument("--rules", action="store_true", help="Severity rules as a second round-0 annotator.")
-    parser.add_argument("--epochs", type=int, default=600)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=600, help="of the row (e), MaidLog's model")
+    parser.add_argument("--seed", type=int, default=0, help="of the row (e), MaidLog's model")
     parser.add_argument("--backend", default="llamacpp")
     parser.add_argument("--model", default=None)
     parser.add_argument("--base-url", default=None)
@@ -129,7 +129,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     spec = BackendSpec(args.backend, args.model, (args.base_url,) if args.base_url else None)
     llm = spec.make()
-    base = {"epochs": args.epochs, "seed": args.seed}
+    base: dict = {}  # the default detector (detector.defaults)
 
     def label(ws, domains: list[str], rounds: int = 0, rules: bool = False) -> pipeline.LabelReport:
         return pipeline.label(ws, spec, pipeline.LabelOptions(rounds=rounds, domains=domains, rules=rules), llm=llm)
@@ -168,7 +168,8 @@ def main() -> None:
                                 lambda: build_lei(ws, llm, sources, args.lei_limit), calls=lambda calls: calls)
                     train_and_score(ws, "(d) after calibration, --features lei", "lei", base, features="lei")
                 train_and_score(ws, "(e) ablation: no adversarial loss, single head", "ablation",
-                                {**base, "adversarial": False, "single_head": True})
+                                {"kind": "maidlog", "epochs": args.epochs, "seed": args.seed, "adversarial": False,
+                                 "single_head": True})
             llm_calls_sources = ws.db["queries"].count
             finished = [r["number"] for r in ws.db.query("select number from rounds where finished is not null")]
             label_quality = label_status(ws, sources)
@@ -190,7 +191,7 @@ def main() -> None:
     lines = [f"# MaidLog protocol on loghub-2k: {len(sources)} sources -> {args.target}", "",
              f"Sources: {', '.join(sources)} ({texts} unique masked texts, labeled without ground truth). "
              f"LLM: {args.backend} {llm.model}; round 0 {'with' if args.rules else 'without'} rules; "
-             f"rounds finished: {max(finished, default=0)}; epochs {args.epochs}.", "",
+             f"rounds finished: {max(finished, default=0)}; (e): MaidLog's model, epochs {args.epochs}.", "",
              f"Command: `python bench/e2e_loghub.py --sources {args.sources} --target {args.target} "
              f"--rounds {args.rounds}{' --rules' if args.rules else ''} --epochs {args.epochs} --lei-limit {args.lei_limit}`", "",
              f"## {args.target}, per line ({next(iter(results.values()))['lines']} lines)", "",

@@ -50,7 +50,7 @@ from streams import LOGHUB, STREAM_FORMAT, STREAMS, write_stream  # noqa: E402
 BGL = LOGHUB / "BGL" / "BGL_2k.log"
 
 
-def make_bundle(folder: Path, epochs: int, embedder: str) -> Path:
+def make_bundle(folder: Path, embedder: str) -> Path:
     """Made in a child process, so this benchmark never holds torch while it measures. `fasttext`: the
     representation before (a workspace fastText model, the embedding alone); `minilm`: the defaults."""
     bundle = folder / f"bgl-{embedder}.bundle"
@@ -65,7 +65,7 @@ folder = Path({str(folder)!r})
 with open_workspace(folder / "{embedder}.db") as ws:
     pipeline.ingest(ws, [Path({str(BGL)!r})], "bgl", parse_format("loghub:BGL"))
     pipeline.embed(ws, embedder={embedder!r})
-    pipeline.train(ws, "bgl", labels="ground-truth", params={{"epochs": {epochs}}}, {inputs})
+    pipeline.train(ws, "bgl", labels="ground-truth", {inputs})
     pipeline.export(ws, "bgl", Path({str(bundle)!r}))
 """
     subprocess.run([sys.executable, "-c", code], check=True, cwd=folder)
@@ -254,7 +254,6 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--embedders", default="minilm,fasttext",
                         help="without --bundle: one bundle per embedder (BGL, ground truth), each a variant")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs of the bundles made without --bundle")
     parser.add_argument("--latency", type=int, default=0, metavar="N",
                         help="also time N lines written one by one into `score -` through a pipe")
     parser.add_argument("--model-only", type=int, default=0, metavar="N",
@@ -266,7 +265,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         folder = Path(tmp)
         bundles = ({"": args.bundle} if args.bundle else
-                   {f" ({e})": make_bundle(folder, args.epochs, e) for e in args.embedders.split(",")})
+                   {f" ({e})": make_bundle(folder, e) for e in args.embedders.split(",")})
         variants: list[tuple[str, Path, list[str], Path]] = []  # (label, tree, flags, bundle)
         for suffix, bundle in bundles.items():
             for label, tree in trees:

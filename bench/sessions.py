@@ -43,7 +43,7 @@ from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_sc
                                rule_scores)
 from labeler.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
 
-DEFAULT = "gamma 0 + fold ensemble: the default"
+DEFAULT = "linear, C 0.1: the default"
 DETECTOR = "detector (default), max over the window"
 METRICS = ("auroc", "auprc", "best_f1", "f1")
 
@@ -77,13 +77,14 @@ def target_windows(ws: Workspace, domain: str, grouping: Grouping) -> dict[str, 
     return found
 
 
-def report(targets, baselines: dict, runs: dict, seeds: list[int], grouping: Grouping, header: list[str]) -> str:
+def report(targets, baselines: dict, runs: dict, seeds: list[int], grouping: Grouping, header: list[str],
+           variant: str = DEFAULT) -> str:
     lines = header + ["", "## Per target (per window; the detector: mean over seeds, (min-max))", ""]
     per_target: dict[str, dict[str, dict]] = {}
     for target in targets:
         base = baselines[target.domain]
         some = next(iter(base.values()))
-        found = [runs[k] for k in (session_key(target.domain, s, grouping) for s in seeds) if k in runs]
+        found = [runs[k] for k in (session_key(target.domain, s, grouping, variant) for s in seeds) if k in runs]
         lines += [f"### {target.domain}: {some['sessions']} windows, {some['anomalous']} anomalous", "",
                   "| scorer | AUROC | AUPRC | best F1 | F1 at its threshold |", "|---|---:|---:|---:|---:|"]
         scores = {}
@@ -113,15 +114,18 @@ def report(targets, baselines: dict, runs: dict, seeds: list[int], grouping: Gro
     return "\n".join(lines) + "\n"
 
 
-def session_key(target: str, seed: int, grouping: Grouping) -> str:
-    return json.dumps([run_key(DEFAULT, target, seed), grouping.describe()])
+def session_key(target: str, seed: int, grouping: Grouping, variant: str = DEFAULT) -> str:
+    return json.dumps([run_key(variant, target, seed), grouping.describe()])
 
 
 def main() -> None:
     parser = bench_arguments(__doc__, "sessions.md")
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--step", type=int, default=None)
+    parser.add_argument("--variant", default=DEFAULT, help="the detector, a variant of bench/transfer.py")
     args = parser.parse_args()
+    if args.variant not in VARIANTS:
+        sys.exit(f"unknown variant {args.variant!r}; known: {list(VARIANTS)}")
     grouping = Grouping.of(window=args.window, step=args.step)
     seeds = [int(s) for s in args.seeds.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +143,7 @@ def main() -> None:
 
     runs_path = args.workdir / "sessions-runs.json"
     runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
-    variant = VARIANTS[DEFAULT]
+    variant = VARIANTS[args.variant]
     db = args.workdir / f"{variant.embedder}.db"
     if not db.exists():
         copy_workspace(labels_db, db)
@@ -148,28 +152,28 @@ def main() -> None:
             pipeline.embed(ws, embedder=variant.embedder)
         for target in targets:
             for seed in seeds:
-                key = session_key(target.domain, seed, grouping)
+                key = session_key(target.domain, seed, grouping, args.variant)
                 if key in runs:
                     continue
-                print(f"... {DEFAULT} -> {target.domain}, seed {seed}", file=sys.stderr, flush=True)
+                print(f"... {args.variant} -> {target.domain}, seed {seed}", file=sys.stderr, flush=True)
                 runs[key] = run_variant(ws, args.workdir, variant, target, seed, grouping=grouping)
                 print(f"    windows AUROC {runs[key]['sessions']['auroc']:.3f}, line AUROC {runs[key]['auroc']:.3f}",
                       file=sys.stderr, flush=True)
                 runs_path.write_text(json.dumps(runs, indent=1))
-    done = [runs[session_key(t.domain, s, grouping)] for t in targets for s in seeds]
+    done = [runs[session_key(t.domain, s, grouping, args.variant)] for t in targets for s in seeds]
     out = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     header = ["# Sessions: windows of lines on systems the detector never saw", "",
               f"Windows of {grouping.window} lines every {grouping.step}, anomalous if any line is; label-free "
-              f"(teacher round 0 with the severity rules, as bench/transfer.py). Detector: `{DEFAULT}`, seeds "
+              f"(teacher round 0 with the severity rules, as bench/transfer.py). Detector: `{args.variant}`, seeds "
               f"{args.seeds}; a window scores as its most anomalous line.", "",
-              f"Command: `python bench/sessions.py --window {args.window}"
+              f"Command: `python bench/sessions.py --window {args.window} --variant '{args.variant}'"
               f"{f' --step {args.step}' if args.step else ''} --seeds {args.seeds} --targets {args.targets} "
               f"--out {out}`", "",
               f"Training: median {np.median([r['train_seconds'] for r in done]):.1f} s per model (with the held-out "
               f"threshold's fits); scoring a target's 2,000 lines in windows: median "
               f"{np.median([r['score_seconds'] for r in done]):.2f} s with the bundle's load; bundles "
               f"{min(r['bundle_mb'] for r in done)}-{max(r['bundle_mb'] for r in done)} MB."]
-    text = report(targets, baselines, runs, seeds, grouping, header)
+    text = report(targets, baselines, runs, seeds, grouping, header, args.variant)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps({"baselines": baselines, "runs": runs}, indent=1),

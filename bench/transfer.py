@@ -71,10 +71,23 @@ class Variant:
     params: dict = field(default_factory=dict)  # what differs from BASE_MODEL
     adapt: bool = False  # the target's own (unlabeled) lines as a `train --adapt` domain
     ensemble: bool = False  # `train --ensemble`: the held-out fits score beside the full model
+    detector: str = "maidlog"  # `train --detector`
 
     @property
     def model_params(self) -> dict:
-        return {**BASE_MODEL, **self.params}
+        """The detector's parameters; MaidLog's in full, without "kind", so that runs measured before the
+        linear detector existed keep their keys."""
+        if self.detector == "maidlog":
+            return {**BASE_MODEL, **self.params}
+        return {"kind": self.detector, **self.params}
+
+    def train_params(self, seed: int) -> dict:
+        """What `train` gets: the linear detector is deterministic and takes no seed."""
+        if self.detector == "maidlog":
+            return {**self.model_params, "kind": "maidlog", "seed": seed}
+        if self.detector == "linear":
+            return self.model_params
+        return {**self.model_params, "seed": seed}
 
     def key(self) -> str:
         return json.dumps({"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature,
@@ -98,13 +111,22 @@ VARIANTS: dict[str, Variant] = {
     "FULL, no adversary (beta 0), per-domain heads": Variant(**FULL, params={"adversarial": False}),
     "FULL, one head": Variant(**FULL, params={"single_head": True}),
     "FULL, plain loss, no focal (gamma 0)": Variant(**FULL, params=PLAIN),
-    "gamma 0 + fold ensemble: the default": Variant(**FULL, params=PLAIN, ensemble=True),
+    "MaidLog's MLP, gamma 0 + fold ensemble (the default before)": Variant(**FULL, params=PLAIN, ensemble=True),
     "FULL, no SWA": Variant(**FULL, params={"swa": False}),
     "FULL, batch 2000 (MaidLog)": Variant(**FULL, params={"batch_size": 2000}),
     "FULL, --adapt the target": Variant(**FULL, adapt=True),
     # around the default
     "default, 600 epochs (MaidLog)": Variant(**FULL, params={**PLAIN, "epochs": 600}),
     "default, 50 epochs": Variant(**FULL, params={**PLAIN, "epochs": 50}),
+    # the linear detector (detector.model.LinearDetector; deterministic: every seed repeats one fit)
+    "linear, C 0.1: the default": Variant(**FULL, detector="linear", params={"c": 0.1}),
+    "linear, C 0.03": Variant(**FULL, detector="linear", params={"c": 0.03}),
+    "linear, C 0.3": Variant(**FULL, detector="linear", params={"c": 0.3}),
+    "linear + fold ensemble": Variant(**FULL, detector="linear", params={"c": 0.1}, ensemble=True),
+    "linear, minilm only": Variant("minilm", detector="linear", params={"c": 0.1}),
+    "linear, fasttext +rules +level": Variant("fasttext", True, True, detector="linear", params={"c": 0.1}),
+    "linear + MaidLog's MLP blended, fold ensemble": Variant(**FULL, detector="linear+maidlog",
+                                                              params={**BASE_MODEL, **PLAIN, "c": 0.1}, ensemble=True),
 }
 
 
@@ -154,7 +176,7 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     (with `grouping`, its per-session metrics too, under "sessions")."""
     digest = hashlib.sha256(json.dumps([variant.key(), target.domain, seed]).encode()).hexdigest()[:12]
     model = f"v-{digest}-{ws.db['models'].count + 1}"  # unique also after a run stopped between train and save
-    params = {**variant.model_params, "seed": seed}
+    params = variant.train_params(seed)
     started = time.perf_counter()
     row = pipeline.train(ws, model, domains=target.sources, params=params, rule_feature=variant.rule_feature,
                          level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None,
@@ -318,8 +340,9 @@ def main() -> None:
     trained = [r for k, r in runs.items() if json.loads(k)[0] in {VARIANTS[n].key() for n in variants}]
     header = ["# Transfer: the detector on systems it never saw", "",
               f"Teacher: {args.backend} {model_name}, round 0 with the severity rules, no ground truth "
-              f"({texts} (domain, text) pairs labeled). Detector variants: BASE_MODEL {json.dumps(BASE_MODEL)} "
-              f"with what the name says changed; "
+              f"({texts} (domain, text) pairs labeled). Detector variants: MaidLog's MLP with BASE_MODEL "
+              f"{json.dumps(BASE_MODEL)} and what the name says changed, or the linear detector "
+              f"(detector.model.LinearDetector, deterministic: every seed repeats one fit); "
               f"seeds {', '.join(map(str, seeds))}.", "",
               f"Command: `python bench/transfer.py --variants '{args.variants}' --seeds {args.seeds} "
               f"--targets {args.targets} --out {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}`",

@@ -25,7 +25,7 @@ from detector.errors import LogdistillError
 from detector.features import InputSpec
 from detector.formats import InputFormat
 from detector.mask import Masker
-from detector.model import LOGIT_CLIP, DetectorEnsemble, DomainAdversarialDetector, DomainHeads
+from detector.model import LOGIT_CLIP, BlendedDetector, Detector, DetectorEnsemble, DomainHeads, LinearDetector
 from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, LABELS_MEMBER,
                               LEI_MEMBER,
                               MASK_MEMBER, META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, content_hash)
@@ -82,13 +82,30 @@ def _heads(g: _GraphWriter, heads: DomainHeads, features: str) -> str:
     return g.node("Add", [x, g.constant("head_b2", heads.b2.detach().numpy().astype(np.float32))])
 
 
-def _probability(g: _GraphWriter, model: DomainAdversarialDetector) -> str:
-    """One detector's P(anomalous), (n,): eq. 11 with the model's weights, from the graph's input."""
+def _standardized(g: _GraphWriter, mean: np.ndarray, scale: np.ndarray) -> str:
+    """(input - mean) * scale, the first step of every detector."""
+    return g.node("Mul", [g.node("Sub", [INPUT_NAME, g.constant("input_mean", mean.astype(np.float32))]),
+                          g.constant("input_scale", scale.astype(np.float32))])
+
+
+def _linear_probability(g: _GraphWriter, model: LinearDetector) -> str:
+    """The linear detector's P(anomalous), (n,): sigmoid of the standardized row's dot product with its weights."""
+    model._check_fitted()
+    x = _standardized(g, model.mean_, model.scale_)
+    z = g.node("MatMul", [x, g.constant("coef", model.coef_.astype(np.float32))])
+    intercept = g.constant("intercept", np.array(model.intercept_, dtype=np.float32))
+    return g.node("Sigmoid", [g.node("Add", [z, intercept])])
+
+
+def _probability(g: _GraphWriter, model: Detector) -> str:
+    """One detector's P(anomalous), (n,), from the graph's input; MaidLog's by eq. 11 with the model's weights."""
+    if isinstance(model, LinearDetector):
+        return _linear_probability(g, model)
+    if isinstance(model, BlendedDetector):
+        return _mean_logit(g, [_probability(g, part) for part in model.parts])
     model._check_fitted()
     net = model.net_
-    mean = g.constant("input_mean", net.input_mean.numpy().astype(np.float32))
-    scale = g.constant("input_scale", net.input_scale.numpy().astype(np.float32))
-    standardized = g.node("Mul", [g.node("Sub", [INPUT_NAME, mean]), scale])
+    standardized = _standardized(g, net.input_mean.numpy(), net.input_scale.numpy())
     features = g.sequential(net.encoder, standardized)
     head_p = g.node("Sigmoid", [_heads(g, net.heads, features)])
     axes = g.constant("axes", np.array([1], dtype=np.int64))
@@ -110,25 +127,27 @@ def _logit(g: _GraphWriter, p: str) -> str:
     return g.node("Sub", [g.node("Log", [p]), g.node("Log", [one_minus])])
 
 
-def _members(model: DomainAdversarialDetector | DetectorEnsemble) -> list[DomainAdversarialDetector]:
+def _mean_logit(g: _GraphWriter, probabilities: list[str]) -> str:
+    """The sigmoid of the mean logit of several models' P(anomalous) (DetectorEnsemble, BlendedDetector)."""
+    logits = g.node("Sum", [_logit(g, p) for p in probabilities])
+    scale = g.constant("mean", np.array(1.0 / len(probabilities), dtype=np.float32))
+    return g.node("Sigmoid", [g.node("Mul", [logits, scale])])
+
+
+def _members(model: Detector | DetectorEnsemble) -> list[Detector]:
     """A single detector is an ensemble of one."""
     return model.members if isinstance(model, DetectorEnsemble) else [model]
 
 
-def onnx_graph(model: DomainAdversarialDetector | DetectorEnsemble) -> onnx.ModelProto:
+def onnx_graph(model: Detector | DetectorEnsemble) -> onnx.ModelProto:
     """The inference graph: embedding (n, dim) -> P(anomalous) (n,); an ensemble's members each
     score the input and the sigmoid of their mean logit is the output (DetectorEnsemble)."""
     members = _members(model)
     g = _GraphWriter()
-    if len(members) == 1:
-        output = _probability(g, members[0])
-    else:
-        logits = g.node("Sum", [_logit(g, _probability(g, m)) for m in members])
-        scale = g.constant("mean", np.array(1.0 / len(members), dtype=np.float32))
-        output = g.node("Sigmoid", [g.node("Mul", [logits, scale])])
+    output = _probability(g, members[0]) if len(members) == 1 else _mean_logit(g, [_probability(g, m) for m in members])
     g.nodes.append(helper.make_node("Identity", [output], [OUTPUT_NAME]))
     graph = helper.make_graph(
-        g.nodes, "maidlog_detector",
+        g.nodes, "logdistill_detector",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", model.input_dim_])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n"])],
         initializer=g.initializers)
@@ -160,7 +179,7 @@ def quantize_int8(graph: bytes) -> bytes:
         return target.read_bytes()
 
 
-def write_bundle(out_path: str | os.PathLike, model: DomainAdversarialDetector | DetectorEnsemble, *,
+def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble, *,
                  embedder_kind: str, embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
                  threshold: float, info: dict, lei_table: str | None = None, int8: bool = False,
                  inputs: InputSpec = InputSpec(), known_labels: dict[str, float] | None = None) -> dict:

@@ -203,13 +203,12 @@ def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None =
     `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.training);
     `threshold`: the bundle's decision threshold (None: chosen on held-out source domains,
     labeler.training.held_out_threshold, whose fits report to `on_threshold`);
-    `ensemble`: score with those fits beside the full model (None: detector.defaults)."""
-    from detector import defaults
+    `ensemble`: score with those fits beside the full model (None: the detector kind's default,
+    detector.defaults.FOLD_ENSEMBLE); `params`: the detector's (detector.model.make_detector)."""
     from labeler.training import train_detector
 
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
-    ensemble = defaults.FOLD_ENSEMBLE if ensemble is None else ensemble
     recorded = {"out": name, "domains": domains, "labels": labels, "features": features, "rule_feature": rule_feature,
                 "level_feature": level_feature, "adapt": adapt, "threshold": threshold, "ensemble": ensemble,
                 **params}
@@ -217,7 +216,9 @@ def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None =
         row = train_detector(ws, name, domains=domains, labels=labels, features=features, params=params,
                              rule_feature=rule_feature, level_feature=level_feature, adapt=adapt,
                              threshold=threshold, ensemble=ensemble, on_epoch=on_epoch, on_threshold=on_threshold)
-        run.results = {"model": row["name"], "threshold": json.loads(row["metrics"])["threshold"]}
+        metrics = json.loads(row["metrics"])
+        run.results = {"model": row["name"], "threshold": metrics["threshold"],
+                       "ensemble_members": metrics["ensemble_members"]}
     return row
 
 

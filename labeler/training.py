@@ -183,20 +183,20 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
     from sklearn.model_selection import GroupKFold
 
     from detector.metrics import best_f1
-    from detector.model import DomainAdversarialDetector
+    from detector.model import make_detector
 
     n_folds = min(folds, len(set(data.domains.tolist())))
     chosen: list[dict] = []
     models = []
     if n_folds >= 2:
         splits = list(GroupKFold(n_splits=n_folds).split(data.X, groups=data.domains))
-        epochs = DomainAdversarialDetector(**params).epochs
+        epochs = make_detector(params).epochs
         hard = (data.y >= 0.5).astype(int)
         for k, (learn, held) in enumerate(splits):
             if hard[learn].min() == hard[learn].max() or hard[held].min() == hard[held].max():
                 continue
             progress = on_epoch and (lambda done, total, loss, k=k: on_epoch(k * epochs + done, n_folds * epochs, loss))
-            model = DomainAdversarialDetector(**params).fit(
+            model = make_detector(params).fit(
                 data.X[learn], data.y[learn], data.domains[learn], X_unlabeled=unlabeled[0],
                 unlabeled_domains=unlabeled[1], on_epoch=progress)
             f1, threshold = best_f1(hard[held], model.predict_proba(data.X[held])[:, 1], weights[held])
@@ -220,7 +220,7 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
                    labels: str = "soft", features: str = "masked", params: dict | None = None,
                    rule_feature: bool | None = None, level_feature: bool | None = None,
                    adapt: list[str] | None = None, threshold: float | None = None,
-                   ensemble: bool = defaults.FOLD_ENSEMBLE,
+                   ensemble: bool | None = None,
                    on_epoch: Callable[[int, int, float], None] | None = None,
                    on_threshold: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels, save it and record it in `models`; returns the row.
@@ -229,8 +229,9 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     `threshold`: the bundle's decision threshold; None chooses it on held-out source domains
     (`held_out_threshold`, whose fits report to `on_threshold`). `ensemble`: the saved model scores
     with the mean logit of the full model and those held-out fits (detector.model.DetectorEnsemble;
-    they are trained also where `threshold` is given); False: the full model alone."""
-    from detector.model import DetectorEnsemble, DomainAdversarialDetector
+    they are trained also where `threshold` is given); False: the full model alone; None: the
+    detector kind's default (detector.defaults.FOLD_ENSEMBLE). `params`: detector.model.make_detector's."""
+    from detector.model import DetectorEnsemble, make_detector
 
     if name is not None and not re.fullmatch(r"[\w.\-]+", name):
         raise LogdistillError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
@@ -238,7 +239,12 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
         name = f"detector-{ws.db['models'].count + 1}"
     if ws.db["models"].count_where("name = ?", [name]):
         raise LogdistillError(f"a model named {name!r} exists already; choose another --out")
-    model = DomainAdversarialDetector(**(params or {}))  # bad parameters fail before the data is read
+    model = make_detector(params)  # bad parameters fail before the data is read
+    if ensemble is None:
+        ensemble = defaults.FOLD_ENSEMBLE[model.kind]
+    if adapt and not model.learns_unlabeled:
+        raise LogdistillError(f"--adapt trains the domain-adversarial model's discriminator; the {model.kind} "
+                              "detector has none: use it with --detector maidlog")
     inputs = input_spec(ws, rule_feature=rule_feature, level_feature=level_feature)
     adapt = list(dict.fromkeys(adapt or []))
     unlabeled = adaptation_set(ws, adapt, features, inputs) if adapt else (None, None)

@@ -119,7 +119,7 @@ def bgl_bundle(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("bgl_bundle")
     cli = Cli(folder / "cache.db")
     for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"), ("embed",),
-                 ("train", "--labels", "ground-truth", "--epochs", "20", "--out", "bgl"),
+                 ("train", "--labels", "ground-truth", "--out", "bgl"),
                  ("export", "bgl", "--out", folder / "bgl.bundle")):
         result = cli(*args)
         assert result.exit_code == 0, result.output
@@ -128,14 +128,15 @@ def bgl_bundle(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def fasttext_bundle(tmp_path_factory) -> tuple[Path, Path]:
-    """(workspace, bundle) as `bgl_bundle`, in MaidLog's representation: a fastText model trained on the
-    workspace's texts, the embedding alone as the input (no rules' score, no level). Only read by the tests."""
+    """(workspace, bundle) as `bgl_bundle`, in MaidLog's representation and with MaidLog's model: a fastText
+    model trained on the workspace's texts, the embedding alone as the input (no rules' score, no level),
+    the domain-adversarial MLP. Only read by the tests."""
     folder = tmp_path_factory.mktemp("fasttext_bundle")
     cli = Cli(folder / "cache.db")
     for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"),
                  ("embed", "--embedder", "fasttext"),
-                 ("train", "--labels", "ground-truth", "--epochs", "20", "--out", "bgl", "--no-rule-feature",
-                  "--no-level-feature"),
+                 ("train", "--labels", "ground-truth", "--out", "bgl", "--no-rule-feature",
+                  "--no-level-feature", "--detector", "maidlog", "--epochs", "20"),
                  ("export", "bgl", "--out", folder / "bgl.bundle")):
         result = cli(*args)
         assert result.exit_code == 0, result.output

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import Cli, loghub_file
+from detector import defaults
 from detector.errors import LogdistillError
 from detector.runtime import content_hash, load_bundle
 
@@ -123,9 +124,10 @@ def test_train_records_config_provenance_and_metrics(bgl_bundle):
         row = ws.db["models"].get("bgl")
         runs = [r["command"] for r in ws.db.query("select command from runs")]
     config, metrics = json.loads(row["config"]), json.loads(row["metrics"])
-    assert config["params"]["epochs"] == 20 and config["labels"] == "ground-truth"
+    assert config["params"] == {"kind": "linear", "c": defaults.LINEAR_C} and config["labels"] == "ground-truth"
     assert json.loads(row["provenance"])["labels"] == "ground-truth"
-    assert metrics["domains"]["bgl"]["texts"] > 100 and metrics["n_parameters"] > 100_000
+    # the linear detector: one weight per input column (MiniLM's 384, the rules' score, 6 levels) and a bias
+    assert metrics["domains"]["bgl"]["texts"] > 100 and metrics["n_parameters"] == 384 + 1 + 6 + 1
     assert "train" in runs and "export" in runs
 
 
@@ -135,11 +137,11 @@ def test_train_without_labels_or_with_one_class_fails_cleanly(cli, tmp_path):
                     + "".join(f"worker {i} started,0\n" for i in range(30)))
     assert cli("ingest", logs, "--domain", "app", "--format", "csv", "--label-field", "label").exit_code == 0
     assert cli("embed").exit_code == 0
-    result = cli("train", "--epochs", "1")
+    result = cli("train")
     assert result.exit_code == 2 and "no soft labels" in result.stderr
-    result = cli("train", "--epochs", "1", "--labels", "ground-truth")
+    result = cli("train", "--labels", "ground-truth")
     assert result.exit_code == 2 and "are normal: a detector needs both classes" in result.stderr
-    result = cli("train", "--epochs", "1", "--domains", "nope", "--labels", "ground-truth")
+    result = cli("train", "--domains", "nope", "--labels", "ground-truth")
     assert result.exit_code == 2 and "unknown domain 'nope'" in result.stderr
 
 
@@ -147,7 +149,7 @@ def test_train_right_after_label_run_embeds_what_is_missing(cli):
     """No separate `embed`: train computes the missing vectors, recorded as their own `embed` run."""
     assert cli("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL").exit_code == 0
     assert cli("label", "run", "--no-llm", "--rules").exit_code == 0
-    result = cli("train", "--epochs", "2", "--json")
+    result = cli("train", "--json")
     assert result.exit_code == 0, result.output
     from labeler.workspace import open_workspace
 
@@ -194,13 +196,18 @@ def test_train_adapt_takes_unlabeled_domains_and_refuses_bad_ones(tmp_path):
     for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"),
                  ("ingest", loghub_file("HDFS"), "--domain", "hdfs", "--format", "loghub:HDFS")):
         assert cli(*args).exit_code == 0
-    result = cli("train", "--labels", "ground-truth", "--epochs", "2", "--out", "adapted", "--adapt", "hdfs", "--json")
+    maidlog = ("--detector", "maidlog", "--epochs", "2")  # --adapt trains its discriminator
+    result = cli("train", "--labels", "ground-truth", *maidlog, "--out", "adapted", "--adapt", "hdfs", "--json")
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)
     assert row["config"]["adapt"] == ["hdfs"] and row["config"]["domains"] == ["bgl"]
     assert cli("export", "adapted", "--out", tmp_path / "adapted.bundle").exit_code == 0
     assert load_bundle(tmp_path / "adapted.bundle").meta["adapt_domains"] == ["hdfs"]
-    for args, message in ((("--adapt", "nope"), "unknown domain 'nope'"),
-                          (("--domains", "bgl", "--adapt", "bgl"), "both labeled sources and unlabeled --adapt")):
-        bad = cli("train", "--labels", "ground-truth", "--epochs", "1", *args)
+    for args, message in ((("--adapt", "nope", *maidlog), "unknown domain 'nope'"),
+                          (("--domains", "bgl", "--adapt", "bgl", *maidlog), "both labeled sources and unlabeled --adapt"),
+                          (("--adapt", "hdfs"), "use it with --detector maidlog"),
+                          (("--epochs", "3"), "the linear detector takes no --epochs"),
+                          (("--detector", "maidlog", "--c", "1"), "the maidlog detector takes no --c"),
+                          (("--detector", "forest",), "unknown detector 'forest'")):
+        bad = cli("train", "--labels", "ground-truth", *args)
         assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.output, bad.output

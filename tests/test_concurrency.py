@@ -110,7 +110,7 @@ def test_second_writer_refuses_readers_work_and_kill_9_is_taken_over(tmp_path, s
 
     # writers refuse at once with one line naming the holder; nothing is asked, nothing written
     subset = tmp_path / "bgl.log"
-    for args in (label_run_args(workspace, server), ["--workspace", workspace, "train", "--epochs", "1"],
+    for args in (label_run_args(workspace, server), ["--workspace", workspace, "train"],
                  ["--workspace", workspace, "ingest", subset, "--domain", "other"],
                  ["--workspace", workspace, "label", "set", "--text-id", "1", "--label", "1"],
                  ["--workspace", workspace, "cache", "clear"]):
@@ -157,7 +157,7 @@ def test_wait_queues_a_second_run_behind_the_first(tmp_path, server):
     first = start(*label_run_args(workspace, server))
     wait_until(lambda: (lock_record(workspace) or {}).get("pid") == first.pid, first, what="the lock")
     second = start("--wait", *label_run_args(workspace, server))
-    train = start("--wait", "--workspace", str(workspace), "train", "--labels", "ground-truth", "--epochs", "2",
+    train = start("--wait", "--workspace", str(workspace), "train", "--labels", "ground-truth",
                   "--out", "after", "--json")
     waiting = rf"^waiting for `label run` \(pid {first.pid}, since .* UTC\) to finish with the workspace .*\.\.\.$"
     for process in (second, train):  # each says whom it waits for, then waits

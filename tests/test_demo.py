@@ -69,7 +69,7 @@ def test_sample_lines_are_realistic_and_vary(corpus):
 def test_demo_end_to_end_on_a_small_corpus(tmp_path, cli):
     from labeler.demo import run_demo
 
-    report = run_demo(tmp_path / "demo", lines=150, rounds=1, epochs=30, teacher=True)
+    report = run_demo(tmp_path / "demo", lines=150, rounds=1, teacher=True)
     names = [s.name for s in report.stages]
     assert names[:4] == ["generate corpus", "ingest sources", "embed", "round 0"]
     assert "train" in names and "export bundle" in names and "score unseen k8s" in names
@@ -84,5 +84,5 @@ def test_demo_end_to_end_on_a_small_corpus(tmp_path, cli):
                  "--format", "jsonl", "--text-field", "msg", "--only-anomalies")
     assert result.exit_code == 0, result.output
     # A second run re-uses every cached answer.
-    again = run_demo(tmp_path / "demo", lines=150, rounds=1, epochs=30, teacher=False)
+    again = run_demo(tmp_path / "demo", lines=150, rounds=1, teacher=False)
     assert again.llm_calls == 0

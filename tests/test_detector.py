@@ -7,7 +7,8 @@ from conftest import loghub_file
 
 from detector.errors import LogdistillError
 from detector.export import onnx_graph
-from detector.model import DetectorEnsemble, DomainAdversarialDetector, grl_lambda, logit
+from detector.model import (DetectorEnsemble, DomainAdversarialDetector, LinearDetector, grl_lambda, logit,
+                            make_detector)
 from detector.runtime import INPUT_NAME
 
 
@@ -53,6 +54,59 @@ def test_an_ensemble_scores_the_mean_logit_of_its_members_in_torch_and_onnx(tmp_
     assert len(one.members) == 1 and np.array_equal(one.predict_proba(X), full.predict_proba(X))
     with pytest.raises(LogdistillError, match="at least one"):
         DetectorEnsemble([])
+
+
+def test_the_linear_detector_minimizes_soft_cross_entropy_with_each_domain_weighing_the_same():
+    """At the fit, the gradient of C * sum_i w_i * CE(y_i, p_i) + |coef|^2 / 2 vanishes, where y_i is the soft
+    label and w_i = 1 / (rows of i's domain), scaled so that the weights sum to the rows: soft labels enter
+    as targets, and a domain with three times the rows weighs the same as the others."""
+    rng = np.random.default_rng(3)
+    X, _, _ = synthetic(n=400, dim=8)
+    domains = np.array(["a"] * 240 + ["b"] * 80 + ["c"] * 80)
+    y = np.clip(1 / (1 + np.exp(-(2 * X[:, 0] + rng.normal(size=len(X))))), 0, 1).astype(np.float32)
+    model = LinearDetector(c=0.5).fit(X, y, domains)
+    weight = np.select([domains == "a", domains != "a"], [1 / 240, 1 / 80]) * len(X) / 3
+    Z = (X - model.mean_) * model.scale_
+    p = model.predict_proba(X)[:, 1].astype(np.float64)
+
+    def gradient(w: np.ndarray) -> np.ndarray:
+        return np.append(0.5 * Z.T @ (w * (p - y)) + model.coef_, 0.5 * np.sum(w * (p - y)))
+
+    assert np.abs(gradient(weight)).max() < 2e-3
+    assert np.abs(gradient(np.ones(len(X)))).max() > 1e-2  # rows weighing the same: not this fit's optimum
+    assert model.n_parameters == 9 and model.domains_ == ["a", "b", "c"]
+    assert np.array_equal(LinearDetector(c=0.5).fit(X, y, domains).predict_proba(X), model.predict_proba(X))
+
+
+def test_the_linear_and_blended_detectors_in_onnx_saved_and_in_an_ensemble_with_maidlogs(tmp_path):
+    X, y, domains = synthetic()
+    linear = make_detector({"kind": "linear"}).fit(X, y, domains)
+    assert isinstance(linear, LinearDetector) and linear.get_params() == {"kind": "linear", "c": 0.1}
+    session = onnxruntime.InferenceSession(onnx_graph(linear).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {INPUT_NAME: X})[0] - linear.predict_proba(X)[:, 1]).max() <= 1e-5
+    mlp = make_detector({"kind": "maidlog", "epochs": 4, "batch_size": 128}).fit(X, y, domains)
+    mixed = DetectorEnsemble([linear, mlp])
+    session = onnxruntime.InferenceSession(onnx_graph(mixed).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {INPUT_NAME: X})[0] - mixed.predict_proba(X)[:, 1]).max() <= 1e-5
+    mixed.save(tmp_path / "mixed.pt")
+    loaded = DetectorEnsemble.load(tmp_path / "mixed.pt")
+    assert [m.kind for m in loaded.members] == ["linear", "maidlog"]
+    assert np.array_equal(loaded.predict_proba(X), mixed.predict_proba(X))
+    with pytest.raises(LogdistillError, match="--adapt needs --detector maidlog"):
+        LinearDetector().fit(X, y, domains, X_unlabeled=X[:10], unlabeled_domains=["t"] * 10)
+    blend = make_detector({"kind": "linear+maidlog", "c": 0.1, "epochs": 4, "batch_size": 128}).fit(X, y, domains)
+    halves = (logit(blend.linear.predict_proba(X)[:, 1]) + logit(blend.mlp.predict_proba(X)[:, 1])) / 2
+    assert np.abs(blend.predict_proba(X)[:, 1] - 1 / (1 + np.exp(-halves))).max() <= 1e-6
+    assert np.array_equal(blend.linear.predict_proba(X), linear.predict_proba(X))  # the same fit inside
+    DetectorEnsemble([blend]).save(tmp_path / "blend.pt")
+    loaded = DetectorEnsemble.load(tmp_path / "blend.pt").primary
+    assert loaded.kind == "linear+maidlog" and np.array_equal(loaded.predict_proba(X), blend.predict_proba(X))
+    session = onnxruntime.InferenceSession(onnx_graph(blend).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {INPUT_NAME: X})[0] - blend.predict_proba(X)[:, 1]).max() <= 1e-5
+    for params, message in (({"kind": "linear", "epochs": 3}, "the linear detector takes no --epochs"),
+                            ({"kind": "tree"}, "unknown detector 'tree'"), ({"c": -1.0}, "c must be > 0")):
+        with pytest.raises(LogdistillError, match=message):
+            make_detector(params)
 
 
 @pytest.mark.parametrize("options", [{}, {"single_head": True}])

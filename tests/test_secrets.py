@@ -96,7 +96,7 @@ def test_openai_key_never_stored_exported_or_printed(tmp_path):
         logdistill("label", "run", "--rounds", "0", "--rules", *remote)
         assert all(r["authorization"] in (f"Bearer {key}", f"Bearer {key[:-1]}x") for r in server.requests)
         assert sum(r["authorization"] == f"Bearer {key}" for r in server.requests) > 10  # the key was used
-    logdistill("train", "--epochs", "2", "--out", "m")
+    logdistill("train", "--out", "m")
     logdistill("export", "m", "--out", bundle)
     for args in (("label", "status"), ("cache", "stats"), ("cache", "list"), ("label", "rounds"), ("prompts", "list")):
         logdistill(*args)

@@ -9,7 +9,8 @@ from detector.metrics import best_f1, precision_recall_f1
 from detector.runtime import load_bundle
 from labeler.training import DEFAULT_THRESHOLD, TrainingSet, held_out_threshold
 
-SMALL = {"epochs": 40, "hidden": [16], "head_hidden": 8, "discriminator_hidden": 8}
+SMALL = {"kind": "maidlog", "epochs": 40, "hidden": [16], "head_hidden": 8, "discriminator_hidden": 8}
+DETECTORS = pytest.mark.parametrize("params", [SMALL, {"kind": "linear"}], ids=["maidlog", "linear"])
 
 
 def test_best_f1_weighs_each_pair_as_often_as_its_weight():
@@ -34,20 +35,23 @@ def _domains(n_per: int, names: list[str], anomalous: dict[str, int], seed: int 
                        np.concatenate(y).astype(np.float32))
 
 
-def test_each_domain_with_both_classes_is_held_out_once_and_the_median_kept():
+@DETECTORS
+def test_each_domain_with_both_classes_is_held_out_once_and_the_median_kept(params):
     data = _domains(40, ["a", "b", "c", "d"], {"a": 8, "b": 10, "c": 0, "d": 6})
-    chosen = held_out_threshold(data, SMALL, np.ones(len(data.y)))
+    chosen = held_out_threshold(data, params, np.ones(len(data.y)))
     assert sorted(f["held_out"][0] for f in chosen["folds"]) == ["a", "b", "d"]  # c has no anomalous label
     assert chosen["threshold"] == pytest.approx(np.median([f["threshold"] for f in chosen["folds"]]))
     assert 0.0 < chosen["threshold"] < 1.0 and chosen["source"] == "median of 3 held-out fits"
     assert all(f["f1"] > 0.5 for f in chosen["folds"])  # the anomalies are separable
     assert [m.domains_ for m in chosen["models"]] == [
         sorted({"a", "b", "c", "d"} - set(f["held_out"])) for f in chosen["folds"]]  # each fold's model, kept
+    assert {m.kind for m in chosen["models"]} == {params["kind"]}
 
 
-def test_one_source_domain_keeps_the_default_threshold():
+@DETECTORS
+def test_one_source_domain_keeps_the_default_threshold(params):
     data = _domains(40, ["a"], {"a": 8})
-    chosen = held_out_threshold(data, SMALL, np.ones(len(data.y)))
+    chosen = held_out_threshold(data, params, np.ones(len(data.y)))
     assert chosen == {"threshold": DEFAULT_THRESHOLD, "folds": [], "models": [],
                       "source": "default: no held-out fit had both classes"}
 
@@ -59,25 +63,29 @@ def test_train_chooses_the_threshold_export_stores_it_and_either_can_override(tm
         logs.write_text("text,label\n" + "".join(f"order {i} {verb} in {i} ms,0\n" for i in range(40))
                         + "".join(f"fatal: {name} worker {i} crashed with segfault,1\n" for i in range(8)))
         assert cli("ingest", logs, "--domain", name, "--format", "csv", "--label-field", "label").exit_code == 0
-    result = cli("train", "--labels", "ground-truth", "--epochs", "5", "--out", "chosen", "--json")
+    result = cli("train", "--labels", "ground-truth", "--out", "chosen", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     assert metrics["threshold_source"] == "median of 2 held-out fits"
-    assert metrics["ensemble_members"] == 3  # the full model and both held-out fits score
+    assert metrics["ensemble_members"] == 1  # the linear detector's default: the full model scores alone
     assert [f["held_out"] for f in metrics["threshold_folds"]] in (
         [["billing"], ["shipping"]], [["shipping"], ["billing"]])
     assert cli("export", "chosen", "--out", tmp_path / "chosen.ldb").exit_code == 0
     assert load_bundle(tmp_path / "chosen.ldb").threshold == pytest.approx(metrics["threshold"])
-    assert load_bundle(tmp_path / "chosen.ldb").meta["ensemble_members"] == 3
+    assert load_bundle(tmp_path / "chosen.ldb").meta["ensemble_members"] == 1
     assert cli("export", "chosen", "--out", tmp_path / "fixed.ldb", "--threshold", "0.3").exit_code == 0
     assert load_bundle(tmp_path / "fixed.ldb").threshold == 0.3
-    result = cli("train", "--labels", "ground-truth", "--epochs", "5", "--out", "given", "--threshold", "0.4",
-                 "--json")
+    result = cli("train", "--labels", "ground-truth", "--out", "given", "--threshold", "0.4",
+                 "--ensemble", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     assert (metrics["threshold"], metrics["threshold_source"], metrics["threshold_folds"]) == (0.4, "given", [])
     assert metrics["ensemble_members"] == 3  # the held-out fits are trained for the ensemble all the same
-    result = cli("train", "--labels", "ground-truth", "--epochs", "5", "--out", "alone", "--threshold", "0.4",
+    maidlog = ("--detector", "maidlog", "--epochs", "5")
+    result = cli("train", "--labels", "ground-truth", "--out", "mlp", *maidlog, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["ensemble_members"] == 3  # MaidLog's default: the fold ensemble
+    result = cli("train", "--labels", "ground-truth", "--out", "alone", "--threshold", "0.4", *maidlog,
                  "--no-ensemble", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["metrics"]["ensemble_members"] == 1

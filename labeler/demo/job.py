@@ -20,7 +20,6 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from detector import defaults
 from detector.errors import LogdistillError
 from labeler import pipeline
 from labeler.backends import BackendSpec
@@ -75,7 +74,7 @@ class _Stages:
 
 
 def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: BackendSpec | None = None,
-             rounds: int = DEFAULT_ROUNDS, rules: bool = True, epochs: int = defaults.EPOCHS, seed: int = DEFAULT_SEED,
+             rounds: int = DEFAULT_ROUNDS, rules: bool = True, seed: int = DEFAULT_SEED,
              lines: int = DEFAULT_LINES, teacher: bool = True, progress: DemoProgress | None = None) -> DemoReport:
     """Generate the corpus into `workdir`, run every stage, write `report.md`; returns the report."""
     workdir = Path(workdir)
@@ -98,7 +97,7 @@ def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: BackendSpec | No
     llm = backend.make()  # one model load for both workspaces
     try:
         with open_workspace(workdir / "cache.db") as ws:
-            _label_and_train(ws, backend, llm, sources, stages, rounds=rounds, rules=rules, epochs=epochs, seed=seed)
+            _label_and_train(ws, backend, llm, sources, stages, rounds=rounds, rules=rules)
             _export_and_evaluate(ws, target, workdir / "detector.ldb", stages)
         if teacher:
             with open_workspace(workdir / "teacher.db") as teacher_ws:
@@ -140,7 +139,7 @@ def _round0(ws: Workspace, backend: BackendSpec, llm, domains: list[str], rules:
 
 
 def _label_and_train(ws: Workspace, backend: BackendSpec, llm, sources: list[SampleLog], stages: _Stages, *,
-                     rounds: int, rules: bool, epochs: int, seed: int) -> None:
+                     rounds: int, rules: bool) -> None:
     from labeler.calibration import last_finished_round
     from labeler.status import label_status
 
@@ -169,14 +168,14 @@ def _label_and_train(ws: Workspace, backend: BackendSpec, llm, sources: list[Sam
             stages.progress.advance(done, total, f"loss {loss:.4f}")
 
         row = pipeline.train(ws, f"demo-{ws.db['models'].count + 1}", domains=domains,
-                             params={"epochs": epochs, "seed": seed}, on_epoch=on_epoch)
+                             on_epoch=on_epoch)
         metrics = json.loads(row["metrics"])
         stages.report.files["model"] = row["name"]
         return (f"model {row['name']}: {metrics['texts']} texts, {metrics['n_parameters']:,} parameters, "
                 f"final loss {metrics['final_loss']:.4f}; threshold {metrics['threshold']:.3f} and "
                 f"{metrics['ensemble_members'] - 1} more model(s) from the held-out fits", 0)
 
-    stages.run("train", train, total=epochs)
+    stages.run("train", train)
 
 
 def _export_and_evaluate(ws: Workspace, target: SampleLog, bundle_path: Path, stages: _Stages) -> None:
