@@ -21,7 +21,7 @@ from pathlib import Path
 
 from transfer import REPO, demo_corpus, targets_of
 
-from detector import defaults  # noqa: E402
+from detector.model import make_detector  # noqa: E402
 from labeler import pipeline  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
@@ -40,9 +40,10 @@ def main() -> None:
     results: dict[tuple[str, bool], list[dict]] = {}
     with open_workspace(workspace) as ws, tempfile.TemporaryDirectory() as folder:
         seeds = list(map(int, args.seeds.split(",")))
-        for seed in seeds if defaults.DETECTOR == "maidlog" else seeds[:1]:
+        seeded = "seed" in make_detector().get_params()  # the linear default is deterministic: one fit
+        for seed in seeds if seeded else seeds[:1]:
             name = f"lookup-{seed}-{ws.db['models'].count + 1}"
-            pipeline.train(ws, name, domains=sources, params={"seed": seed} if defaults.DETECTOR == "maidlog" else None)
+            pipeline.train(ws, name, domains=sources, params={"seed": seed} if seeded else None)
             bundle = Path(folder) / f"{name}.ldb"
             pipeline.export(ws, name, bundle)
             for system in scored:

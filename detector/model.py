@@ -194,6 +194,19 @@ def _training_rows(X: np.ndarray, y_soft: np.ndarray, domains: Sequence) -> tupl
     return X, y, domains
 
 
+def _scoring_rows(X: np.ndarray, input_dim: int) -> np.ndarray:
+    """Rows to score as a float32 array, checked against the dimension the detector learned."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != input_dim:
+        raise LogdistillError(f"expected embeddings of dimension {input_dim}, got shape {X.shape}")
+    return X
+
+
+def _own_params(params: dict) -> dict:
+    """A detector's constructor arguments: its recorded parameters less the "kind" that chose its class."""
+    return {k: v for k, v in params.items() if k != "kind"}
+
+
 class DomainAdversarialDetector:
     """scikit-learn style estimator: `fit(X, y_soft, domains)`, then `predict_proba(X)`.
 
@@ -362,9 +375,7 @@ class DomainAdversarialDetector:
     def predict_proba(self, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
         """(n, 2) float32: columns P(normal), P(anomalous) by eq. 11."""
         self._check_fitted()
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.input_dim_:
-            raise LogdistillError(f"expected embeddings of dimension {self.input_dim_}, got shape {X.shape}")
+        X = _scoring_rows(X, self.input_dim_)
         self.net_.eval()
         with torch.no_grad():
             parts = [self.net_.anomaly_probability(torch.from_numpy(X[i:i + batch_size])).numpy()
@@ -386,7 +397,7 @@ class DomainAdversarialDetector:
 
     @classmethod
     def from_state(cls, state: dict) -> "DomainAdversarialDetector":
-        model = cls(**{k: v for k, v in state["params"].items() if k != "kind"})
+        model = cls(**_own_params(state["params"]))
         model.domains_ = state["domains"]
         model.adapt_domains_ = state.get("adapt_domains", [])
         model.input_dim_ = state["input_dim"]
@@ -480,12 +491,8 @@ class LinearDetector:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, 2) float32: columns P(normal), P(anomalous)."""
         self._check_fitted()
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.input_dim_:
-            raise LogdistillError(f"expected embeddings of dimension {self.input_dim_}, got shape {X.shape}")
-        z = ((X - self.mean_) * self.scale_) @ self.coef_ + np.float32(self.intercept_)
-        p = (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
-        return np.stack([1 - p, p], axis=1)
+        X = _scoring_rows(X, self.input_dim_)
+        return _proba_columns(((X - self.mean_) * self.scale_) @ self.coef_ + np.float32(self.intercept_))
 
     @property
     def n_parameters(self) -> int:
@@ -500,7 +507,7 @@ class LinearDetector:
 
     @classmethod
     def from_state(cls, state: dict) -> "LinearDetector":
-        model = cls(**{k: v for k, v in state["params"].items() if k != "kind"})
+        model = cls(**_own_params(state["params"]))
         model.domains_ = state["domains"]
         model.adapt_domains_ = []
         model.input_dim_ = state["input_dim"]
@@ -562,16 +569,20 @@ class BlendedDetector:
 
     @classmethod
     def from_state(cls, state: dict) -> "BlendedDetector":
-        model = cls(**{k: v for k, v in state["params"].items() if k != "kind"})
+        model = cls(**_own_params(state["params"]))
         model.linear, model.mlp = (detector_from_state(part) for part in state["parts"])
         return model
 
 
+def _proba_columns(logits: np.ndarray) -> np.ndarray:
+    """(n, 2) float32 [P(normal), P(anomalous)] from each row's logit."""
+    p = (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
+    return np.stack([1 - p, p], axis=1)
+
+
 def mean_logit_proba(probabilities: list[np.ndarray]) -> np.ndarray:
     """(n, 2) float32 [P(normal), P(anomalous)]: the sigmoid of the mean of the models' logits."""
-    logits = np.mean([logit(p) for p in probabilities], axis=0)
-    p = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-    return np.stack([1 - p, p], axis=1)
+    return _proba_columns(np.mean([logit(p) for p in probabilities], axis=0))
 
 
 Detector = DomainAdversarialDetector | LinearDetector | BlendedDetector
