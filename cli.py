@@ -605,6 +605,10 @@ def label_run(
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
     llm: bool = typer.Option(True, "--llm/--no-llm", help="Ask the LLM (--no-llm with --rules: rules alone)."),
+    review_model: Optional[str] = typer.Option(
+        None, "--review-model",
+        help="Answer calibration rounds with this model (same --backend; e.g. an embedded model's name or a GGUF "
+             "path for llamacpp): a second opinion, or a faster model. Default: --model."),
     rules: bool = typer.Option(False, "--rules", help="Add the severity rule set (prompt `rules`) as an annotator."),
     rules_weight: float = typer.Option(1.0, "--rules-weight", help="Weight of a rule label (an LLM round-0 answer weighs 1)."),
     debias: bool = typer.Option(True, "--debias/--no-debias",
@@ -639,7 +643,8 @@ def label_run(
     from labeler.calibration import CalibrationOptions
 
     options = pipeline.LabelOptions(
-        rounds=rounds, domains=domain, llm=llm, rules=rules, rules_weight=rules_weight, debias=debias, prior=prior,
+        rounds=rounds, domains=domain, llm=llm, review_model=review_model, rules=rules, rules_weight=rules_weight,
+        debias=debias, prior=prior,
         budget=Budget(max_calls=max_calls, max_cost=max_cost, price_per_1k_tokens=price_per_1k_tokens),
         until_stable=until_stable, stable_flips=stable_flips, patience=patience,
         calibration=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
@@ -1172,7 +1177,9 @@ class _DemoBar:
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Folder for the corpus, workspace, bundle and plots."),
-    rounds: int = typer.Option(3, "--rounds", min=0, help="Calibration rounds after round 0."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=0,
+                                         help="Calibration rounds after round 0 (default: 1, for a run of about "
+                                              "five minutes; the report says what that trades)."),
     backend: BackendOption = "llamacpp",
     model: ModelOption = None,
     base_url: BaseUrlOption = None,
@@ -1181,6 +1188,10 @@ def demo(
     lines: int = typer.Option(2000, "--lines", min=50, help="Lines per sample system."),
     teacher: bool = typer.Option(True, "--teacher/--no-teacher",
                                  help="Also ask the LLM zero-shot about the unseen system, for comparison."),
+    review_model: Optional[str] = typer.Option(
+        None, "--review-model",
+        help="The model that answers the calibration rounds (as label run's). Default: qwen2.5-coder-0.5b with "
+             "the embedded backend, else the teacher; 'teacher': the teacher."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Run the whole job on a generated multi-system corpus: label, calibrate, train, export, score an unseen system."""
@@ -1189,7 +1200,7 @@ def demo(
     spec = backend_spec(backend, model, base_url)
     with progress_bar() as bar:
         report = run_demo(workdir, backend=spec, rounds=rounds, rules=rules, seed=seed, lines=lines,
-                          teacher=teacher, progress=_DemoBar(bar))
+                          teacher=teacher, review_model=review_model, progress=_DemoBar(bar))
     if as_json:
         print_json(report.to_dict())
         return
@@ -1204,6 +1215,8 @@ def demo(
         out.print(f"  {line['score']:.3f} {'[red]anomalous[/]' if line['truth'] else 'normal   '} {line['message'][:110]}",
                   highlight=False)
     out.print(f"{report.seconds:.0f} s, {report.llm_calls} LLM calls")
+    for trade in report.trades:
+        out.print(f"  trade: {trade}", highlight=False)
     for name, path in report.files.items():
         out.print(f"  {name}: {path}", highlight=False)
 

@@ -98,6 +98,7 @@ class LabelOptions:
     rounds: int = 0
     domains: list[str] | None = None
     llm: bool = True  # False: rules alone (round 0 only)
+    review_model: str | None = None  # answers rounds 1..: another model of the same backend (None: round 0's)
     rules: bool = False
     rules_weight: float = RULE_WEIGHT
     debias: bool = True
@@ -115,6 +116,8 @@ class LabelOptions:
             raise LogdistillError("calibration rounds ask the LLM again; --rounds above 0 needs --llm")
         if not self.llm and not self.rules:
             raise LogdistillError("round 0 needs an annotator: an LLM backend, --rules, or both")
+        if self.review_model is not None and not self.llm:
+            raise LogdistillError("--review-model answers calibration rounds; it needs --llm")
 
     def to_params(self) -> dict:
         """As a run records them: the budget's fields flat, the calibration options in their own dict."""
@@ -182,10 +185,19 @@ def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options
         if not report.round0.complete:
             return report
     if options.rounds > 0:
-        report.rounds = run_calibration(ws, llm, rounds=options.rounds, domains=options.domains, budget=budget,
-                                        options=options.calibration, until_stable=options.until_stable,
-                                        stable_flips=options.stable_flips, patience=options.patience,
-                                        batch_size=batch_size, on_progress=on_progress, on_round=on_round)
+        reviewer = (BackendSpec(spec.name, options.review_model, spec.base_url, spec.concurrency).make()
+                    if options.review_model else None)
+        if reviewer is not None:
+            params["review"] = {"model": reviewer.model, "decoding": reviewer.params()}
+        try:
+            report.rounds = run_calibration(
+                ws, reviewer or llm, rounds=options.rounds, domains=options.domains, budget=budget,
+                options=options.calibration, until_stable=options.until_stable, stable_flips=options.stable_flips,
+                patience=options.patience, batch_size=spec.batch_size(reviewer) if reviewer else batch_size,
+                on_progress=on_progress, on_round=on_round)
+        finally:
+            if reviewer is not None:
+                reviewer.close()
     return report
 
 

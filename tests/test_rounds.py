@@ -187,6 +187,31 @@ def test_rounds_need_round0_and_an_llm(after_round0, tmp_path):
     assert r.exit_code == 2 and "needs --llm" in r.output
 
 
+def test_a_review_model_answers_the_rounds_and_is_recorded(after_round0, tmp_path):
+    cli = copy_workspace(after_round0, tmp_path)
+    r = cli("label", "run", "--rounds", "1", "--review-model", "qwen2.5-coder-0.5b", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rounds"][0]["complete"]
+    with open_workspace(cli.workspace) as ws:
+        by_prompt = {row["prompt_name"]: row["models"].split(",") for row in ws.db.query(
+            "select prompt_name, group_concat(distinct model) as models from queries group by prompt_name")}
+        run = [json.loads(row["params"]) for row in ws.db.query(
+            "select params from runs where command = 'label run' order by id")][-1]
+    assert by_prompt.pop("task_chat" if "task_chat" in by_prompt else "task") == ["gemma3-270m"]  # round 0's
+    assert by_prompt and all(models == ["qwen2.5-coder-0.5b"] for models in by_prompt.values()), by_prompt
+    assert run["review_model"] == "qwen2.5-coder-0.5b" and run["review"]["model"] == "qwen2.5-coder-0.5b"
+    assert run["model"] == "gemma3-270m"
+
+
+def test_a_review_model_that_does_not_exist_is_one_line_and_starts_no_round(after_round0, tmp_path):
+    cli = copy_workspace(after_round0, tmp_path)
+    r = cli("label", "run", "--rounds", "1", "--review-model", "no-such-model")
+    assert r.exit_code != 0 and "no-such-model" in r.output and "Traceback" not in r.output
+    assert [row["number"] for row in rounds_rows(cli.workspace)] == [0]
+    r = cli("label", "run", "--rounds", "1", "--no-llm", "--rules", "--review-model", "qwen2.5-coder-0.5b")
+    assert r.exit_code == 2 and "needs --llm" in r.output
+
+
 def test_annotator_conflicts_are_asked_first_and_never_shown_as_evidence(after_round0, tmp_path):
     """--annotator-conflicts: a text the LLM and the rules vote on both ways is a candidate ahead
     of the verifier's picks and never support (planned only: no LLM call)."""

@@ -28,7 +28,12 @@ from labeler.demo.report import DemoReport, Stage, markdown_report
 from labeler.workspace import Workspace, open_workspace
 
 DEFAULT_WORKDIR = Path("demo-out")
-DEFAULT_ROUNDS = 3
+# A demo in about five minutes on two cores (issue 24): one calibration round, answered by the
+# 0.5B model, where the embedded 1.5B teacher's three rounds took about eleven minutes in all.
+# The teacher still labels round 0 and answers the zero-shot comparison.
+DEFAULT_ROUNDS = 1
+DEFAULT_REVIEW_MODEL = "qwen2.5-coder-0.5b"  # with the embedded backend; any other: the teacher
+TEACHER = "teacher"  # --review-model's value for: the teacher answers the rounds too
 
 
 class DemoProgress(Protocol):
@@ -74,13 +79,18 @@ class _Stages:
 
 
 def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: BackendSpec | None = None,
-             rounds: int = DEFAULT_ROUNDS, rules: bool = True, seed: int = DEFAULT_SEED,
-             lines: int = DEFAULT_LINES, teacher: bool = True, progress: DemoProgress | None = None) -> DemoReport:
-    """Generate the corpus into `workdir`, run every stage, write `report.md`; returns the report."""
+             rounds: int | None = None, rules: bool = True, seed: int = DEFAULT_SEED,
+             lines: int = DEFAULT_LINES, teacher: bool = True, review_model: str | None = None,
+             progress: DemoProgress | None = None) -> DemoReport:
+    """Generate the corpus into `workdir`, run every stage, write `report.md`; returns the report.
+    `review_model`: the model that answers the calibration rounds (None: DEFAULT_REVIEW_MODEL with
+    the embedded backend, else the teacher; TEACHER: the teacher)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     backend = backend or BackendSpec()
-    report = DemoReport(str(workdir))
+    rounds = DEFAULT_ROUNDS if rounds is None else rounds
+    review_model = resolve_review_model(backend, review_model)
+    report = DemoReport(str(workdir), trades=_trades(rounds, review_model))
     stages = _Stages(report, progress or SilentProgress())
     samples: list[SampleLog] = []
 
@@ -97,7 +107,7 @@ def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: BackendSpec | No
     llm = backend.make()  # one model load for both workspaces
     try:
         with open_workspace(workdir / "cache.db") as ws:
-            _label_and_train(ws, backend, llm, sources, stages, rounds=rounds, rules=rules)
+            _label_and_train(ws, backend, llm, sources, stages, rounds=rounds, rules=rules, review_model=review_model)
             _export_and_evaluate(ws, target, workdir / "detector.ldb", stages)
         if teacher:
             with open_workspace(workdir / "teacher.db") as teacher_ws:
@@ -108,6 +118,27 @@ def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: BackendSpec | No
     (workdir / "report.md").write_text(markdown_report(report), encoding="utf-8")
     report.files["report"] = str(workdir / "report.md")
     return report
+
+
+def resolve_review_model(backend: BackendSpec, review_model: str | None) -> str | None:
+    """The model that answers the demo's rounds; None: the teacher."""
+    if review_model == TEACHER:
+        return None
+    if review_model is None:
+        return DEFAULT_REVIEW_MODEL if backend.name == "llamacpp" else None
+    return review_model
+
+
+def _trades(rounds: int, review_model: str | None) -> list[str]:
+    """What the run gives up against the full loop, said in its output."""
+    trades = []
+    if 0 < rounds < 3:
+        trades.append(f"{rounds} calibration round(s) (`--rounds 3` for more; each round re-asks about a "
+                      "tenth of the texts with retrieved examples, about 90-130 s on two cores)")
+    if rounds and review_model:
+        trades.append(f"the rounds are answered by {review_model}, not the teacher (`--review-model {TEACHER}`: "
+                      "the teacher, about 1.5x slower per round)")
+    return trades
 
 
 def _check_same_corpus(manifest: Path, seed: int, lines: int) -> None:
@@ -139,7 +170,7 @@ def _round0(ws: Workspace, backend: BackendSpec, llm, domains: list[str], rules:
 
 
 def _label_and_train(ws: Workspace, backend: BackendSpec, llm, sources: list[SampleLog], stages: _Stages, *,
-                     rounds: int, rules: bool) -> None:
+                     rounds: int, rules: bool, review_model: str | None) -> None:
     from labeler.calibration import last_finished_round
     from labeler.status import label_status
 
@@ -151,12 +182,15 @@ def _label_and_train(ws: Workspace, backend: BackendSpec, llm, sources: list[Sam
         _record_round(ws, stages.report, domains, 0)  # else later rounds' labels are in the quality too
 
     def rounds_stage() -> tuple[str, int]:
-        done = pipeline.label(ws, backend, pipeline.LabelOptions(rounds=rounds, domains=domains, rules=rules),
+        options = pipeline.LabelOptions(rounds=rounds, domains=domains, rules=rules, review_model=review_model)
+        done = pipeline.label(ws, backend, options,
                               llm=llm, on_progress=stages.asking,
                               on_round=lambda r: _record_round(ws, stages.report, domains, r.number)).rounds
         calls = sum(r.ask.calls for r in done)
         flips = sum(r.flips for r in done)
-        return f"rounds 1..{rounds}: {sum(r.candidates for r in done)} candidates re-asked, {flips} labels flipped", calls
+        by = f", answered by {review_model}" if review_model else ""
+        return (f"rounds 1..{rounds}: {sum(r.candidates for r in done)} candidates re-asked{by}, "
+                f"{flips} labels flipped", calls)
 
     if rounds:
         stages.run("calibration rounds", rounds_stage)

@@ -21,6 +21,7 @@ class DemoReport:
     target: dict = field(default_factory=dict)  # name -> per-line metrics on the unseen system
     files: dict = field(default_factory=dict)  # what was written where
     flagged: list[dict] = field(default_factory=list)  # the unseen system's top-scored lines
+    trades: list[str] = field(default_factory=list)  # what this run gave up for speed, and how to have it
 
     @property
     def llm_calls(self) -> int:
@@ -38,6 +39,7 @@ def markdown_report(report: DemoReport) -> str:
     """The report as Markdown (the CLI prints the same content as rich tables)."""
     lines = ["# logdistill demo report", "",
              f"{len(report.stages)} stages, {report.seconds:.0f} s, {report.llm_calls} LLM calls.", "",
+             *[f"Trade: {t}" for t in report.trades], *([""] if report.trades else []),
              "| stage | seconds | LLM calls | result |", "|---|---:|---:|---|"]
     lines += [f"| {s.name} | {s.seconds:.1f} | {s.llm_calls} | {s.summary} |" for s in report.stages]
     if report.rounds:
