@@ -16,7 +16,7 @@ puts them together.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -185,15 +185,15 @@ def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options
         if not report.round0.complete:
             return report
     if options.rounds > 0:
-        reviewer = (BackendSpec(spec.name, options.review_model, spec.base_url, spec.concurrency).make()
-                    if options.review_model else None)
+        reviewer = replace(spec, model=options.review_model).make() if options.review_model else None
         if reviewer is not None:
             params["review"] = {"model": reviewer.model, "decoding": reviewer.params()}
         try:
+            asker = reviewer or llm
             report.rounds = run_calibration(
-                ws, reviewer or llm, rounds=options.rounds, domains=options.domains, budget=budget,
+                ws, asker, rounds=options.rounds, domains=options.domains, budget=budget,
                 options=options.calibration, until_stable=options.until_stable, stable_flips=options.stable_flips,
-                patience=options.patience, batch_size=spec.batch_size(reviewer) if reviewer else batch_size,
+                patience=options.patience, batch_size=spec.batch_size(asker),
                 on_progress=on_progress, on_round=on_round)
         finally:
             if reviewer is not None:
