@@ -613,15 +613,26 @@ def label_run(
     rules_weight: float = typer.Option(1.0, "--rules-weight", help="Weight of a rule label (an LLM round-0 answer weighs 1)."),
     debias: bool = typer.Option(True, "--debias/--no-debias",
                                 help="Calibrate the LLM's p_anomalous against the prompt's lean (labeler/debias.py): "
-                                     "in round 0 per domain (see --prior), in later rounds against each prompt's "
-                                     "content-free twin (one extra call per candidate)."),
+                                     "in round 0 per domain (see --prior), in later rounds per kind of question "
+                                     "(see --round-lean)."),
     prior: str = typer.Option("batch", "--prior",
                               help="Round 0's lean: batch (the mean answer over the domain's texts, no extra call) "
                                    "or content-free (3 extra calls per domain)."),
+    round_lean: str = typer.Option(
+        "round0", "--round-lean",
+        help="Calibration rounds' lean: round0 (each kind of question's median shift from the same texts' round-0 "
+             "answers, no extra call), content-free (each prompt's content-free twin, one extra call per "
+             "candidate) or none. --no-debias means none."),
+    gate: bool = typer.Option(
+        True, "--gate/--no-gate",
+        help="Hold back a flip unless at least half of the other annotators (the round's verifier, the rules) side "
+             "with it; a round whose every flip is held back is not applied. --no-gate: MaidLog's loop."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Ask the LLM at most this many times."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this (USD)."),
     price_per_1k_tokens: Optional[float] = typer.Option(None, "--price-per-1k-tokens", help="USD per 1000 tokens, for --max-cost."),
-    until_stable: bool = typer.Option(False, "--until-stable", help="Stop before --rounds once labels stop flipping."),
+    until_stable: bool = typer.Option(False, "--until-stable",
+                                      help="Stop before --rounds once labels stop flipping (applied flips; a round "
+                                           "the gate did not apply is calm)."),
     stable_flips: float = typer.Option(0.01, "--stable-flips", help="--until-stable: a round is calm when its flips are at most this fraction of the texts."),
     patience: int = typer.Option(2, "--patience", help="--until-stable: stop after this many calm rounds in a row."),
     verifier_folds: int = typer.Option(1, "--verifier-folds", help="Score each text by a verifier that did not see its label (K folds; 1: in-sample)."),
@@ -649,7 +660,8 @@ def label_run(
         until_stable=until_stable, stable_flips=stable_flips, patience=patience,
         calibration=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
                                        augmentations=tuple(a.strip() for a in augmentations.split(",") if a.strip()),
-                                       debias=debias, seed=seed, annotator_conflicts=annotator_conflicts))
+                                       debias=round_lean if debias else "none", gate=gate, seed=seed,
+                                       annotator_conflicts=annotator_conflicts))
     with open_ws(ctx) as ws:
         spec = backend_spec(backend, model, base_url, concurrency) if llm else None
         with progress_bar() as bar:
@@ -681,9 +693,12 @@ def label_run(
     for r in report.rounds:
         a = r.ask
         state = "finished" if r.complete else f"[yellow]stopped by the budget ({a.unanswered} prompts not asked)[/]"
+        held = (f", held back {r.held_back_to_anomalous} / {r.held_back_to_normal}"
+                + ("" if r.applied else " (the round is not applied: labels unchanged)")
+                if r.held_back_to_anomalous + r.held_back_to_normal else "")
         out.print(f"round {r.number}{' (resumed)' if r.resumed else ''}: {r.candidates} candidates, "
                   f"{a.calls} calls, {a.cache_hits} cached, flips {r.flips_to_anomalous} to anomalous / "
-                  f"{r.flips_to_normal} to normal; {state}")
+                  f"{r.flips_to_normal} to normal{held}; {state}")
 
 
 @app.command("models")
@@ -811,9 +826,21 @@ def label_import(
 
 # ---------------------------------------------------------------------------- label rounds, plot, review
 
-ROUND_COLUMNS = ["number", "candidates", "flips_to_anomalous", "flips_to_normal", "calls", "cache_hits", "tokens",
-                 "seconds", "verifier_loss", "candidate_error_rate", "support_error_rate", "precision", "recall",
-                 "f1", "auroc"]
+# the round table's columns as `label rounds` prints them: two figures to a column where they pair up
+# ("to anomalous / to normal", "candidates / support"); `--json` has every figure on its own
+ROUND_COLUMNS = {"round": ("number",), "candidates": ("candidates",),
+                 "flips to anom. / norm.": ("flips_to_anomalous", "flips_to_normal"),
+                 "held back to anom. / norm.": ("held_back_to_anomalous", "held_back_to_normal"),
+                 "applied": ("applied",),
+                 "calls": ("calls",), "cached": ("cache_hits",), "seconds": ("seconds",),
+                 "est. error cand. / support": ("candidate_estimated_error", "support_estimated_error"),
+                 "agrees with verifier / rules": ("agreement_verifier", "agreement_rules"),
+                 "error cand. / support": ("candidate_error_rate", "support_error_rate"),
+                 "precision": ("precision",), "recall": ("recall",), "f1": ("f1",), "auroc": ("auroc",)}
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _print_round_table(ctx: typer.Context, domain: Optional[list[str]]) -> None:
@@ -823,12 +850,13 @@ def _print_round_table(ctx: typer.Context, domain: Optional[list[str]]) -> None:
         rows = round_table(ws, domain)
     if not rows:
         return
-    for row in rows:
-        for key in ROUND_COLUMNS[7:]:
-            row[key] = None if row[key] is None else f"{row[key]:.3f}"
+    shown = [{column: " / ".join(_cell(row[k]) for k in keys) for column, keys in ROUND_COLUMNS.items()}
+             for row in rows]
+    for row, cells in zip(rows, shown):
         if not row["finished"]:
-            row["number"] = f"{row['number']} (unfinished)"
-    print_table(rows, ROUND_COLUMNS, title="rounds (error rates: of the labels before the round; quality: after it)")
+            cells["round"] += " (unfinished)"
+    print_table(shown, list(ROUND_COLUMNS), title="rounds (error rates: of the labels before the round; quality: "
+                                                 "after it)")
 
 
 @label_app.command("rounds")
@@ -837,8 +865,11 @@ def label_rounds(
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains' label quality (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """The round table: candidates, flips both ways, calls, cache hits, tokens, seconds, verifier loss;
-    with ground truth, label precision/recall/F1 after each round and the error rate of candidates vs. support."""
+    """The round table: candidates, flips applied and held back both ways (to anomalous / to normal), whether
+    the round was applied, calls, cache hits, tokens, seconds, verifier loss; the label error of candidates
+    vs. support as the verifier estimates it (no ground truth needed) and how often the round's answers agree
+    with the verifier and the rules; with ground truth, label precision/recall/F1 after each round and the
+    true error rate of candidates vs. support."""
     from labeler.round_report import round_table
 
     if as_json:

@@ -7,8 +7,14 @@ A round r:
      (`rounds.plan`) before any question is asked;
   2. ask: render the plan's prompts and ask them through the call cache (each answer is
      committed as it arrives);
-  3. finish: in one transaction, the answers join `labels` with weight w_r = 1 + r and the
-     round's row gets its statistics (flips, calls, tokens, label quality).
+  3. finish: each answer has its kind of question's lean divided out (labeler.debias), then, in
+     one transaction, the answers join `labels` with weight w_r = 1 + r and the round's row gets
+     its statistics (flips, calls, tokens, label quality, agreement between annotators).
+     The gate: an answer that would flip its text's hard label votes only where at least half
+     of the annotators that did not cast it (the verifier the round was planned with, and the
+     rules where they label) side with the new label; a held-back answer stays in `labels` with
+     weight 0. A round whose every flip is held back is not applied: none of its answers vote,
+     and the labels stay exactly as they were.
 A run killed at any point leaves either a finished round or a planned one; the next run
 re-renders the stored plan, finds the answered prompts in the cache and finishes the round.
 """
@@ -23,12 +29,13 @@ import numpy as np
 
 from detector.errors import LogdistillError
 from labeler import prompts
-from labeler.aggregate import conflicting_texts, hard_labels, llm_weight, soft_labels
+from labeler.aggregate import HARD_VOTE, VOTES, conflicting_texts, hard_labels, llm_weight, soft_labels
 from labeler.augment import AUGMENTATIONS, Augmented, plan_augmentations
 from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
 from labeler.candidates import SUPPORT_PORTION, candidate_portion, select_candidates
-from labeler.debias import CONTENT_FREE, debiased_answer, prior
+from labeler.debias import (CONTENT_FREE, CONTENT_FREE_PRIOR, MIN_SHIFTS, ROUND0_SHIFT, ROUND_LEANS,
+                            debiased_answer, prior, shift_prior)
 from labeler.quality import ground_truth
 from labeler.retrieval import SupportIndex
 from labeler.rounds import resolve_domains
@@ -45,7 +52,8 @@ class CalibrationOptions:
     verifier_epochs: int = 5
     support_portion: float = SUPPORT_PORTION
     augmentations: tuple[str, ...] = AUGMENTATIONS  # drawn from at random, one per candidate
-    debias: bool = True  # each prompt also asked with a content-free message (labeler.debias)
+    debias: str = ROUND0_SHIFT  # how each answer's lean is removed: one of labeler.debias.ROUND_LEANS
+    gate: bool = True  # flips that the other annotators do not back are held back (module docstring)
     seed: int = 0
     # texts whose annotators vote both ways become candidates first (labeler.aggregate.conflicting_texts)
     annotator_conflicts: bool = False
@@ -55,14 +63,25 @@ class CalibrationOptions:
         if unknown or not self.augmentations:
             raise LogdistillError(f"unknown augmentation(s) {', '.join(unknown) or '(none given)'}; "
                                   f"choose from {', '.join(AUGMENTATIONS)}")
+        if self.debias not in ROUND_LEANS:
+            raise LogdistillError(f"unknown round lean {self.debias!r}; choose from {', '.join(ROUND_LEANS)}")
+
+
+def _recorded_lean(params: dict) -> str:
+    """A planned round's lean setting (rounds planned before it was a choice recorded true/false)."""
+    debias = params.get("debias", "none")
+    return {True: CONTENT_FREE_PRIOR, False: "none"}.get(debias, debias)
 
 
 @dataclass
 class RoundReport:
     number: int
     candidates: int = 0
-    flips_to_anomalous: int = 0
+    flips_to_anomalous: int = 0  # applied
     flips_to_normal: int = 0
+    held_back_to_anomalous: int = 0  # flips the gate held back
+    held_back_to_normal: int = 0
+    applied: bool = True  # False: every flip was held back, so no answer of the round votes
     ask: AskStats = field(default_factory=AskStats)
     complete: bool = False
     resumed: bool = False
@@ -122,7 +141,10 @@ def plan_round(ws: Workspace, number: int, domains: list[str], options: Calibrat
                               options.augmentations)
     known = ground_truth(ws, domains)
     truth = np.array([known.get(k, -1) for k in keys], dtype=int)  # -1: no ground truth
+    other_class = np.abs(labels - scores.p_anomalous)  # the verifier's P(the label is wrong), no ground truth
     stats = {"portion": portion, "support": len(chosen.support), "disagreements": int(chosen.disagreement.sum()),
+             "candidate_estimated_error": float(other_class[chosen.candidates].mean()) if len(chosen.candidates) else None,
+             "support_estimated_error": float(other_class[chosen.support].mean()) if len(chosen.support) else None,
              "annotator_conflicts": int(conflicts.sum()),
              "verifier_folds": scores.folds,
              "augmentations": {a: sum(p.augmentation == a for p in plan) for a in ("induce", "filter", "refine")}}
@@ -165,7 +187,8 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
     """Ask (or find in the cache) every prompt of round `number`'s plan; finish the round if all are answered."""
     row = _round_row(ws, number)
     plan = [Augmented.from_dict(p) for p in json.loads(row["plan"])]
-    debiased = json.loads(row["params"]).get("debias", False)
+    lean = _recorded_lean(json.loads(row["params"]))
+    debiased = lean == CONTENT_FREE_PRIOR
     rendered, templates = render_plan(ws, plan, backend.chat)
     twins = render_plan(ws, plan, backend.chat, log_override=CONTENT_FREE[0])[0] if debiased else []
     report = RoundReport(number, candidates=len(plan))
@@ -185,20 +208,63 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
     if report.ask.unanswered:
         return report
     answered = [answers[prompt] for prompt in rendered]
+    leans: dict[str, float | None] = {}
     if debiased:  # each answer against its own twin's lean
         answered = [a and debiased_answer(a, prior([answers[twin]["p_anomalous"]])) for a, twin in zip(answered, twins)]
-    _finish_round(ws, number, plan, answered, report, row, queried=[a for a in answers.values() if a is not None])
+    elif lean == ROUND0_SHIFT:
+        answered, leans = shift_debiased(ws, plan, answered)
+    _finish_round(ws, number, plan, answered, report, row, queried=[a for a in answers.values() if a is not None],
+                  leans=leans)
     return report
+
+
+def shift_debiased(ws: Workspace, plan: list[Augmented], answered: list[dict | None]
+                   ) -> tuple[list[dict | None], dict[str, float | None]]:
+    """Each answer with its kind of question's lean divided out: the median log-odds shift of that
+    kind's answers from the same texts' round-0 LLM answers (labeler.debias.shift_prior; a kind with
+    fewer than MIN_SHIFTS such pairs takes the round's pooled shift). Returns the answers and each
+    kind's lean q."""
+    round0 = {(r["domain"], r["text_id"]): r["p_anomalous"] for r in ws.db.query(
+        "select domain, text_id, p_anomalous from labels where round = 0 and source = 'llm'")}
+    pairs = {kind: [(a["p_anomalous"], round0.get((p.domain, p.text_id))) for p, a in zip(plan, answered)
+                    if a is not None and p.augmentation == kind] for kind in {p.augmentation for p in plan}}
+    pooled = [pair for kind_pairs in pairs.values() for pair in kind_pairs]
+    leans = {kind: shift_prior(kind_pairs if sum(None not in pair for pair in kind_pairs) >= MIN_SHIFTS else pooled)
+             for kind, kind_pairs in pairs.items()}
+    return [a and debiased_answer(a, leans[p.augmentation]) for p, a in zip(plan, answered)], leans
 
 
 def _sum(a: AskStats, b: AskStats) -> AskStats:
     return AskStats(**{k: getattr(a, k) + getattr(b, k) for k in asdict(a)})
 
 
+def _verifier_votes(ws: Workspace, number: int, domains: list[str]) -> dict[tuple[str, int], int]:
+    """(domain, text_id) -> the 0/1 vote of the verifier round `number` was planned with."""
+    return {(r["domain"], r["text_id"]): int(r["vote"]) for r in ws.db.query(
+        f"""select domain, text_id, p_anomalous >= 0.5 as vote from verifier_scores
+            where round = ? and domain in ({', '.join('?' * len(domains))})""", [number, *domains])}
+
+
+def _rule_votes(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], int]:
+    """(domain, text_id) -> the rules' 0/1 vote, where the rules label the text."""
+    return {(r["domain"], r["text_id"]): int(r["vote"]) for r in ws.db.query(
+        f"""select domain, text_id, {HARD_VOTE} as vote from labels
+            where source = 'rule' and {VOTES} and domain in ({', '.join('?' * len(domains))})""", domains)}
+
+
+def _agreement(answers: dict[tuple[str, int], int], others: dict[tuple[str, int], int]) -> float | None:
+    """The fraction of the round's answers (0/1 per text) that another annotator's votes match."""
+    shared = [k for k in answers if k in others]
+    return sum(answers[k] == others[k] for k in shared) / len(shared) if shared else None
+
+
 def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: list[dict | None],
-                  report: RoundReport, row: dict, queried: list[dict]) -> None:
-    """The round's answers join `labels` and its row is finished, in one transaction."""
-    domains = json.loads(row["params"])["domains"]
+                  report: RoundReport, row: dict, queried: list[dict],
+                  leans: dict[str, float | None] | None = None) -> None:
+    """The round's answers join `labels` (through the gate, where the plan has it on) and its row is
+    finished, in one transaction."""
+    params = json.loads(row["params"])
+    domains = params["domains"]
     created = now()
     labels = [{"domain": p.domain, "text_id": p.text_id, "round": number, "source": p.augmentation,
                "label": a["label"], "p_anomalous": a["p_anomalous"], "weight": llm_weight(number),
@@ -211,13 +277,32 @@ def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: l
         [row["started"], *keys]))[0] if keys else {"calls": 0, "tokens": 0}
     stats = json.loads(row["stats"])
     stats["unparsed"] = len(plan) - len(labels)
+    stats["leans"] = leans or {}
     with ws.transaction():
         before = hard_labels(ws, domains)
         ws.db.execute("delete from labels where round = ? and source in ('induce', 'filter', 'refine')", [number])
         ws.db["labels"].insert_all(labels)
         after = hard_labels(ws, domains)
-        report.flips_to_anomalous = sum(1 for k, v in after.items() if v == 1 and before.get(k) == 0)
-        report.flips_to_normal = sum(1 for k, v in after.items() if v == 0 and before.get(k) == 1)
+        flipped = {k: v for k, v in after.items() if k in before and before[k] != v}
+        verifier, rules = _verifier_votes(ws, number, domains), _rule_votes(ws, domains)
+        answers = {(l["domain"], l["text_id"]): int(l["p_anomalous"] >= 0.5) if l["p_anomalous"] is not None
+                   else l["label"] for l in labels}
+        stats["agreement"] = {"labels_before": _agreement(answers, before), "verifier": _agreement(answers, verifier),
+                              "rules": _agreement(answers, rules)}
+        backing = {k: [votes[k] for votes in (verifier, rules) if k in votes] for k in flipped}
+        held = {k: v for k, v in flipped.items()
+                if params.get("gate") and 2 * sum(vote == v for vote in backing[k]) < len(backing[k])}
+        report.applied = not flipped or len(held) < len(flipped)  # not applied: every flip held back
+        silenced = held if report.applied else {(l["domain"], l["text_id"]) for l in labels}
+        for key in silenced:  # held back: kept for inspection, without a vote
+            ws.db.execute("update labels set weight = 0 where round = ? and domain = ? and text_id = ?",
+                          [number, *key])
+        report.held_back_to_anomalous = sum(1 for v in held.values() if v == 1)
+        report.held_back_to_normal = sum(1 for v in held.values() if v == 0)
+        report.flips_to_anomalous = sum(1 for k, v in flipped.items() if v == 1 and k not in held)
+        report.flips_to_normal = sum(1 for k, v in flipped.items() if v == 0 and k not in held)
+        stats.update(applied=report.applied, held_back_to_anomalous=report.held_back_to_anomalous,
+                     held_back_to_normal=report.held_back_to_normal)
         ws.db["rounds"].update(number, {
             "finished": now(), "flips_to_anomalous": report.flips_to_anomalous,
             "flips_to_normal": report.flips_to_normal, "calls": fresh["calls"],

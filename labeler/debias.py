@@ -20,8 +20,18 @@ while 106 of 123 texts stay above it), so the content-free q left round 0 flaggi
 texts. Label F1 per unique text at 0.5 (bench/label_quality.py, the same cached answers),
 BGL / demo hpc / demo k8s: raw 0.22 / 0.74 / 0.65, content-free 0.25 / 0.77 / 0.70, batch
 with the mean probability 0.31 / 0.84 / 0.62, batch with the mean log-odds 0.34 / 0.92 / 0.70:
-the last is the default. Calibration rounds keep the content-free twin: their candidates are
-a chosen few, not a sample of the domain.
+the last is the default.
+
+Calibration rounds re-ask a chosen few with retrieved examples, and those prompts lean too:
+the 1.5B teacher, given its own neighbours' verdicts, moved 37 of 38 flipped BGL texts to
+"anomalous", wrongly, even against each prompt's content-free twin (a real line reads as more
+anomalous than "N/A" whatever the examples say). By default a round measures each kind of
+question's lean on its own answers instead (`round_lean`): the median log-odds shift of that
+kind's answers from the same texts' round-0 answers. The candidates are drawn in equal numbers
+from both classes of each domain, so a question that adds information moves as many answers
+up as down; a shift shared by most of them is the prompt's, and is divided out. The median
+ignores the few answers that really moved. The content-free twins stay one setting
+(`content-free`, one extra call per candidate).
 """
 from __future__ import annotations
 
@@ -31,6 +41,18 @@ CONTENT_FREE = ("N/A", "", "[MASK]")  # stand-in log lines whose answers measure
 BATCH, CONTENT_FREE_PRIOR = "batch", "content-free"  # where round 0 measures the lean
 PRIOR_SOURCES = (BATCH, CONTENT_FREE_PRIOR)
 PRIOR_FLOOR = 1e-4  # keeps the division finite where a model never says one of the answers
+ROUND0_SHIFT = "round0"  # a calibration round's lean: each kind's median shift from round 0's answers
+ROUND_LEANS = (ROUND0_SHIFT, CONTENT_FREE_PRIOR, "none")  # how a calibration round's answers are debiased
+MIN_SHIFTS = 3  # fewer answers of a kind with a round-0 answer to compare: the round's answers pooled
+
+
+def _log_odds(p: float) -> float:
+    p = min(1 - PRIOR_FLOOR, max(PRIOR_FLOOR, p))
+    return math.log(p / (1 - p))
+
+
+def _probability(log_odds: float) -> float:
+    return min(1 - PRIOR_FLOOR, max(PRIOR_FLOOR, 1 / (1 + math.exp(-log_odds))))
 
 
 def prior(p_values: list[float | None]) -> float | None:
@@ -43,20 +65,26 @@ def prior(p_values: list[float | None]) -> float | None:
 
 def batch_prior(p_values: list[float | None]) -> float | None:
     """The prior q of a domain's own answers: the probability at their mean log-odds."""
-    known = [min(1 - PRIOR_FLOOR, max(PRIOR_FLOOR, p)) for p in p_values if p is not None]
-    if not known:
+    known = [_log_odds(p) for p in p_values if p is not None]
+    return _probability(sum(known) / len(known)) if known else None
+
+
+def shift_prior(pairs: list[tuple[float | None, float | None]]) -> float | None:
+    """The lean q of one kind of question, from (its answer's p, the same text's round-0 p) pairs:
+    the probability at the median log-odds shift, so that calibrate(p, q) removes it
+    (None where no pair has both)."""
+    shifts = sorted(_log_odds(p) - _log_odds(p0) for p, p0 in pairs if p is not None and p0 is not None)
+    if not shifts:
         return None
-    mean = sum(math.log(p / (1 - p)) for p in known) / len(known)
-    return min(1 - PRIOR_FLOOR, max(PRIOR_FLOOR, 1 / (1 + math.exp(-mean))))
+    middle = len(shifts) // 2
+    return _probability(shifts[middle] if len(shifts) % 2 else (shifts[middle - 1] + shifts[middle]) / 2)
 
 
 def calibrate(p: float | None, q: float | None) -> float | None:
     """p with the prompt's lean q divided out; p unchanged where either is unknown."""
     if p is None or q is None:
         return p
-    p = min(1 - PRIOR_FLOOR, max(PRIOR_FLOOR, p))
-    log_odds = math.log(p / (1 - p)) - math.log(q / (1 - q))
-    return 1 / (1 + math.exp(-log_odds))
+    return 1 / (1 + math.exp(-(_log_odds(p) - math.log(q / (1 - q)))))
 
 
 def debiased_answer(answer: dict, q: float | None) -> dict:

@@ -17,8 +17,10 @@ from labeler.workspace import Workspace
 
 
 def round_table(ws: Workspace, domains: list[str] | None = None) -> list[dict]:
-    """One row per round: candidates, flips, calls, cache hits, tokens, seconds, verifier loss; where
-    ground truth exists, the label quality after the round (over the texts labeled by the first
+    """One row per round: candidates, flips (applied, and held back by the gate), whether the round was
+    applied, calls, cache hits, tokens, seconds, verifier loss, the candidates' and the support's label
+    error as the verifier estimates it, the agreement of the round's answers with the verifier and the
+    rules; where ground truth exists, the label quality after the round (over the texts labeled by the first
     round) and the candidates' and support's error rates before it (MaidLog Table III)."""
     domains = resolve_domains(ws, domains)
     truth = ground_truth(ws, domains)
@@ -29,8 +31,14 @@ def round_table(ws: Workspace, domains: list[str] | None = None) -> list[dict]:
         row = {k: r[k] for k in ("number", "candidates", "flips_to_anomalous", "flips_to_normal", "calls",
                                  "cache_hits", "tokens", "seconds", "verifier_loss")}
         row["finished"] = r["finished"] is not None
-        row["candidate_error_rate"] = stats.get("candidate_error_rate")
-        row["support_error_rate"] = stats.get("support_error_rate")
+        for key in ("candidate_error_rate", "support_error_rate", "candidate_estimated_error",
+                    "support_estimated_error"):
+            row[key] = stats.get(key)
+        row["held_back_to_anomalous"] = stats.get("held_back_to_anomalous", 0)
+        row["held_back_to_normal"] = stats.get("held_back_to_normal", 0)
+        row["applied"] = stats.get("applied", r["finished"] is not None) if r["number"] > 0 else None
+        agreement = stats.get("agreement", {})
+        row["agreement_verifier"], row["agreement_rules"] = agreement.get("verifier"), agreement.get("rules")
         soft = soft_labels(ws, domains, through_round=r["number"])
         if keys is None:
             keys = [k for k in sorted(soft) if k in truth]

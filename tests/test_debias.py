@@ -39,3 +39,21 @@ def test_batch_prior_is_the_mean_log_odds():
     assert batch_prior([0.9, 0.1]) == pytest.approx(0.5)  # a probability mean would say 0.5 too
     assert batch_prior([0.99, 0.9, 0.5]) == pytest.approx(1 / (1 + math.exp(-(math.log(99) + math.log(9)) / 3)))
     assert batch_prior([None]) is None and 0 < batch_prior([1.0, 1.0]) < 1
+
+
+def test_a_kind_of_question_s_lean_is_its_median_shift_from_round_0():
+    from labeler.debias import shift_prior
+
+    def logit(p):
+        return math.log(p / (1 - p))
+
+    # every answer 2 log-odds above the same text's round-0 answer, but one that really moved
+    round0 = [0.1, 0.3, 0.5, 0.7, 0.2]
+    asked = [1 / (1 + math.exp(-(logit(p) + 2))) for p in round0[:4]] + [0.999]
+    q = shift_prior(list(zip(asked, round0)))
+    assert logit(q) == pytest.approx(2.0)
+    # divided out, the answers that only followed the prompt's lean are back at round 0's p
+    assert [calibrate(p, q) for p in asked[:4]] == pytest.approx(round0[:4])
+    assert calibrate(asked[4], q) > 0.9  # the one that moved still has
+    assert shift_prior([(0.4, None), (None, 0.2)]) is None
+    assert shift_prior([(0.2, 0.8), (0.8, 0.2)]) == pytest.approx(0.5)  # balanced moves: no lean

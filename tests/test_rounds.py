@@ -15,7 +15,7 @@ import pytest
 from labeler.aggregate import hard_labels, llm_weight, soft_labels
 from labeler.augment import Augmented
 from labeler.calibration import render_plan
-from labeler.debias import CONTENT_FREE, calibrate
+from labeler.debias import CONTENT_FREE, MIN_SHIFTS, calibrate, prior, shift_prior
 from labeler.workspace import open_workspace
 from tests.conftest import REPO, Cli
 from tests.test_round0 import ingest_bgl, queries
@@ -64,7 +64,11 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
             assert len(plan) == row["candidates"] > 0
             labels = list(ws.db.query("select * from labels where round = ?", [row["number"]]))
             assert len(labels) == len(plan)
-            assert {l["weight"] for l in labels} == {llm_weight(row["number"])}
+            stats = json.loads(row["stats"])
+            applied = stats["applied"]
+            assert {l["weight"] for l in labels} <= {llm_weight(row["number"]), 0}  # 0: held back by the gate
+            assert sum(l["weight"] == 0 for l in labels) == (
+                stats["held_back_to_anomalous"] + stats["held_back_to_normal"] if applied else len(labels))
             assert {l["source"] for l in labels} <= {"induce", "filter", "refine"}
             for p in plan:  # retrieved examples are other texts, with labels; refine shows the log around it
                 if p["augmentation"] != "refine":
@@ -74,18 +78,24 @@ def test_two_rounds_reask_candidates_with_growing_weights(after_round0, tmp_path
             prompts = [q["prompt"] for q in ws.db.query(
                 "select q.prompt from labels l join queries q on q.key = l.query_key where l.round = ?", [row["number"]])]
             assert all(p.rstrip().endswith("Verdict (normal or anomalous):") for p in prompts)
-            stats = json.loads(row["stats"])
             assert stats["candidate_error_rate"] is not None and stats["support_error_rate"] is not None
-            # each prompt has a content-free twin (same examples, message N/A) whose lean is divided out
+            # the default lean: each kind's median shift from the same texts' round-0 answers, no extra call
             twins, _ = render_plan(ws, [Augmented.from_dict(p) for p in plan], False, log_override=CONTENT_FREE[0])
             raw = {q["prompt"]: q["p_anomalous"] for q in ws.db.query("select prompt, p_anomalous from queries")}
-            assert all(t in raw for t in twins)
-            assert row["calls"] + row["cache_hits"] == len(set(prompts) | set(twins))
+            assert not any(t in raw for t in twins)
+            assert row["calls"] + row["cache_hits"] == len(set(prompts))
+            round0 = {r["text_id"]: r["p_anomalous"] for r in ws.db.query(
+                "select text_id, p_anomalous from labels where round = 0 and source = 'llm'")}
             by_text = {l["text_id"]: l for l in labels}
-            for p, twin in zip(plan, twins):
-                label = by_text[p["text_id"]]
-                asked = ws.db.execute("select p_anomalous from queries where key = ?", [label["query_key"]]).fetchone()[0]
-                assert label["p_anomalous"] == pytest.approx(calibrate(asked, raw[twin]))
+            asked = {p["text_id"]: ws.db.execute("select p_anomalous from queries where key = ?",
+                                                 [by_text[p["text_id"]]["query_key"]]).fetchone()[0] for p in plan}
+            for kind, q in stats["leans"].items():
+                mine = [p["text_id"] for p in plan if p["augmentation"] == kind]
+                pairs = [(asked[t], round0[t]) for t in mine]
+                if len(pairs) >= MIN_SHIFTS:
+                    assert q == pytest.approx(shift_prior(pairs))
+                for t in mine:
+                    assert by_text[t]["p_anomalous"] == pytest.approx(calibrate(asked[t], q))
         # flips are what the aggregate says: labels through round 1 vs through round 2
         before, after = hard_labels(ws, through_round=1), hard_labels(ws, through_round=2)
         assert rows[2]["flips_to_anomalous"] == sum(1 for k in after if after[k] == 1 and before[k] == 0)
@@ -249,3 +259,25 @@ def test_annotator_conflicts_are_asked_first_and_never_shown_as_evidence(after_r
         mine = [k for k in members if k in candidates]
         clashing = [k for k in members if k in conflicting]
         assert len(set(mine) & set(clashing)) == min(len(mine), len(clashing))
+
+
+def test_content_free_twins_are_one_setting_of_the_round_lean(after_round0, tmp_path):
+    """--round-lean content-free: each prompt also asked with the message N/A, whose lean is divided out."""
+    cli = copy_workspace(after_round0, tmp_path)
+    r = cli("label", "run", "--rounds", "1", "--round-lean", "content-free", "--no-gate", "--json")
+    assert r.exit_code == 0, r.output
+    row = rounds_rows(cli.workspace)[1]
+    plan = json.loads(row["plan"])
+    assert json.loads(row["params"])["debias"] == "content-free"
+    with open_workspace(cli.workspace) as ws:
+        twins, _ = render_plan(ws, [Augmented.from_dict(p) for p in plan], False, log_override=CONTENT_FREE[0])
+        raw = {q["prompt"]: q["p_anomalous"] for q in ws.db.query("select prompt, p_anomalous from queries")}
+        assert all(t in raw for t in twins)
+        by_text = {l["text_id"]: l for l in ws.db.query("select * from labels where round = 1")}
+        assert {l["weight"] for l in by_text.values()} == {llm_weight(1)}  # no gate: every answer votes
+        for p, twin in zip(plan, twins):
+            label = by_text[p["text_id"]]
+            asked = ws.db.execute("select p_anomalous from queries where key = ?", [label["query_key"]]).fetchone()[0]
+            assert label["p_anomalous"] == pytest.approx(calibrate(asked, prior([raw[twin]])))
+    bad = cli("label", "run", "--rounds", "2", "--round-lean", "sideways")
+    assert bad.exit_code != 0 and "sideways" in bad.output and "Traceback" not in bad.output
