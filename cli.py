@@ -625,8 +625,10 @@ def label_run(
              "candidate) or none. --no-debias means none."),
     gate: bool = typer.Option(
         True, "--gate/--no-gate",
-        help="Hold back a flip unless at least half of the other annotators (the round's verifier, the rules) side "
-             "with it; a round whose every flip is held back is not applied. --no-gate: MaidLog's loop."),
+        help="A re-asked answer votes only where it flips its text's label and at least half of the other "
+             "annotators (the round's verifier, the rules) side with the flip; the other answers are kept without a "
+             "vote, and a round where no flip gets through is not applied. --no-gate: every answer votes "
+             "(MaidLog's loop)."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Ask the LLM at most this many times."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this (USD)."),
     price_per_1k_tokens: Optional[float] = typer.Option(None, "--price-per-1k-tokens", help="USD per 1000 tokens, for --max-cost."),
@@ -635,7 +637,10 @@ def label_run(
                                            "the gate did not apply is calm)."),
     stable_flips: float = typer.Option(0.01, "--stable-flips", help="--until-stable: a round is calm when its flips are at most this fraction of the texts."),
     patience: int = typer.Option(2, "--patience", help="--until-stable: stop after this many calm rounds in a row."),
-    verifier_folds: int = typer.Option(1, "--verifier-folds", help="Score each text by a verifier that did not see its label (K folds; 1: in-sample)."),
+    verifier_folds: int = typer.Option(5, "--verifier-folds",
+                                       help="Score each text by a verifier that did not see its label (K folds; 1: "
+                                            "in-sample, which sides with nearly every label, so the gate lets little "
+                                            "through)."),
     verifier_epochs: int = typer.Option(5, "--verifier-epochs", help="Verifier training epochs per round (at least 150 steps)."),
     annotator_conflicts: bool = typer.Option(
         False, "--annotator-conflicts/--no-annotator-conflicts",

@@ -11,7 +11,7 @@ right (to the truth) or wrong. Writes a markdown table and the plot per setting 
 
     python bench/calibration_bgl.py [--corpus bgl|demo] [--rounds 10] [--settings no-rules,rules] [--model M]
         [--review-model M] [--round-lean round0|content-free|none] [--no-gate]
-        [--verifier-folds 1] [--annotator-conflicts] [--out bench/results]
+        [--verifier-folds 5] [--annotator-conflicts] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--review-model", default=None, help="the model that answers rounds 1.. (default: --model)")
     parser.add_argument("--round-lean", default="round0", help="round0, content-free or none (label run --round-lean)")
     parser.add_argument("--no-gate", dest="gate", action="store_false", help="every flip votes (MaidLog's loop)")
-    parser.add_argument("--verifier-folds", type=int, default=1)
+    parser.add_argument("--verifier-folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--annotator-conflicts", action="store_true",
                         help="texts the annotators vote on both ways are candidates first")

@@ -10,11 +10,16 @@ A round r:
   3. finish: each answer has its kind of question's lean divided out (labeler.debias), then, in
      one transaction, the answers join `labels` with weight w_r = 1 + r and the round's row gets
      its statistics (flips, calls, tokens, label quality, agreement between annotators).
-     The gate: an answer that would flip its text's hard label votes only where at least half
-     of the annotators that did not cast it (the verifier the round was planned with, and the
-     rules where they label) side with the new label; a held-back answer stays in `labels` with
-     weight 0. A round whose every flip is held back is not applied: none of its answers vote,
-     and the labels stay exactly as they were.
+     The gate (on by default): an answer votes only where it flips its text's hard label and at
+     least half of the annotators that did not cast it (the verifier the round was planned
+     with, and the rules where they label the text) side with the new label. Every other
+     answer stays in `labels` with weight 0, inspectable, without a vote: a flip held back, or
+     an answer that agrees with the label. The latter is not independent evidence (the examples
+     it was shown were chosen by those same labels); letting it vote lowered label AUROC on BGL
+     (0.904 -> 0.898 without rules, 0.927 -> 0.922 with them, bench/calibration_bgl.py) where
+     flips alone kept it (0.904 -> 0.905, 0.927 -> 0.926). A round where no flip gets through is
+     not applied: the labels stay exactly as they were. Without the gate every answer votes
+     (MaidLog's loop).
 A run killed at any point leaves either a finished round or a planned one; the next run
 re-renders the stored plan, finds the answered prompts in the cache and finishes the round.
 """
@@ -48,12 +53,14 @@ Progress = Callable[[str, AskStats, int], None]  # (round description, stats, pr
 
 @dataclass
 class CalibrationOptions:
-    verifier_folds: int = 1
+    # out of fold: the gate needs the verifier's vote on a text to come from a model that did not
+    # see its label (in-sample, it sided with every label on BGL and the gate let nothing through)
+    verifier_folds: int = 5
     verifier_epochs: int = 5
     support_portion: float = SUPPORT_PORTION
     augmentations: tuple[str, ...] = AUGMENTATIONS  # drawn from at random, one per candidate
     debias: str = ROUND0_SHIFT  # how each answer's lean is removed: one of labeler.debias.ROUND_LEANS
-    gate: bool = True  # flips that the other annotators do not back are held back (module docstring)
+    gate: bool = True  # only the flips the other annotators back vote (module docstring)
     seed: int = 0
     # texts whose annotators vote both ways become candidates first (labeler.aggregate.conflicting_texts)
     annotator_conflicts: bool = False
@@ -81,7 +88,7 @@ class RoundReport:
     flips_to_normal: int = 0
     held_back_to_anomalous: int = 0  # flips the gate held back
     held_back_to_normal: int = 0
-    applied: bool = True  # False: every flip was held back, so no answer of the round votes
+    applied: bool = True  # False: no flip got through the gate, so no answer of the round votes
     ask: AskStats = field(default_factory=AskStats)
     complete: bool = False
     resumed: bool = False
@@ -290,13 +297,13 @@ def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: l
         stats["agreement"] = {"labels_before": _agreement(answers, before), "verifier": _agreement(answers, verifier),
                               "rules": _agreement(answers, rules)}
         backing = {k: [votes[k] for votes in (verifier, rules) if k in votes] for k in flipped}
-        held = {k: v for k, v in flipped.items()
-                if params.get("gate") and 2 * sum(vote == v for vote in backing[k]) < len(backing[k])}
-        report.applied = not flipped or len(held) < len(flipped)  # not applied: every flip held back
-        silenced = held if report.applied else {(l["domain"], l["text_id"]) for l in labels}
-        for key in silenced:  # held back: kept for inspection, without a vote
-            ws.db.execute("update labels set weight = 0 where round = ? and domain = ? and text_id = ?",
-                          [number, *key])
+        gate = params.get("gate", False)
+        held = {k: v for k, v in flipped.items() if gate and 2 * sum(vote == v for vote in backing[k]) < len(backing[k])}
+        report.applied = not gate or len(held) < len(flipped)  # not applied: no flip got through the gate
+        if gate:  # only the flips that got through vote; the other answers are kept without a vote
+            for key in answers.keys() - (flipped.keys() - held.keys()):
+                ws.db.execute("update labels set weight = 0 where round = ? and domain = ? and text_id = ?",
+                              [number, *key])
         report.held_back_to_anomalous = sum(1 for v in held.values() if v == 1)
         report.held_back_to_normal = sum(1 for v in held.values() if v == 0)
         report.flips_to_anomalous = sum(1 for k, v in flipped.items() if v == 1 and k not in held)

@@ -1,10 +1,11 @@
-"""The calibration rounds' gate (labeler.calibration): a flip votes only where at least half of the
-annotators that did not cast it (the round's verifier, the rules) side with it; a round whose every
-flip is held back is not applied and leaves the labels exactly as they were.
+"""The calibration rounds' gate (labeler.calibration): a re-asked answer votes only where it flips its
+text's label and at least half of the annotators that did not cast it (the round's verifier, the
+rules) side with the flip; a round where no flip gets through is not applied and leaves the labels
+exactly as they were.
 
 Round 0 and the round's plan are real (the embedded model, the verifier, FAISS); the round's
-answers are written here, each the opposite of its text's label, so that every candidate flips and
-the gate alone decides what happens."""
+answers are written here, confidently opposite to each text's label (or equal to it, where a test
+says so), so that the gate alone decides what happens."""
 from __future__ import annotations
 
 import json
@@ -35,9 +36,11 @@ def round0_llm_only(tmp_path_factory):
     return folder / "cache.db"
 
 
-def finish_with_opposite_answers(ws, gate: bool, verifier_backs) -> tuple[RoundReport, list[Augmented]]:
+def finish_with_opposite_answers(ws, gate: bool, verifier_backs, agrees=lambda i: False
+                                 ) -> tuple[RoundReport, list[Augmented]]:
     """Plan round 1, set the verifier's vote on each candidate (`verifier_backs(i)`: whether it sides
-    with the flip of the i-th candidate), and finish the round with answers opposite to each label."""
+    with the flip of the i-th candidate), and finish the round with answers opposite to each label
+    (`agrees(i)`: the same as the label instead)."""
     domains = ws.domain_names()
     plan_round(ws, 1, domains, CalibrationOptions(gate=gate))
     row = _round_row(ws, 1)
@@ -47,8 +50,8 @@ def finish_with_opposite_answers(ws, gate: bool, verifier_backs) -> tuple[RoundR
         flipped = 1 - before[(p.domain, p.text_id)]
         ws.db.execute("update verifier_scores set p_anomalous = ? where round = 1 and domain = ? and text_id = ?",
                       [float(flipped if verifier_backs(i) else 1 - flipped), p.domain, p.text_id])
-    answered = [{"key": f"synthetic-{i}", "label": 1 - before[(p.domain, p.text_id)],
-                 "p_anomalous": 1.0 - before[(p.domain, p.text_id)]} for i, p in enumerate(plan)]
+    said = [before[(p.domain, p.text_id)] if agrees(i) else 1 - before[(p.domain, p.text_id)] for i, p in enumerate(plan)]
+    answered = [{"key": f"synthetic-{i}", "label": v, "p_anomalous": float(v)} for i, v in enumerate(said)]
     report = RoundReport(1, candidates=len(plan))
     _finish_round(ws, 1, plan, answered, report, row, queried=[])
     return report, plan
@@ -94,3 +97,23 @@ def test_without_the_gate_every_flip_is_applied(round0_llm_only, tmp_path):
         report, plan = finish_with_opposite_answers(ws, gate=False, verifier_backs=lambda i: False)
         assert report.applied and report.flips == len(plan)
         assert report.held_back_to_anomalous == report.held_back_to_normal == 0
+
+
+def test_an_answer_that_agrees_with_its_label_is_kept_without_a_vote(round0_llm_only, tmp_path):
+    """Re-asked with examples chosen by the labels, agreement is no independent evidence: with the
+    gate it does not vote (the soft label stays), without it it does (MaidLog's loop)."""
+    for gate in (True, False):
+        (tmp_path / str(gate)).mkdir()
+        cli = copy_workspace(round0_llm_only, tmp_path / str(gate))
+        with open_workspace(cli.workspace) as ws:
+            soft_before = soft_labels(ws)
+            report, plan = finish_with_opposite_answers(ws, gate=gate, verifier_backs=lambda i: True,
+                                                        agrees=lambda i: i > 0)
+            soft_after = soft_labels(ws)
+            assert report.applied and report.flips == 1
+            weights = {r["text_id"]: r["weight"] for r in ws.db.query("select text_id, weight from labels where round = 1")}
+            for p in plan[1:]:
+                key = (p.domain, p.text_id)
+                assert weights[p.text_id] == (0 if gate else llm_weight(1))
+                if gate:
+                    assert soft_after[key] == soft_before[key]
