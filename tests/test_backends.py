@@ -73,9 +73,11 @@ def test_llamacpp_prefix_reuse_changes_nothing_and_batches_agree(model):
         for backend in backends.values():
             backend.close()
     assert max(abs(a - b) for a, b in zip(p["one"], p["scratch"])) < 1e-3
-    # the same text twice in one batch, in other rows of it: the same answer up to those numerics
-    # (measured 0.004 with Gemma, 0.009 with Qwen 0.5B)
-    assert p["batched"][:4] == pytest.approx(p["batched"][4:], abs=0.02)
+    # the same text twice in one batch, in other rows of it: the same answer up to those numerics,
+    # which follow the CPU's vector extensions the build switched on (Makefile): 0.004 with Gemma and
+    # 0.009 with Qwen 0.5B where first measured, 0.022 with Qwen 0.5B on a machine with AVX2 and no
+    # AVX-512; the bound is the largest batch-vs-one difference measured on BGL (above)
+    assert p["batched"][:4] == pytest.approx(p["batched"][4:], abs=0.05)
     assert max(abs(a - b) for a, b in zip(p["batched"], p["one"])) < 0.08
     assert len({round(x, 6) for x in p["batched"][:4]}) == 4  # each prompt's own logits are read
 
