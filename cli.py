@@ -844,18 +844,15 @@ ROUND_COLUMNS = {"round": ("number",), "candidates": ("candidates",),
                  "precision": ("precision",), "recall": ("recall",), "f1": ("f1",), "auroc": ("auroc",)}
 
 
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def _print_round_table(ctx: typer.Context, domain: Optional[list[str]]) -> None:
+    from labeler.quality import figure
     from labeler.round_report import round_table
 
     with open_ws(ctx) as ws:
         rows = round_table(ws, domain)
     if not rows:
         return
-    shown = [{column: " / ".join(_cell(row[k]) for k in keys) for column, keys in ROUND_COLUMNS.items()}
+    shown = [{column: " / ".join(figure(row[k]) for k in keys) for column, keys in ROUND_COLUMNS.items()}
              for row in rows]
     for row, cells in zip(rows, shown):
         if not row["finished"]:

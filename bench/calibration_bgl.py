@@ -30,7 +30,7 @@ from labeler.backends import make_backend  # noqa: E402
 from labeler import pipeline  # noqa: E402
 from labeler.calibration import CalibrationOptions  # noqa: E402
 from labeler.round_report import plot_rounds, round_table  # noqa: E402
-from labeler.quality import ground_truth, quality  # noqa: E402
+from labeler.quality import figure, ground_truth, quality  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
@@ -72,10 +72,6 @@ def ingest_corpus(ws, args) -> None:
         if sample.role == "source":
             pipeline.ingest(ws, [Path(sample.path)], sample.system, sample.input_format(),
                             description=sample.description)
-
-
-def fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def run_setting(name: str, args, llm) -> list[str]:
@@ -121,18 +117,18 @@ def report_setting(ws, name: str, args) -> list[str]:
     for r in rows:
         per = augment.get(r["number"], {})
         flips = ", ".join(f"{k} {v['right']}/{v['wrong']}" for k, v in sorted(per.items())) or "-"
-        lines.append(f"| {r['number']} | {r['candidates']} | {fmt(r['flips_to_anomalous'])} | "
-                     f"{fmt(r['flips_to_normal'])} | {r['held_back_to_anomalous']} / {r['held_back_to_normal']} | "
-                     f"{fmt(r['applied'])} | {r['calls']} | {fmt(r['auroc'])} | {fmt(r['precision'])} | "
-                     f"{fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(hard_vote_f1(ws, truth, r['number']))} | "
-                     f"{fmt(r['candidate_error_rate'])} | "
-                     f"{fmt(r['support_error_rate'])} | {fmt(r['candidate_estimated_error'])} / "
-                     f"{fmt(r['support_estimated_error'])} | {fmt(r['agreement_verifier'])} | {flips} |")
+        lines.append(f"| {r['number']} | {r['candidates']} | {figure(r['flips_to_anomalous'])} | "
+                     f"{figure(r['flips_to_normal'])} | {r['held_back_to_anomalous']} / {r['held_back_to_normal']} | "
+                     f"{figure(r['applied'])} | {r['calls']} | {figure(r['auroc'])} | {figure(r['precision'])} | "
+                     f"{figure(r['recall'])} | {figure(r['f1'])} | {figure(hard_vote_f1(ws, truth, r['number']))} | "
+                     f"{figure(r['candidate_error_rate'])} | "
+                     f"{figure(r['support_error_rate'])} | {figure(r['candidate_estimated_error'])} / "
+                     f"{figure(r['support_estimated_error'])} | {figure(r['agreement_verifier'])} | {flips} |")
     first, last = rows[0], rows[-1]
     lift = (last["f1"] or 0) - (first["f1"] or 0)
     ratios = [r["candidate_error_rate"] / r["support_error_rate"] for r in rows[1:]
               if r["candidate_error_rate"] is not None and r["support_error_rate"]]
-    lines += ["", f"F1 {fmt(first['f1'])} -> {fmt(last['f1'])} (lift {lift:+.3f}); calls "
+    lines += ["", f"F1 {figure(first['f1'])} -> {figure(last['f1'])} (lift {lift:+.3f}); calls "
                   f"{calls0 + later} = {(calls0 + later) / max(1, calls0):.2f}x round 0; candidate/support error "
                   f"ratio per round: {', '.join(f'{x:.1f}' for x in ratios) or '-'}", ""]
     print("\n".join(lines), flush=True)

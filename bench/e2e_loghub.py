@@ -43,6 +43,7 @@ from labeler import pipeline  # noqa: E402
 from labeler.backends import BackendSpec  # noqa: E402
 from labeler.baselines import line_scores, llm_text_scores, rule_scores  # noqa: E402
 from labeler.demo.job import round0_summary  # noqa: E402
+from labeler.quality import figure  # noqa: E402
 from labeler.status import label_status  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
@@ -92,10 +93,6 @@ def build_lei(ws, llm, sources: list[str], limit: int) -> int:
         for row in lei.list_rows(ws, source, status="pending"):
             lei.set_row(ws, row, status="accepted", note="accepted unreviewed by bench/e2e_loghub.py")
     return calls
-
-
-def fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:
@@ -196,8 +193,8 @@ def main() -> None:
              f"--rounds {args.rounds}{' --rules' if args.rules else ''} --epochs {args.epochs} --lei-limit {args.lei_limit}`", "",
              f"## {args.target}, per line ({next(iter(results.values()))['lines']} lines)", "",
              "| scorer | AUROC | AUPRC | best F1 | F1 at 0.5 |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {k} | {fmt(results[k]['auroc'])} | {fmt(results[k]['auprc'])} | {fmt(results[k]['best_f1'])} "
-              f"| {fmt(results[k]['f1'])} |" for k in order if k in results]
+    lines += [f"| {k} | {figure(results[k]['auroc'])} | {figure(results[k]['auprc'])} | {figure(results[k]['best_f1'])} "
+              f"| {figure(results[k]['f1'])} |" for k in order if k in results]
     lines += ["", "## Stages", "", "| stage | seconds | LLM calls | peak RSS (MB) |", "|---|---:|---:|---:|"]
     lines += [f"| {r['stage']} | {r['seconds']:.1f} | {r['llm_calls']} | {r['peak_rss_mb']:.0f} |" for r in timer.rows]
     total_calls = sum(r["llm_calls"] for r in timer.rows)
@@ -205,7 +202,7 @@ def main() -> None:
                   f"({llm_calls_sources} answers cached for the sources), peak RSS {peak_mb():.0f} MB.", "",
               "## Source labels (no ground truth: anomaly rate of the aggregated labels)", "",
               "| source | texts | anomalous | rate |", "|---|---:|---:|---:|"]
-    lines += [f"| {s['domain']} | {s['texts']} | {s['anomalous']} | {fmt(s['anomaly_rate'])} |" for s in label_quality]
+    lines += [f"| {s['domain']} | {s['texts']} | {s['anomalous']} | {figure(s['anomaly_rate'])} |" for s in label_quality]
     text = "\n".join(lines) + "\n"
     args.out.write_text(text, encoding="utf-8")
     print(text)

@@ -43,7 +43,7 @@ from labeler import pipeline  # noqa: E402
 from labeler.retrieval import SupportIndex  # noqa: E402
 from labeler.rounds import unique_texts  # noqa: E402
 from labeler.demo.corpus import write_corpus  # noqa: E402
-from labeler.quality import ground_truth, quality  # noqa: E402
+from labeler.quality import figure, ground_truth, quality  # noqa: E402
 from labeler.vectors import load_vectors  # noqa: E402
 from labeler.workspace import open_workspace  # noqa: E402
 
@@ -126,14 +126,10 @@ def show(model: str, corpus: str, rows: list[dict], lines: list[str]) -> None:
         if r.get("shown"):
             continue
         r["shown"] = True
-        line = (f"| {model} | {corpus} | {r['prompt']} | {r['texts']} | {fmt(r['auroc'])} | {fmt(r['precision'])} | "
-                f"{fmt(r['recall'])} | {fmt(r['f1'])} | {r['flagged']} | {r['calls']} | {r['seconds']:.0f} |")
+        line = (f"| {model} | {corpus} | {r['prompt']} | {r['texts']} | {figure(r['auroc'])} | {figure(r['precision'])} | "
+                f"{figure(r['recall'])} | {figure(r['f1'])} | {r['flagged']} | {r['calls']} | {r['seconds']:.0f} |")
         lines.append(line)
         print(line, flush=True)
-
-
-def fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:

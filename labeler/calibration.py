@@ -252,11 +252,10 @@ def _verifier_votes(ws: Workspace, number: int, domains: list[str]) -> dict[tupl
             where round = ? and domain in ({', '.join('?' * len(domains))})""", [number, *domains])}
 
 
-def _rule_votes(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], int]:
-    """(domain, text_id) -> the rules' 0/1 vote, where the rules label the text."""
+def _label_votes(ws: Workspace, where: str, args: list) -> dict[tuple[str, int], int]:
+    """(domain, text_id) -> the 0/1 vote (aggregate.HARD_VOTE) of the voting `labels` rows matching `where`."""
     return {(r["domain"], r["text_id"]): int(r["vote"]) for r in ws.db.query(
-        f"""select domain, text_id, {HARD_VOTE} as vote from labels
-            where source = 'rule' and {VOTES} and domain in ({', '.join('?' * len(domains))})""", domains)}
+        f"select domain, text_id, {HARD_VOTE} as vote from labels where {VOTES} and {where}", args)}
 
 
 def _agreement(answers: dict[tuple[str, int], int], others: dict[tuple[str, int], int]) -> float | None:
@@ -291,9 +290,10 @@ def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: l
         ws.db["labels"].insert_all(labels)
         after = hard_labels(ws, domains)
         flipped = {k: v for k, v in after.items() if k in before and before[k] != v}
-        verifier, rules = _verifier_votes(ws, number, domains), _rule_votes(ws, domains)
-        answers = {(l["domain"], l["text_id"]): int(l["p_anomalous"] >= 0.5) if l["p_anomalous"] is not None
-                   else l["label"] for l in labels}
+        verifier = _verifier_votes(ws, number, domains)
+        rules = _label_votes(ws, f"source = 'rule' and domain in ({', '.join('?' * len(domains))})", domains)
+        answers = _label_votes(ws, f"round = ? and source in ({', '.join('?' * len(AUGMENTATIONS))})",
+                               [number, *AUGMENTATIONS])
         stats["agreement"] = {"labels_before": _agreement(answers, before), "verifier": _agreement(answers, verifier),
                               "rules": _agreement(answers, rules)}
         backing = {k: [votes[k] for votes in (verifier, rules) if k in votes] for k in flipped}

@@ -5,7 +5,8 @@ domain's lines with that text (1 if any of them is anomalous), over lines with g
 `quality` scores labels against truths: AUROC of the soft labels, precision/recall/F1 of the
 hard ones (soft >= 0.5), through detector.metrics, the computation the detector's own
 evaluation uses. `line_quality` weighs each text by its lines, as a detector is judged.
-`label status`, the round table and the training metrics all score here.
+`label status`, the round table and the training metrics all score here; `figure` is how a
+table prints one of these scores.
 """
 from __future__ import annotations
 
@@ -53,3 +54,8 @@ def line_quality(ws: Workspace, domain: str, labeled: dict[int, float]) -> dict:
     if groups:
         result.update(quality(*(list(column) for column in zip(*groups))))
     return result
+
+
+def figure(value) -> str:
+    """A score as a table prints it: three decimals, "-" where undefined, anything else as is."""
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
