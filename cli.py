@@ -649,6 +649,12 @@ def label_run(
     seed: int = typer.Option(0, "--seed", help="Seed of the verifier and of the augmentation draw."),
     augmentations: str = typer.Option("induce,filter,refine", "--augmentations",
                                       help="Comma-separated augmentations a candidate is re-asked with, one drawn at random."),
+    label_model: Optional[str] = typer.Option(
+        None, "--label-model",
+        help="Where the soft labels put the cut, kept by the workspace for every later command: mean (eq. 4, the "
+             "weighted mean of the votes, anomalous from 0.5) or dawid-skene (a label model estimates each "
+             "annotator's reliability and each domain's share of anomalies from their agreements, no ground truth, "
+             "and the cut moves to that share; the ranking stays the mean's). Default: the workspace's (mean)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Label the unique masked texts: round 0, then calibration rounds 1..N (verifier, candidates,
@@ -662,7 +668,7 @@ def label_run(
         rounds=rounds, domains=domain, llm=llm, review_model=review_model, rules=rules, rules_weight=rules_weight,
         debias=debias, prior=prior,
         budget=Budget(max_calls=max_calls, max_cost=max_cost, price_per_1k_tokens=price_per_1k_tokens),
-        until_stable=until_stable, stable_flips=stable_flips, patience=patience,
+        until_stable=until_stable, stable_flips=stable_flips, patience=patience, label_model=label_model,
         calibration=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,
                                        augmentations=tuple(a.strip() for a in augmentations.split(",") if a.strip()),
                                        debias=round_lean if debias else "none", gate=gate, seed=seed,
@@ -746,6 +752,7 @@ def label_status_command(
 ) -> None:
     """Per domain: labeled texts, anomaly rate, label sources; AUROC/precision/recall/F1 where ground truth
     exists, per unique text and per line (each line once, as a detector is judged; JSON key `per_line`)."""
+    from labeler.quality import figure
     from labeler.status import label_status
 
     with open_ws(ctx) as ws:
@@ -754,6 +761,9 @@ def label_status_command(
         print_json(rows)
         return
     lines = [{"domain": row["domain"], **row.pop("per_line")} for row in rows]
+    annotators = [{"domain": row["domain"], "annotator": name, **{k: figure(v) for k, v in estimate.items()},
+                   "domain_anomaly_rate": figure(row["estimated_anomaly_rate"])}
+                  for row in rows for name, estimate in row.pop("annotators").items()]
     for row in rows + lines:
         row["sources"] = ", ".join(f"{s} {n}" for s, n in sorted(row.get("sources", {}).items()))
         for key in ("anomaly_rate", "auroc", "precision", "recall", "f1"):
@@ -763,6 +773,11 @@ def label_status_command(
     if any(row["ground_truth_lines"] for row in lines):
         print_table(lines, ["domain", "ground_truth_lines", "auroc", "precision", "recall", "f1"],
                     title="per line (each line once)")
+    if annotators:
+        print_table(annotators, ["domain", "annotator", "texts", "voted_anomalous", "sensitivity", "specificity",
+                                 "domain_anomaly_rate"],
+                    title=f"annotators, as a Dawid-Skene label model estimates them (label model in use: "
+                          f"{rows[0]['label_model']})")
     _print_round_table(ctx, domain)
 
 

@@ -44,6 +44,7 @@ from detector.evaluate import metrics  # noqa: E402
 from detector.formats import parse_format  # noqa: E402
 from detector.sessions import Grouping  # noqa: E402
 from labeler import pipeline  # noqa: E402
+from labeler.aggregate import DAWID_SKENE, MEAN, set_label_model  # noqa: E402
 from labeler.backends import BackendSpec  # noqa: E402
 from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_scores, rarity_scores,  # noqa: E402
                                rule_scores)
@@ -72,6 +73,7 @@ class Variant:
     adapt: bool = False  # the target's own (unlabeled) lines as a `train --adapt` domain
     ensemble: bool = False  # `train --ensemble`: the held-out fits score beside the full model
     detector: str = "maidlog"  # `train --detector`
+    label_model: str = MEAN  # `label run --label-model`: where the sources' soft labels put the cut
 
     @property
     def model_params(self) -> dict:
@@ -93,7 +95,9 @@ class Variant:
         return json.dumps({"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature,
                            "adapt": self.adapt, "model": self.model_params, "threshold": "held-out",
                            # absent when off, so that runs measured before it existed keep their keys
-                           **({"ensemble": True} if self.ensemble else {})}, sort_keys=True)
+                           **({"ensemble": True} if self.ensemble else {}),
+                           **({"label_model": self.label_model} if self.label_model != MEAN else {})},
+                          sort_keys=True)
 
 
 FULL = {"embedder": "minilm", "rule_feature": True, "level_feature": True}  # the representation the ablations vary
@@ -122,6 +126,7 @@ VARIANTS: dict[str, Variant] = {
     "linear, C 0.1: the default": Variant(**FULL, detector="linear", params={"c": 0.1}),
     "linear, C 0.03": Variant(**FULL, detector="linear", params={"c": 0.03}),
     "linear, C 0.3": Variant(**FULL, detector="linear", params={"c": 0.3}),
+    "linear, Dawid-Skene cut": Variant(**FULL, detector="linear", params={"c": 0.1}, label_model=DAWID_SKENE),
     "linear + fold ensemble": Variant(**FULL, detector="linear", params={"c": 0.1}, ensemble=True),
     "linear, minilm only": Variant("minilm", detector="linear", params={"c": 0.1}),
     "linear, fasttext +rules +level": Variant("fasttext", True, True, detector="linear", params={"c": 0.1}),
@@ -177,6 +182,7 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     digest = hashlib.sha256(json.dumps([variant.key(), target.domain, seed]).encode()).hexdigest()[:12]
     model = f"v-{digest}-{ws.db['models'].count + 1}"  # unique also after a run stopped between train and save
     params = variant.train_params(seed)
+    set_label_model(ws, variant.label_model)
     started = time.perf_counter()
     row = pipeline.train(ws, model, domains=target.sources, params=params, rule_feature=variant.rule_feature,
                          level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None,

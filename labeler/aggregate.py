@@ -5,17 +5,47 @@ grow linearly with the round), RULE_WEIGHT for the rule annotator, GUARD_WEIGHT 
 that carries a prompt-injection signature (labeler.guard), MANUAL_WEIGHT for an operator's
 label. An answer votes with its p_anomalous where known (a soft vote), else with its 0/1
 label; rows with neither (unparsed answers) do not vote.
+
+The workspace's label model (`label run --label-model`, the setting `label_model`) decides where
+the cut lies: `mean` rounds eq. 4 at 0.5; `dawid-skene` fits a label model per domain to the
+annotators' 0/1 votes (labeler.label_model: each annotator's reliability and the domain's class
+balance, no ground truth) and shifts the domain's soft labels by one log-odds offset so that as
+many texts reach 0.5 as the label model calls anomalous. The ranking (AUROC) stays eq. 4's.
+A text the guard or an operator labeled is settled: neither fitted nor shifted.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.errors import LogdistillError
+from labeler.label_model import MISSING, LabelModelFit, dawid_skene, shift_to_count
 from labeler.workspace import Workspace
 
 RULE_WEIGHT = 1.0
 MANUAL_WEIGHT = 1000.0  # outweighs any realistic number of LLM rounds (sum of 1 + r over 42 rounds is 945)
 GUARD_WEIGHT = 500.0  # above the sum of 1 + r over 30 LLM rounds (495), below an operator's label
 NON_LLM_SOURCES = ("rule", "guard", "manual")  # every other label source is an LLM answer (round 0 or later)
+# the guard's and an operator's labels settle a text (an SQL list)
+SETTLED_SOURCES = ", ".join(f"'{source}'" for source in NON_LLM_SOURCES if source != "rule")
 VOTES = "coalesce(p_anomalous, label) is not null and weight > 0"  # the `labels` rows that vote
 HARD_VOTE = "coalesce(p_anomalous >= 0.5, label)"  # a `labels` row's vote as 0/1
+MEAN, DAWID_SKENE = "mean", "dawid-skene"
+LABEL_MODELS = (MEAN, DAWID_SKENE)
+LABEL_MODEL_SETTING = "label_model"
+DEFAULT_LABEL_MODEL = MEAN
+
+
+def label_model(ws: Workspace) -> str:
+    """The workspace's label model (module docstring)."""
+    return ws.setting(LABEL_MODEL_SETTING, DEFAULT_LABEL_MODEL)
+
+
+def set_label_model(ws: Workspace, name: str) -> None:
+    if name not in LABEL_MODELS:
+        raise LogdistillError(f"unknown label model {name!r}; choose from {', '.join(LABEL_MODELS)}")
+    ws.set_setting(LABEL_MODEL_SETTING, name)
 
 
 def llm_weight(round_number: int) -> float:
@@ -25,21 +55,74 @@ def llm_weight(round_number: int) -> float:
 
 def soft_labels(ws: Workspace, domains: list[str] | None = None,
                 through_round: int | None = None) -> dict[tuple[str, int], float]:
-    """(domain, text_id) -> soft label in [0, 1] (eq. 4), for every text with at least one vote.
+    """(domain, text_id) -> soft label in [0, 1] (eq. 4, with the cut the workspace's label model
+    puts, see the module docstring), for every text with at least one vote.
 
     `through_round`: only the answers of rounds 0..r (the labels as they stood after round r).
     """
-    sql = """select domain, text_id,
-                    sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
-             from labels where """ + VOTES
-    args: list = []
+    means = _weighted_means(ws, domains, through_round)
+    if label_model(ws) == MEAN:
+        return means
+    shifted = dict(means)
+    for fit in annotator_fits(ws, domains, through_round):
+        count = int((fit.model.posterior >= 0.5).sum())
+        shifted.update(zip(fit.keys, shift_to_count(np.array([means[k] for k in fit.keys]), count)))
+    return shifted
+
+
+def _weighted_means(ws: Workspace, domains: list[str] | None, through_round: int | None
+                    ) -> dict[tuple[str, int], float]:
+    scope, args = _scope(domains, through_round)
+    return {(r["domain"], r["text_id"]): r["soft"] for r in ws.db.query(
+        f"""select domain, text_id, sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
+            from labels where {VOTES}{scope} group by domain, text_id""", args)}
+
+
+def _scope(domains: list[str] | None, through_round: int | None) -> tuple[str, list]:
+    """The `labels` condition (to follow a where clause) and its arguments: only `domains`, only rounds
+    0..`through_round`."""
+    sql, args = "", []
     if domains:
         sql += f" and domain in ({', '.join('?' * len(domains))})"
         args += domains
     if through_round is not None:
         sql += " and round <= ?"
         args.append(through_round)
-    return {(r["domain"], r["text_id"]): r["soft"] for r in ws.db.query(sql + " group by domain, text_id", args)}
+    return sql, args
+
+
+@dataclass
+class AnnotatorFit:
+    """One domain's label model: its unsettled texts, its annotators (label sources) and the fit."""
+    domain: str
+    keys: list[tuple[str, int]]
+    annotators: list[str]
+    votes: np.ndarray  # texts x annotators: 1, 0 or label_model.MISSING
+    model: LabelModelFit
+
+
+def annotator_fits(ws: Workspace, domains: list[str] | None = None,
+                   through_round: int | None = None) -> list[AnnotatorFit]:
+    """The Dawid-Skene fit of each domain, over the texts no guard or operator settled.
+
+    An annotator is a label source (the round-0 LLM, the rules, each kind of calibration
+    question): its vote on a text is the majority of its voting rows' 0/1 votes there.
+    """
+    scope, args = _scope(domains, through_round)
+    by_domain: dict[str, dict[tuple[str, int], dict[str, int]]] = {}
+    for r in ws.db.query(
+            f"""select domain, text_id, source, avg({HARD_VOTE}) >= 0.5 as vote from labels
+                where {VOTES}{scope} and (domain, text_id) not in
+                      (select domain, text_id from labels where {VOTES} and source in ({SETTLED_SOURCES}))
+                group by domain, text_id, source order by domain, text_id, source""", args):
+        by_domain.setdefault(r["domain"], {}).setdefault((r["domain"], r["text_id"]), {})[r["source"]] = r["vote"]
+    fits = []
+    for domain, texts in by_domain.items():
+        keys = list(texts)
+        annotators = sorted({source for votes in texts.values() for source in votes})
+        votes = np.array([[texts[k].get(a, MISSING) for a in annotators] for k in keys], dtype=int)
+        fits.append(AnnotatorFit(domain, keys, annotators, votes, dawid_skene(votes)))
+    return fits
 
 
 def hard_labels(ws: Workspace, domains: list[str] | None = None,
@@ -51,11 +134,10 @@ def hard_labels(ws: Workspace, domains: list[str] | None = None,
 def conflicting_texts(ws: Workspace, domains: list[str]) -> set[tuple[str, int]]:
     """(domain, text_id) of the texts whose annotators (the LLM's answers of every round, the rules)
     vote both ways at 0.5. A text the guard or an operator labeled is settled: never a conflict."""
-    settled = ", ".join(f"'{s}'" for s in NON_LLM_SOURCES if s != "rule")
-    vote = f"case when source not in ({settled}) then {HARD_VOTE} end"
+    vote = f"case when source not in ({SETTLED_SOURCES}) then {HARD_VOTE} end"
     return {(r["domain"], r["text_id"]) for r in ws.db.query(
         f"""select domain, text_id from labels
             where {VOTES} and domain in ({', '.join('?' * len(domains))})
             group by domain, text_id
-            having max(source in ({settled})) = 0 and min({vote}) != max({vote})""",
+            having max(source in ({SETTLED_SOURCES})) = 0 and min({vote}) != max({vote})""",
         list(domains))}

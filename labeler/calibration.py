@@ -289,7 +289,8 @@ def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: l
         ws.db.execute("delete from labels where round = ? and source in ('induce', 'filter', 'refine')", [number])
         ws.db["labels"].insert_all(labels)
         after = hard_labels(ws, domains)
-        flipped = {k: v for k, v in after.items() if k in before and before[k] != v}
+        asked = {(p.domain, p.text_id) for p in plan}  # a label model's moved cut can flip others: not the round's
+        flipped = {k: v for k, v in after.items() if k in asked and k in before and before[k] != v}
         verifier = _verifier_votes(ws, number, domains)
         rules = _label_votes(ws, f"source = 'rule' and domain in ({', '.join('?' * len(domains))})", domains)
         answers = _label_votes(ws, f"round = ? and source in ({', '.join('?' * len(AUGMENTATIONS))})",

@@ -23,7 +23,7 @@ from typing import Callable
 from detector.errors import LogdistillError
 from detector.formats import InputFormat
 from detector.sessions import Grouping
-from labeler.aggregate import RULE_WEIGHT
+from labeler.aggregate import LABEL_MODELS, RULE_WEIGHT, label_model, set_label_model
 from labeler.backends import Backend, BackendSpec
 from labeler.cache import AskStats, Budget
 from labeler.calibration import CalibrationOptions, RoundReport, round0_complete, run_calibration
@@ -108,8 +108,11 @@ class LabelOptions:
     stable_flips: float = 0.01
     patience: int = 2
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    label_model: str | None = None  # labeler.aggregate.LABEL_MODELS; None: the workspace's, as it is
 
     def __post_init__(self) -> None:
+        if self.label_model is not None and self.label_model not in LABEL_MODELS:
+            raise LogdistillError(f"unknown label model {self.label_model!r}; choose from {', '.join(LABEL_MODELS)}")
         if self.rounds < 0:
             raise LogdistillError("--rounds must be 0 or more")
         if self.rounds > 0 and not self.llm:
@@ -173,6 +176,9 @@ def label(ws: Workspace, backend: BackendSpec | None, options: LabelOptions | No
 def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options: LabelOptions, params: dict,
            on_progress: LabelProgress | None, on_round: Callable[[RoundReport], None] | None) -> LabelReport:
     report = LabelReport()
+    if options.label_model is not None:
+        set_label_model(ws, options.label_model)
+    params["label_model"] = label_model(ws)  # the calibration rounds' hard labels follow its cut
     batch_size = spec.batch_size(llm) if spec and llm else 4
     budget = options.budget
     if options.rounds == 0 or not round0_complete(ws):

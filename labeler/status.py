@@ -5,10 +5,12 @@ labeled (the flat keys): a text's ground truth is 1 if any of its lines is anoma
 (`per_line`): each line counts once with its own ground truth and its text's label, as a
 detector is judged, so a text logged 10,000 times weighs 10,000 times. AUROC scores the
 aggregated soft label; precision, recall and F1 score the hard label (soft >= 0.5).
+Beside them, whatever the workspace's label model: the Dawid-Skene estimates (labeler.label_model)
+of each annotator's sensitivity and specificity and of each domain's share of anomalies.
 """
 from __future__ import annotations
 
-from labeler.aggregate import NON_LLM_SOURCES, soft_labels
+from labeler.aggregate import NON_LLM_SOURCES, annotator_fits, label_model, soft_labels
 from labeler.quality import ground_truth, line_quality, text_quality
 from labeler.rounds import resolve_domains
 from labeler.workspace import Workspace
@@ -38,4 +40,19 @@ def label_status(ws: Workspace, domains: list[str] | None = None) -> list[dict]:
     domains = resolve_domains(ws, domains)
     soft = soft_labels(ws, domains)
     truth = ground_truth(ws, domains)
-    return [domain_status(ws, d, soft, truth) for d in domains]
+    fits = {fit.domain: fit for fit in annotator_fits(ws, domains)}
+    rows = [domain_status(ws, d, soft, truth) for d in domains]
+    for row in rows:
+        row["label_model"] = label_model(ws)
+        row.update(annotator_estimates(fits[row["domain"]]) if row["domain"] in fits else
+                   {"estimated_anomaly_rate": None, "annotators": {}})
+    return rows
+
+
+def annotator_estimates(fit) -> dict:
+    """A domain's label-model estimates: its share of anomalies and, per annotator, the texts it voted
+    on, how many it called anomalous, its sensitivity and specificity."""
+    return {"estimated_anomaly_rate": fit.model.prior, "annotators": {
+        name: {"texts": int((fit.votes[:, j] >= 0).sum()), "voted_anomalous": int((fit.votes[:, j] == 1).sum()),
+               "sensitivity": float(fit.model.sensitivity[j]), "specificity": float(fit.model.specificity[j])}
+        for j, name in enumerate(fit.annotators)}}

@@ -22,7 +22,7 @@ from detector.errors import LogdistillError
 from detector.features import InputSpec
 from detector.formats import InputFormat, parse_format
 from detector.metrics import auroc
-from labeler.aggregate import soft_labels
+from labeler.aggregate import label_model, soft_labels
 from labeler.quality import ground_truth
 from labeler.rounds import resolve_domains
 from labeler.vectors import load_vectors
@@ -132,8 +132,8 @@ def _provenance(ws: Workspace, labels: str, domains: list[str]) -> dict:
         select distinct q.backend, q.model, q.prompt_name, q.prompt_version
         from labels l join queries q on q.key = l.query_key
         where l.domain in ({marks}) order by q.prompt_name, q.prompt_version""", domains)]
-    return {"labels": "soft", "domains": domains, "rounds": rounds, "label_sources": sources,
-            "llm_queries": llm}
+    return {"labels": "soft", "label_model": label_model(ws), "domains": domains, "rounds": rounds,
+            "label_sources": sources, "llm_queries": llm}
 
 
 def _training_metrics(model, data: TrainingSet, ws: Workspace) -> dict:
