@@ -10,7 +10,7 @@ rates before it), and per augmentation how many re-asked texts had their hard la
 right (to the truth) or wrong. Writes a markdown table and the plot per setting to --out.
 
     python bench/calibration_bgl.py [--corpus bgl|demo] [--rounds 10] [--settings no-rules,rules] [--model M]
-        [--review-model M] [--round-lean round0|content-free|none] [--no-gate]
+        [--review-model M] [--round-lean round0|content-free|none] [--no-gate] [--label-model mean|dawid-skene]
         [--verifier-folds 5] [--annotator-conflicts] [--out bench/results]
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from detector.formats import parse_format  # noqa: E402
-from labeler.aggregate import HARD_VOTE, VOTES, hard_labels  # noqa: E402
+from labeler.aggregate import HARD_VOTE, LABEL_MODELS, MEAN, VOTES, hard_labels  # noqa: E402
 from labeler.backends import make_backend  # noqa: E402
 from labeler import pipeline  # noqa: E402
 from labeler.calibration import CalibrationOptions  # noqa: E402
@@ -83,7 +83,7 @@ def run_setting(name: str, args, llm) -> list[str]:
         if not args.report_only:
             ingest_corpus(ws, args)
             options = pipeline.LabelOptions(rounds=args.rounds, rules=name == "rules", until_stable=True,
-                                            review_model=args.review_model,
+                                            review_model=args.review_model, label_model=args.label_model,
                                             calibration=CalibrationOptions(
                                                 verifier_folds=args.verifier_folds, seed=args.seed,
                                                 annotator_conflicts=args.annotator_conflicts,
@@ -106,7 +106,7 @@ def report_setting(ws, name: str, args) -> list[str]:
     later = sum(r["calls"] or 0 for r in rows if r["number"] > 0)
     conflicts = ", annotator conflicts first" if args.annotator_conflicts else ""
     lines = [f"## {name} ({model}, verifier folds {args.verifier_folds}{conflicts}, round lean {args.round_lean}, "
-             f"gate {'on' if args.gate else 'off'}, seed {args.seed})", "",
+             f"gate {'on' if args.gate else 'off'}, label model {args.label_model}, seed {args.seed})", "",
              f"Round 0: {calls0} calls; rounds 1..{rows[-1]['number']}: {later} calls "
              f"({(calls0 + later) / max(1, calls0):.2f}x round 0 in all); {sum(r['seconds'] or 0 for r in rows):.0f} s "
              f"in the rounds. Plot: {plot.name}", "",
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--round-lean", default="round0", help="round0, content-free or none (label run --round-lean)")
     parser.add_argument("--no-gate", dest="gate", action="store_false", help="every flip votes (MaidLog's loop)")
     parser.add_argument("--verifier-folds", type=int, default=5)
+    parser.add_argument("--label-model", default=MEAN, help=f"label run --label-model: {', '.join(LABEL_MODELS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--annotator-conflicts", action="store_true",
                         help="texts the annotators vote on both ways are candidates first")

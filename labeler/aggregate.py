@@ -8,10 +8,15 @@ label; rows with neither (unparsed answers) do not vote.
 
 The workspace's label model (`label run --label-model`, the setting `label_model`) decides where
 the cut lies: `mean` rounds eq. 4 at 0.5; `dawid-skene` fits a label model per domain to the
-annotators' 0/1 votes (labeler.label_model: each annotator's reliability and the domain's class
-balance, no ground truth) and shifts the domain's soft labels by one log-odds offset so that as
-many texts reach 0.5 as the label model calls anomalous. The ranking (AUROC) stays eq. 4's.
-A text the guard or an operator labeled is settled: neither fitted nor shifted.
+round-0 annotators' 0/1 votes (labeler.label_model: each annotator's reliability and the domain's
+class balance, no ground truth) and shifts the domain's soft labels by one log-odds offset: the
+one at which as many of round 0's soft labels reach 0.5 as the label model calls anomalous. The
+ranking (AUROC) stays eq. 4's; later rounds move single texts across that cut. Only round 0's
+annotators are fitted: each labeled every text once, independently, while a calibration round
+asks texts its labels chose and (under the gate) only its flips vote, so its answers would
+disagree with the others by selection (fitted, they drove BGL's label model to call no text
+anomalous after two rounds). A text the guard or an operator labeled is settled: neither
+fitted nor shifted.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.errors import LogdistillError
-from labeler.label_model import MISSING, LabelModelFit, dawid_skene, shift_to_count
+from labeler.label_model import MISSING, LabelModelFit, count_cut, dawid_skene, shift
 from labeler.workspace import Workspace
 
 RULE_WEIGHT = 1.0
@@ -63,10 +68,12 @@ def soft_labels(ws: Workspace, domains: list[str] | None = None,
     means = _weighted_means(ws, domains, through_round)
     if label_model(ws) == MEAN:
         return means
+    round0 = _weighted_means(ws, domains, 0)
     shifted = dict(means)
-    for fit in annotator_fits(ws, domains, through_round):
-        count = int((fit.model.posterior >= 0.5).sum())
-        shifted.update(zip(fit.keys, shift_to_count(np.array([means[k] for k in fit.keys]), count)))
+    for fit in annotator_fits(ws, domains):
+        cut = count_cut(np.array([round0[k] for k in fit.keys]), int((fit.model.posterior >= 0.5).sum()))
+        labeled = [k for k in fit.keys if k in means]
+        shifted.update(zip(labeled, shift(np.array([means[k] for k in labeled]), cut)))
     return shifted
 
 
@@ -101,14 +108,10 @@ class AnnotatorFit:
     model: LabelModelFit
 
 
-def annotator_fits(ws: Workspace, domains: list[str] | None = None,
-                   through_round: int | None = None) -> list[AnnotatorFit]:
-    """The Dawid-Skene fit of each domain, over the texts no guard or operator settled.
-
-    An annotator is a label source (the round-0 LLM, the rules, each kind of calibration
-    question): its vote on a text is the majority of its voting rows' 0/1 votes there.
-    """
-    scope, args = _scope(domains, through_round)
+def annotator_fits(ws: Workspace, domains: list[str] | None = None) -> list[AnnotatorFit]:
+    """The Dawid-Skene fit of each domain, over round 0's annotators (the LLM, the rules) and the
+    texts no guard or operator settled (module docstring)."""
+    scope, args = _scope(domains, 0)
     by_domain: dict[str, dict[tuple[str, int], dict[str, int]]] = {}
     for r in ws.db.query(
             f"""select domain, text_id, source, avg({HARD_VOTE}) >= 0.5 as vote from labels

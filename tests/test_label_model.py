@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from labeler.aggregate import DAWID_SKENE, MEAN, annotator_fits, set_label_model, soft_labels
-from labeler.label_model import MISSING, dawid_skene, shift_to_count
+from labeler.label_model import MISSING, count_cut, dawid_skene, shift
 from labeler.workspace import open_workspace
 from tests.conftest import loghub_file
 
@@ -51,13 +51,14 @@ def test_votes_must_be_a_matrix():
         dawid_skene(np.array([1, 0, 1]))
 
 
-def test_shift_to_count_moves_the_cut_and_keeps_the_order():
+def test_count_cut_moves_the_cut_and_keeps_the_order():
     soft = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.1, 0.0, 1.0])
     for count in range(len(soft) + 1):
-        shifted = shift_to_count(soft, count)
+        shifted = shift(soft, count_cut(soft, count))
         assert int((shifted >= 0.5).sum()) == count
         assert np.array_equal(np.argsort(-shifted, kind="stable"), np.argsort(-soft, kind="stable"))
-    assert shift_to_count(soft, int((soft >= 0.5).sum())) is soft  # already there: untouched
+    assert count_cut(soft, int((soft >= 0.5).sum())) == 0.0
+    assert shift(soft, 0.0) is soft  # already there: untouched
 
 
 def _bgl_round0(cli, label_model: str | None = None):
@@ -82,10 +83,21 @@ def test_dawid_skene_cut_on_a_real_round0(cli, workspace):
     order = np.argsort([means[k] for k in keys], kind="stable")
     assert np.all(np.diff([shifted[keys[i]] for i in order]) >= -1e-12)  # the ranking is the mean's
 
+    # a later round's answer moves its own text across the cut round 0's fit put, and is not fitted
+    top = max(keys, key=lambda k: shifted[k])
+    with open_workspace(workspace) as ws:
+        set_label_model(ws, DAWID_SKENE)
+        ws.db["labels"].insert({"domain": "bgl", "text_id": top[1], "round": 1, "source": "filter", "label": 0,
+                                "p_anomalous": 0.0, "weight": 100.0, "query_key": None, "created": "now"})
+        (refit,) = annotator_fits(ws)
+        moved = soft_labels(ws)
+    assert refit.annotators == ["llm", "rule"] and np.array_equal(refit.votes, fit.votes)
+    assert moved[top] < 0.5
+    assert all(moved[k] == pytest.approx(shifted[k]) for k in keys if k != top)
+
     text_id = keys[0][1]
     assert cli("label", "set", "--text-id", text_id, "--label", "0").exit_code == 0
     with open_workspace(workspace) as ws:
-        set_label_model(ws, DAWID_SKENE)
         assert soft_labels(ws)[("bgl", text_id)] < 0.01  # settled by hand: not shifted
         (fit,) = annotator_fits(ws)
         assert ("bgl", text_id) not in fit.keys
