@@ -86,3 +86,13 @@ def test_demo_end_to_end_on_a_small_corpus(tmp_path, cli):
     # A second run re-uses every cached answer.
     again = run_demo(tmp_path / "demo", lines=150, rounds=1, teacher=False)
     assert again.llm_calls == 0
+
+
+def test_the_default_demo_says_what_it_trades():
+    from labeler.demo.job import DEFAULT_REVIEW_MODEL, DEFAULT_ROUNDS, TEACHER, _trades
+
+    (trade,) = _trades(DEFAULT_ROUNDS, DEFAULT_REVIEW_MODEL)
+    assert DEFAULT_ROUNDS == 0 and "no calibration round" in trade and "--rounds 1" in trade
+    one = _trades(1, DEFAULT_REVIEW_MODEL)
+    assert len(one) == 2 and f"--review-model {TEACHER}" in one[1]
+    assert _trades(3, None) == []

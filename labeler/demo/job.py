@@ -28,10 +28,14 @@ from labeler.demo.report import DemoReport, Stage, markdown_report
 from labeler.workspace import Workspace, open_workspace
 
 DEFAULT_WORKDIR = Path("demo-out")
-# A demo in about five minutes on two cores (issue 24): one calibration round, answered by the
-# 0.5B model, where the embedded 1.5B teacher's three rounds took about eleven minutes in all.
-# The teacher still labels round 0 and answers the zero-shot comparison.
-DEFAULT_ROUNDS = 1
+# A demo in about five minutes on two cores (issue 24). Almost all of its time is llama.cpp evaluating
+# prompt tokens (round 0: 380 of 383 s in llama_decode, measured), so the time follows the tokens asked:
+# round 0 about 8,800 tokens of the 1.5B teacher, the zero-shot comparison 5,300, and one calibration
+# round answered by the 0.5B about 7,600 (its prompts carry six retrieved examples each). On an
+# AVX2-only 2-core machine the teacher evaluates about 44 tokens/s, so the default runs no calibration
+# round: round 0 (teacher and rules) trains the detector, and the teacher still answers the zero-shot
+# comparison. The report says so (`trades`), with the flags that add the rounds back.
+DEFAULT_ROUNDS = 0
 DEFAULT_REVIEW_MODEL = "qwen2.5-coder-0.5b"  # with the embedded backend; any other: the teacher
 TEACHER = "teacher"  # --review-model's value for: the teacher answers the rounds too
 
@@ -132,12 +136,18 @@ def resolve_review_model(backend: BackendSpec, review_model: str | None) -> str 
 def _trades(rounds: int, review_model: str | None) -> list[str]:
     """What the run gives up against the full loop, said in its output."""
     trades = []
-    if 0 < rounds < 3:
-        trades.append(f"{rounds} calibration round(s) (`--rounds 3` for more; each round re-asks about a "
-                      "tenth of the texts with retrieved examples, about 90-130 s on two cores)")
+    if rounds == 0:
+        trades.append("no calibration round: the detector trains on round 0's labels (the teacher's and the "
+                      f"severity rules'); `--rounds 1` adds one, answered by {DEFAULT_REVIEW_MODEL} (about 90 s "
+                      f"on two AVX2 cores), `--rounds 3 --review-model {TEACHER}` runs the full loop (the teacher, "
+                      "an estimated 3 minutes a round there)")
+    elif rounds < 3:
+        trades.append(f"{rounds} calibration round(s) (`--rounds 3` for more; each round re-asks about a tenth "
+                      "of the texts with six retrieved examples each: about 90 s with "
+                      f"{DEFAULT_REVIEW_MODEL}, about 3 minutes with the teacher, on two AVX2 cores)")
     if rounds and review_model:
         trades.append(f"the rounds are answered by {review_model}, not the teacher (`--review-model {TEACHER}`: "
-                      "the teacher, about 1.5x slower per round)")
+                      "the teacher, about 2x slower per round)")
     return trades
 
 
