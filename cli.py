@@ -1226,8 +1226,8 @@ class _DemoBar:
 def demo(
     workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Folder for the corpus, workspace, bundle and plots."),
     rounds: Optional[int] = typer.Option(None, "--rounds", min=0,
-                                         help="Calibration rounds after round 0 (default: 1, for a run of about "
-                                              "five minutes; the report says what that trades)."),
+                                         help="Calibration rounds after round 0 (default: 0, to keep the run "
+                                              "short; the report says what that trades and how to add rounds)."),
     backend: BackendOption = "llamacpp",
     model: ModelOption = None,
     base_url: BaseUrlOption = None,
