@@ -1012,12 +1012,36 @@ def train(
              "threshold, trained also with --threshold): no extra training time. Default: on for maidlog "
              "(mean AUROC over unseen systems 0.919 -> 0.926 on the transfer benchmark), off for linear "
              "(no gain)."),
+    sequence: bool = typer.Option(
+        False, "--sequence",
+        help="Train the sequence detector instead (MLAD-style: a Transformer over the embeddings of a session's "
+             "lines with a Gaussian-mixture energy), on the sessions (--session REGEX) or windows (--window N) "
+             "whose every line the labels call normal; add it to a bundle with `export LINE_MODEL --sequence "
+             "NAME`. Takes --epochs and --seed and the options marked [sequence]."),
+    session: Optional[str] = typer.Option(None, "--session", metavar="REGEX",
+                                          help="[sequence] Sessions by the first match of REGEX in each line."),
+    window: Optional[int] = typer.Option(None, "--window", metavar="N",
+                                         help="[sequence] Windows of N consecutive lines per domain (also the "
+                                              "model's chunk length; default 20 for sessions)."),
+    step: Optional[int] = typer.Option(None, "--step", metavar="S",
+                                       help="[sequence] With --window: a window starts every S lines (default N)."),
+    attention: Optional[str] = typer.Option(None, "--attention",
+                                            help="[sequence] entmax (MLAD's alpha-entmax, 1.5; the default) or softmax."),
+    energy_head: Optional[str] = typer.Option(
+        None, "--energy-head", help="[sequence] gmm (a Gaussian mixture's energy over the code and reconstruction "
+                                    "error, DAGMM; the default) or reconstruction (the error alone)."),
     as_json: bool = typer.Option(False, "--json", help="Print the models row as JSON."),
 ) -> None:
     """Train the detector on the workspace's labels and record it in the models table (texts without
     a vector yet are embedded first, as `logdistill embed` would)."""
     from labeler import pipeline
 
+    if sequence:
+        _train_sequence(ctx, name, _split_names(domains), session, window, step,
+                        {"attention": attention, "head": energy_head, "epochs": epochs, "seed": seed}, as_json)
+        return
+    if session is not None or window is not None or attention is not None or energy_head is not None:
+        raise LogdistillError("--session, --window, --attention and --energy-head go with --sequence")
     given = {"c": c, "epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "gamma": gamma,
              "adversarial": False if no_adversarial else None, "single_head": single_head or None,
              "swa": False if no_swa else None, "swa_start": swa_start, "seed": seed}
@@ -1029,9 +1053,7 @@ def train(
             tasks.setdefault("embed", bar.add_task("embedding", total=total))
             bar.update(tasks["embed"], completed=done, total=total)
 
-        def on_epoch(done: int, total: int, loss: float) -> None:
-            tasks.setdefault("train", bar.add_task("training", total=total))
-            bar.update(tasks["train"], completed=done, description=f"training (loss {loss:.4f})")
+        on_epoch = _epoch_progress(bar, tasks)
 
         def on_threshold(done: int, total: int, loss: float) -> None:
             tasks.setdefault("threshold", bar.add_task("threshold on held-out domains", total=total))
@@ -1041,10 +1063,9 @@ def train(
                              rule_feature=rule_feature, level_feature=level_feature, adapt=_split_names(adapt),
                              threshold=threshold, ensemble=ensemble, on_epoch=on_epoch, on_embed=on_embed,
                              on_threshold=on_threshold)
-    metrics = json.loads(row["metrics"])
-    if as_json:
-        print_json({**row, **{k: json.loads(row[k]) for k in ("config", "provenance", "metrics")}})
+    if _printed_as_json(row, as_json):
         return
+    metrics = json.loads(row["metrics"])
     out.print(f"model {row['name']}: {metrics['texts']} texts, {metrics['n_parameters']:,} parameters, "
               f"final loss {metrics['final_loss']:.4f}, {metrics['seconds']} s; threshold {metrics['threshold']:.3f} "
               f"({metrics['threshold_source']}, {metrics['threshold_seconds']} s); "
@@ -1052,6 +1073,41 @@ def train(
     print_table([{"domain": d, **m} for d, m in metrics["domains"].items()],
                 ["domain", "texts", "anomalous_labels", "auroc_vs_labels", "auroc_vs_ground_truth"],
                 title="in-sample fit")
+
+
+def _epoch_progress(bar, tasks: dict):
+    """A training progress callback on `bar` (epochs done, the mean loss)."""
+    def on_epoch(done: int, total: int, loss: float) -> None:
+        tasks.setdefault("train", bar.add_task("training", total=total))
+        bar.update(tasks["train"], completed=done, description=f"training (loss {loss:.4f})")
+    return on_epoch
+
+
+def _printed_as_json(row: dict, as_json: bool) -> bool:
+    """With --json, print a models row with its JSON columns parsed (and say so)."""
+    if as_json:
+        print_json({**row, **{k: json.loads(row[k]) for k in ("config", "provenance", "metrics")}})
+    return as_json
+
+
+def _train_sequence(ctx: typer.Context, name: Optional[str], domains: Optional[list[str]], session: Optional[str],
+                    window: Optional[int], step: Optional[int], given: dict, as_json: bool) -> None:
+    from detector.sessions import Grouping
+    from labeler import pipeline
+
+    grouping = Grouping.of(session=session, window=window, step=step)
+    if grouping is None:
+        raise LogdistillError("--sequence needs --session REGEX or --window N: what a session is")
+    with open_ws(ctx) as ws, progress_bar() as bar:
+        row = pipeline.train_sequence(ws, name, grouping=grouping, domains=domains,
+                                      params={k: v for k, v in given.items() if v is not None},
+                                      on_epoch=_epoch_progress(bar, {}))
+    if _printed_as_json(row, as_json):
+        return
+    metrics = json.loads(row["metrics"])
+    out.print(f"sequence model {row['name']}: {metrics['normal_sessions']} of {metrics['sessions']} sessions "
+              f"normal by the labels ({metrics['chunks']} chunks, {metrics['lines']} lines), "
+              f"{metrics['n_parameters']:,} parameters, {metrics['seconds']} s, ONNX {metrics['onnx_bytes'] / 1e3:.0f} kB")
 
 
 @app.command(name="export")
@@ -1065,19 +1121,25 @@ def export_command(
     int8: bool = typer.Option(False, "--int8",
                               help="Store int8 weights (dynamic quantization): about 3x the model's throughput on "
                                    "a CPU with VNNI, scores within about 1e-3 of float32."),
+    sequence: Optional[str] = typer.Option(
+        None, "--sequence", metavar="MODEL",
+        help="A sequence model (`train --sequence`) to carry beside the line model: `score`/`eval` with "
+             "--session or --window then score each session by the larger of its lines' highest score and its "
+             "sequence score."),
     as_json: bool = typer.Option(False, "--json", help="Print the bundle's metadata as JSON."),
 ) -> None:
     """Write a trained model as one bundle file: ONNX graph, embedder, masking rules, metadata."""
     from labeler import pipeline
 
     with open_ws(ctx) as ws:
-        meta = pipeline.export(ws, name, out_path, threshold=threshold, int8=int8)
+        meta = pipeline.export(ws, name, out_path, threshold=threshold, int8=int8, sequence=sequence)
     if as_json:
         print_json(meta)
         return
     size = out_path.stat().st_size / 1e6
     out.print(f"{out_path}: {size:.1f} MB, {meta['weights']} weights, domains {', '.join(meta['source_domains'])}, "
-              f"threshold {meta['threshold']:.3f}, hash {meta['content_sha256'][:12]}")
+              f"threshold {meta['threshold']:.3f}, hash {meta['content_sha256'][:12]}"
+              + (f", sequence model {meta['sequence']['model_name']}" if "sequence" in meta else ""))
 
 
 def _input_format(format: Optional[str], log_format: Optional[str], text_field: Optional[str],
@@ -1097,7 +1159,8 @@ NoLookupOption = Annotated[bool, typer.Option(
 SessionOption = Annotated[Optional[str], typer.Option(
     "--session", metavar="REGEX",
     help="Group lines into sessions by the first match of REGEX in the line (its first group, if it has one), "
-         r"e.g. 'blk_-?\d+' for HDFS blocks; a session scores as its most anomalous line.")]
+         r"e.g. 'blk_-?\d+' for HDFS blocks; a session scores as its most anomalous line (or, with a bundle "
+         "that carries a sequence model, the larger of that and its sequence score).")]
 WindowOption = Annotated[Optional[int], typer.Option(
     "--window", metavar="N", help="Group lines into windows of N consecutive lines instead (per input).")]
 StepOption = Annotated[Optional[int], typer.Option(

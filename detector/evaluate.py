@@ -40,7 +40,7 @@ def score_labeled(bundle: Bundle, paths: list[Path], input_format: InputFormat |
     for path in paths:
         scores: list[float] = []
         truths: list[int | None] = []
-        tracker = SessionTracker(grouping) if grouping is not None else None
+        tracker = SessionTracker(grouping, bundle.sequence_reader()) if grouping is not None else None
         sessions: list[Session] = []
         stream = open_input(path)
         with stream:
@@ -48,7 +48,7 @@ def score_labeled(bundle: Bundle, paths: list[Path], input_format: InputFormat |
                 scores += batch.scores
                 truths += batch.truths
                 if tracker is not None:
-                    sessions += tracker.add(batch.raws, batch.scores, batch.truths)
+                    sessions += tracker.add(batch.raws, batch.scores, batch.truths, batch.masked)
         labeled = np.array([t is not None for t in truths], dtype=bool)
         if line_truth and not labeled.any():
             raise LogdistillError(f"{path} has no ground truth under format {fmt.name!r}; eval needs labeled "

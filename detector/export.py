@@ -27,8 +27,8 @@ from detector.formats import InputFormat
 from detector.mask import Masker
 from detector.model import LOGIT_CLIP, BlendedDetector, Detector, DetectorEnsemble, DomainHeads, LinearDetector
 from detector.runtime import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, LABELS_MEMBER,
-                              LEI_MEMBER,
-                              MASK_MEMBER, META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, content_hash)
+                              LEI_MEMBER, MASK_MEMBER, META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, SEQUENCE_MEMBER,
+                              content_hash)
 
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # readable by every onnxruntime since 1.14
@@ -182,7 +182,8 @@ def quantize_int8(graph: bytes) -> bytes:
 def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble, *,
                  embedder_kind: str, embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
                  threshold: float, info: dict, lei_table: str | None = None, int8: bool = False,
-                 inputs: InputSpec = InputSpec(), known_labels: dict[str, float] | None = None) -> dict:
+                 inputs: InputSpec = InputSpec(), known_labels: dict[str, float] | None = None,
+                 sequence: tuple[bytes, dict] | None = None) -> dict:
     """Write the bundle atomically (temporary file, then rename); returns its metadata.
 
     `info` carries what the bundle should remember of its making (model name, metrics, labels).
@@ -190,6 +191,7 @@ def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble
     `int8`: store the graph with int8 weights (`quantize_int8`). `inputs`: the columns the model
     reads after the embedding (detector.features), recorded so the runtime builds the same rows.
     `known_labels`: masked text -> the label the model was trained on, for the runtime's lookup.
+    `sequence`: a sequence detector's energy graph and metadata (detector.sequence), for sessions.
     """
     if not 0.0 <= threshold <= 1.0:
         raise LogdistillError(f"threshold must lie in [0, 1], got {threshold}")
@@ -206,6 +208,8 @@ def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble
         members[LEI_MEMBER] = lei_table.encode()
     if known_labels:
         members[LABELS_MEMBER] = json.dumps(known_labels, ensure_ascii=False).encode()
+    if sequence is not None:
+        members[SEQUENCE_MEMBER] = sequence[0]
     meta = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -224,6 +228,7 @@ def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble
         "model_params": model.get_params(),
         "n_parameters": model.n_parameters,
         "ensemble_members": len(_members(model)),
+        **({"sequence": sequence[1]} if sequence is not None else {}),
         **info,
     }
     meta["content_sha256"] = content_hash(members, meta)

@@ -46,6 +46,7 @@ from detector.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.formats import Columns, InputFormat
 from detector.lei_features import TemplateInterpretations
 from detector.mask import Masker
+from detector.sequence import SequenceReader, SequenceScorer
 from detector.sessions import Grouping, SessionTracker, to_json as session_json
 
 BUNDLE_FORMAT = "logdistill-bundle"
@@ -56,6 +57,7 @@ MASK_MEMBER = "mask.json"
 EMBEDDER_MEMBER = "embedder.bin"
 LEI_MEMBER = "lei.json"  # `--features lei`: templates and their interpretations
 LABELS_MEMBER = "labels.json"  # masked text -> the label the model was trained on (the lookup)
+SEQUENCE_MEMBER = "sequence.onnx"  # the sequence detector's energy graph (detector.sequence); meta "sequence"
 # A line whose masked text the bundle was trained on scores LOOKUP_WEIGHT * its training label +
 # (1 - LOOKUP_WEIGHT) * the model's p: the calibrated label is the better judge of a known text (the
 # teacher saw it); the model's share keeps ties among known texts ordered.
@@ -118,6 +120,13 @@ class Bundle:
     model_bytes: bytes | None = None  # the ONNX graph, for a fresh session in a worker process
     inputs: InputSpec = InputSpec()  # the columns after the embedding (detector.features)
     known_labels: dict[str, float] | None = None  # the lookup (LABELS_MEMBER); None: off or none carried
+    sequence: SequenceScorer | None = None  # the sequence detector, where the bundle carries one
+
+    def sequence_reader(self) -> SequenceReader | None:
+        """What a session tracker scores chunks with, or None: no sequence detector in the bundle."""
+        if self.sequence is None:
+            return None
+        return SequenceReader(self.sequence, lambda masked: self.embedder.embed([self.embedding_text(m) for m in masked]))
 
     def embedding_text(self, masked: str) -> str:
         """What the model embeds for a masked text: itself, or (`--features lei`) its template's interpretation."""
@@ -173,6 +182,16 @@ def load_bundle(path: str | Path, *, threads: int = 0, lookup: bool = True) -> B
         raise LogdistillError(f"bundle {path} is incomplete ({e})") from None
     if EMBEDDER_MEMBER not in members:
         raise LogdistillError(f"bundle {path} is incomplete (no {EMBEDDER_MEMBER})")
+    sequence = None
+    if SEQUENCE_MEMBER in members:
+        try:
+            sequence = SequenceScorer(members[SEQUENCE_MEMBER], meta["sequence"], threads)
+        except KeyError:
+            raise LogdistillError(f"bundle {path} is incomplete (no sequence metadata)") from None
+        except LogdistillError as e:
+            raise LogdistillError(f"bundle {path}: {e}") from None
+        except Exception as e:  # onnxruntime's own errors for a bad graph
+            raise LogdistillError(f"bundle {path}: the sequence graph does not load ({e})") from None
     with tempfile.TemporaryDirectory(prefix="logdistill-") as folder:
         model_file = Path(folder) / EMBEDDER_MEMBER
         model_file.write_bytes(members[EMBEDDER_MEMBER])
@@ -183,8 +202,11 @@ def load_bundle(path: str | Path, *, threads: int = 0, lookup: bool = True) -> B
         session = new_session(model_bytes, threads)
     except Exception as e:  # onnxruntime raises its own untyped errors for a bad graph
         raise LogdistillError(f"bundle {path}: the ONNX graph does not load ({e})") from None
+    if sequence is not None and sequence.dim != embedder.dim:
+        raise LogdistillError(f"bundle {path}: the sequence model reads {sequence.dim}-d vectors, the embedder "
+                              f"gives {embedder.dim}")
     return Bundle(path, meta, masker, input_format, embedder, session, interpretations, model_bytes, inputs,
-                  known_labels)
+                  known_labels, sequence)
 
 
 def new_session(model_bytes: bytes, threads: int = 0):
@@ -215,11 +237,16 @@ class CachedScorer:
         self.new_texts: list = []  # the keys scored by the last call
 
     def score(self, messages: list[str], levels: list[str | None] | None = None) -> list[float]:
+        return self.masked_and_scores(messages, levels)[1]
+
+    def masked_and_scores(self, messages: list[str], levels: list[str | None] | None = None
+                          ) -> tuple[list[str], list[float]]:
+        """The messages' masked texts and P(anomalous)."""
         masked = list(map(self.mask, messages))
         if self.by_level:
             classes = [SEVERITY_CLASSES[c] for c in map(severity_class, levels or [None] * len(masked))]
-            return self._score_keys(list(zip(classes, masked)))
-        return self._score_keys(masked)
+            return masked, self._score_keys(list(zip(classes, masked)))
+        return masked, self._score_keys(masked)
 
     def _score_keys(self, keys: list) -> list[float]:
         distinct = dict.fromkeys(keys)
@@ -311,6 +338,7 @@ class ScoredBatch:
     raws: list[str]
     scores: list[float]
     truths: list[int | None]
+    masked: list[str]
 
 
 def _batch_columns(fmt: InputFormat, lines: list[str], header: list[str]) -> tuple[Columns, list[str]]:
@@ -340,8 +368,8 @@ def score_stream(bundle: Bundle, stream: BinaryIO, input_format: InputFormat | N
         if not columns.raws:
             continue
         _check_first(fmt, columns, position)
-        scores = scorer.score(columns.messages, columns.levels)
-        yield ScoredBatch(position, columns.raws, scores, columns.truths)
+        masked, scores = scorer.masked_and_scores(columns.messages, columns.levels)
+        yield ScoredBatch(position, columns.raws, scores, columns.truths, masked)
         position += len(columns.raws)
 
 
@@ -414,16 +442,16 @@ class _BatchWork:
 
     def run(self, lines: list[str], position: int) -> tuple[str, int, int, tuple | None]:
         """(output text, records, anomalous records, and for session output the batch's (raws,
-        scores) in place of the text) of one batch whose first record is at `position`."""
+        scores, truths, masked texts) in place of the text) of one batch whose first record is at `position`."""
         columns, self.header = _batch_columns(self.fmt, lines, self.header)
         if not columns.raws:
             return "", 0, 0, None
         _check_first(self.fmt, columns, position)
-        scores = self.scorer.score(columns.messages, columns.levels)
+        masked, scores = self.scorer.masked_and_scores(columns.messages, columns.levels)
         threshold = self.threshold
         anomalous = sum(s >= threshold for s in scores)
         if self.fragments.output == "sessions":  # the parent groups them: sessions span batches and workers
-            return "", len(scores), anomalous, (columns.raws, scores)
+            return "", len(scores), anomalous, (columns.raws, scores, None, masked)
         return (_format_rows(position, scores, columns.raws, self.fragments, self.only_anomalies), len(scores),
                 anomalous, None)
 
@@ -444,11 +472,12 @@ class _Output:
     """Writes each scored batch in stream order: its rows, or for session output the sessions it
     closed (and, at the end of input, the rest), and keeps the summary."""
 
-    def __init__(self, out: TextIO, threshold: float, only_anomalies: bool, grouping: Grouping | None):
+    def __init__(self, out: TextIO, threshold: float, only_anomalies: bool, grouping: Grouping | None,
+                 sequence: SequenceReader | None = None):
         self.out = out
         self.threshold = threshold
         self.only_anomalies = only_anomalies
-        self.tracker = SessionTracker(grouping) if grouping is not None else None
+        self.tracker = SessionTracker(grouping, sequence) if grouping is not None else None
         self.summary = ScoreSummary()
 
     def write(self, text: str, records: int, anomalous: int, scored: tuple | None) -> None:
@@ -500,7 +529,7 @@ def score_to(bundle: Bundle, stream: BinaryIO, out: TextIO, *, input_format: Inp
     fmt = input_format or bundle.input_format
     if output == "csv":
         out.write("position,score,anomalous,raw\n")
-    writer = _Output(out, threshold, only_anomalies, grouping)
+    writer = _Output(out, threshold, only_anomalies, grouping, bundle.sequence_reader())
     if workers > 1 and fmt.kind != "csv" and "fork" in multiprocessing.get_all_start_methods():
         return _score_parallel(bundle, stream, writer, fmt, threshold, output, only_anomalies, chunk_bytes, workers)
     work = _BatchWork(bundle, fmt, threshold, output, only_anomalies)

@@ -2,9 +2,13 @@
 
 Many failures live in a sequence, not in one line, and the field's benchmarks judge sessions
 (HDFS blocks, BGL windows). A session's score is the highest score of its lines (the most
-anomalous line decides; no sequence model yet), its verdict that score against the same
-threshold as a line's, and its ground truth, where its lines carry labels, 1 if any line is
-anomalous.
+anomalous line decides), or, where the bundle carries a sequence detector (detector.sequence), the
+larger of that and the session's sequence score; its verdict that score against the same threshold
+as a line's, and its ground truth, where its lines carry labels, 1 if any line is anomalous.
+
+Memory: at most `max_open` sessions are open at once (MAX_OPEN_SESSIONS by default); when a new key
+would pass it, the session extended least recently closes early, as if its timeout had passed. With a
+sequence detector a session keeps only its current chunk of masked texts (at most the model's window).
 
 Two groupings:
 - by key (`--session REGEX`): the first match of REGEX in the raw line (its first group when
@@ -21,12 +25,18 @@ import csv
 import json
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from detector.errors import LogdistillError
+
+if TYPE_CHECKING:
+    from detector.sequence import SequenceReader
+
+MAX_OPEN_SESSIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -86,16 +96,23 @@ class Session:
     first: int  # position of its first line in the stream
     last: int
     lines: int
-    score: float  # the highest score of its lines
-    peak: int  # position of the line with that score
+    score: float  # the session's score: its lines' highest, or that combined with its sequence score
+    peak: int  # position of the line with the highest score
     raw: str  # that line
     truth: int | None = None  # 1 if any of its labeled lines is anomalous, None when none is labeled
+    line_score: float = float("-inf")  # the highest score of its lines
+    sequence_score: float | None = None  # the sequence detector's (its highest chunk's); None: no such model
+    chunk: list[str] = field(default_factory=list)  # masked texts of its chunk not yet scored (sequence model)
 
     def record(self, threshold: float) -> dict:
         """The session as one output record (what `score --output sessions` prints)."""
         data = asdict(self)
-        del data["truth"]
+        for internal in ("truth", "chunk", "line_score", "sequence_score"):
+            del data[internal]
         data["score"] = round(self.score, 6)  # as a line's score is printed
+        if self.sequence_score is not None:
+            data["line_score"] = round(self.line_score, 6)
+            data["sequence_score"] = round(self.sequence_score, 6)
         data["anomalous"] = self.score >= threshold
         return data
 
@@ -103,19 +120,29 @@ class Session:
 class SessionTracker:
     """Feeds on scored lines in stream order; hands back each session as it closes."""
 
-    def __init__(self, grouping: Grouping):
+    def __init__(self, grouping: Grouping, sequence: SequenceReader | None = None,
+                 max_open: int = MAX_OPEN_SESSIONS):
         self.grouping = grouping
+        self.sequence = sequence
+        self.max_open = max_open
         self.open: OrderedDict = OrderedDict()  # key or window start -> Session, least recently extended first
         self.position = 0
         self.unkeyed = 0  # lines in no session (key grouping)
         self.full_end = 0  # windows: lines before this position are in a full window already emitted
+        self.evicted = 0  # key sessions closed early to keep at most max_open open
+        self.pending: list[tuple[Session, list[str]]] = []  # chunks for the sequence model, scored per call
 
-    def add(self, raws: list[str], scores: list[float], truths: list[int | None] | None = None) -> list[Session]:
-        """The next lines of the stream; the sessions that closed with them."""
+    def add(self, raws: list[str], scores: list[float], truths: list[int | None] | None = None,
+            masked: list[str] | None = None) -> list[Session]:
+        """The next lines of the stream (`masked`: their masked texts, needed with a sequence model);
+        the sessions that closed with them."""
         closed: list[Session] = []
         truths = truths or [None] * len(raws)
+        if self.sequence is not None and masked is None:
+            raise ValueError("a tracker with a sequence model needs the lines' masked texts")
+        masked = masked or [""] * len(raws)
         window = self.grouping.window
-        for raw, score, truth in zip(raws, scores, truths):
+        for raw, score, truth, text in zip(raws, scores, truths, masked):
             p = self.position
             self.position += 1
             if window is None:
@@ -123,17 +150,20 @@ class SessionTracker:
                 if key is None:
                     self.unkeyed += 1
                 else:
-                    self._extend(key, key, p, raw, score, truth)
+                    self._extend(key, key, p, raw, score, truth, text)
+                    if len(self.open) > self.max_open:
+                        closed.append(self._closing(self.open.popitem(last=False)[1]))
+                        self.evicted += 1
                 if self.grouping.timeout is not None:  # every line counts towards a session's timeout
                     closed += self._expired(p)
                 continue
             step = self.grouping.step
             for start in range(max(0, -(-(p - window + 1) // step)) * step, p + 1, step):
-                self._extend(start, f"{start}-{start + window - 1}", p, raw, score, truth)
+                self._extend(start, f"{start}-{start + window - 1}", p, raw, score, truth, text)
             if p + 1 - window >= 0 and (p + 1 - window) % step == 0:  # the window ending here is full
-                closed.append(self.open.pop(p + 1 - window))
+                closed.append(self._closing(self.open.pop(p + 1 - window)))
                 self.full_end = p + 1
-        return closed
+        return self._scored(closed)
 
     def close(self) -> list[Session]:
         """The end of input: every open session, in order of its first line."""
@@ -143,9 +173,9 @@ class SessionTracker:
             rest = [s for s in rest[:1] if s.last >= self.full_end]
             for s in rest:
                 s.key = f"{s.first}-{s.last}"
-        return rest
+        return self._scored([self._closing(s) for s in rest])
 
-    def _extend(self, slot, key: str, p: int, raw: str, score: float, truth: int | None) -> None:
+    def _extend(self, slot, key: str, p: int, raw: str, score: float, truth: int | None, text: str) -> None:
         session = self.open.get(slot)
         if session is None:
             session = self.open[slot] = Session(key, p, p, 0, float("-inf"), p, raw)
@@ -153,10 +183,36 @@ class SessionTracker:
             self.open.move_to_end(slot)
         session.last = p
         session.lines += 1
-        if score > session.score:
-            session.score, session.peak, session.raw = score, p, raw
+        if score > session.line_score:
+            session.line_score = session.score = score
+            session.peak, session.raw = p, raw
         if truth is not None:
             session.truth = max(session.truth or 0, int(truth))
+        if self.sequence is not None:
+            session.chunk.append(text)
+            if len(session.chunk) == self.sequence.window:
+                self.pending.append((session, session.chunk))
+                session.chunk = []
+
+    def _closing(self, session: Session) -> Session:
+        if self.sequence is not None and session.chunk:
+            self.pending.append((session, session.chunk))
+            session.chunk = []
+        return session
+
+    def _scored(self, closed: list[Session]) -> list[Session]:
+        """Score the chunks gathered so far (one call to the model) and settle the closed sessions' scores."""
+        if self.sequence is None:
+            return closed
+        if self.pending:
+            for (session, _), value in zip(self.pending, self.sequence.scores([c for _, c in self.pending])):
+                session.sequence_score = max(session.sequence_score or 0.0, float(value))
+            self.pending = []
+        from detector.sequence import combined
+
+        for session in closed:
+            session.score = combined(session.line_score, session.sequence_score or 0.0)
+        return closed
 
     def _expired(self, p: int) -> list[Session]:
         expired = []
@@ -164,15 +220,36 @@ class SessionTracker:
             slot, oldest = next(iter(self.open.items()))
             if p - oldest.last <= self.grouping.timeout:
                 break
-            expired.append(self.open.pop(slot))
+            expired.append(self._closing(self.open.pop(slot)))
         return expired
 
 
 def sessions_of(grouping: Grouping, raws: list[str], scores: list[float],
-                truths: list[int | None] | None = None) -> list[Session]:
+                truths: list[int | None] | None = None, masked: list[str] | None = None,
+                sequence: SequenceReader | None = None) -> list[Session]:
     """Every session of a whole input, in the order they close."""
-    tracker = SessionTracker(grouping)
-    return tracker.add(raws, scores, truths) + tracker.close()
+    tracker = SessionTracker(grouping, sequence)
+    return tracker.add(raws, scores, truths, masked) + tracker.close()
+
+
+def session_members(grouping: Grouping, raws: list[str]) -> list[tuple[str, list[int]]]:
+    """(key, positions of its lines) of each session of a whole input, the way a tracker groups
+    them but without a timeout (one session per key), in order of first line: what a sequence
+    detector trains on."""
+    if grouping.window is None:
+        members: dict[str, list[int]] = {}
+        for p, raw in enumerate(raws):
+            key = grouping.key(raw)
+            if key is not None:
+                members.setdefault(key, []).append(p)
+        return list(members.items())
+    n, window, step = len(raws), grouping.window, grouping.step
+    full = list(range(0, n - window + 1, step))
+    found = [(f"{a}-{a + window - 1}", list(range(a, a + window))) for a in full]
+    if (full[-1] + window if full else 0) < n:  # the lines no full window holds, as SessionTracker.close gives them
+        tail = full[-1] + step if full else 0
+        found.append((f"{tail}-{n - 1}", list(range(tail, n))))
+    return found
 
 
 _LABELS = {"0": 0, "1": 1, "normal": 0, "anomalous": 1, "anomaly": 1, "abnormal": 1}

@@ -240,14 +240,31 @@ def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None =
     return row
 
 
+def train_sequence(ws: Workspace, name: str | None = None, *, grouping: Grouping, domains: list[str] | None = None,
+                   params: dict | None = None, on_epoch: Callable[[int, int, float], None] | None = None,
+                   on_embed: Counter | None = None) -> dict:
+    """Train the sequence detector on the sessions or windows (`grouping`) of `domains` that the labels
+    call normal (labeler.training.train_sequence_detector); returns its models row."""
+    from labeler.training import train_sequence_detector
+
+    ensure_embedded(ws, on_embed)
+    params = dict(params or {})
+    with ws.run("train", {"out": name, "sequence": grouping.describe(), "domains": domains, **params}) as run:
+        row = train_sequence_detector(ws, name, grouping=grouping, domains=domains, params=params, on_epoch=on_epoch)
+        metrics = json.loads(row["metrics"])
+        run.results = {"model": row["name"], **{k: metrics[k] for k in ("sessions", "normal_sessions", "chunks")}}
+    return row
+
+
 def export(ws: Workspace, name: str, out_path: str | Path, *, threshold: float | None = None,
-           int8: bool = False) -> dict:
+           int8: bool = False, sequence: str | None = None) -> dict:
     """Write model `name` as a bundle; returns the bundle's metadata. `threshold`: the bundle's
-    decision threshold (None: the one training chose)."""
+    decision threshold (None: the one training chose); `sequence`: a sequence model to carry beside it."""
     from labeler.training import export_detector
 
-    with ws.run("export", {"name": name, "out": str(out_path), "threshold": threshold, "int8": int8}) as run:
-        meta = export_detector(ws, name, out_path, threshold, int8=int8)
+    with ws.run("export", {"name": name, "out": str(out_path), "threshold": threshold, "int8": int8,
+                           "sequence": sequence}) as run:
+        meta = export_detector(ws, name, out_path, threshold, int8=int8, sequence=sequence)
         run.results = {"content_sha256": meta["content_sha256"], "bytes": Path(out_path).stat().st_size,
                        "threshold": meta["threshold"]}
     return meta

@@ -21,8 +21,9 @@ from detector.atomic import atomic_output
 from detector.errors import LogdistillError
 from detector.features import InputSpec
 from detector.formats import InputFormat, parse_format
+from detector.sessions import Grouping
 from detector.metrics import auroc
-from labeler.aggregate import label_model, soft_labels
+from labeler.aggregate import hard_labels, label_model, soft_labels
 from labeler.quality import ground_truth
 from labeler.rounds import resolve_domains
 from labeler.vectors import load_vectors
@@ -233,12 +234,7 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     detector kind's default (detector.defaults.FOLD_ENSEMBLE). `params`: detector.model.make_detector's."""
     from detector.model import DetectorEnsemble, make_detector
 
-    if name is not None and not re.fullmatch(r"[\w.\-]+", name):
-        raise LogdistillError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
-    if name is None:
-        name = f"detector-{ws.db['models'].count + 1}"
-    if ws.db["models"].count_where("name = ?", [name]):
-        raise LogdistillError(f"a model named {name!r} exists already; choose another --out")
+    name = _new_model_name(ws, name)
     model = make_detector(params)  # bad parameters fail before the data is read
     if ensemble is None:
         ensemble = defaults.FOLD_ENSEMBLE[model.kind]
@@ -280,6 +276,80 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     return row
 
 
+def sequence_training_sessions(ws: Workspace, domains: list[str], grouping: Grouping
+                               ) -> tuple[list[list[int]], dict]:
+    """The text ids, in line order, of each session of `domains` (grouped by `grouping`, one per key) whose
+    every line the calibrated labels call normal, and counts of what was kept. No ground truth is read."""
+    from detector.sessions import session_members
+
+    hard = hard_labels(ws, domains)
+    kept: list[list[int]] = []
+    counts = {"sessions": 0, "normal_sessions": 0, "lines": 0}
+    for domain in domains:
+        rows = ws.db.execute("select raw, text_id from entries where domain = ? order by position", [domain]).fetchall()
+        texts = [t for _, t in rows]
+        for _, members in session_members(grouping, [r for r, _ in rows]):
+            counts["sessions"] += 1
+            ids = [texts[p] for p in members]
+            if all(hard.get((domain, t), 1) == 0 for t in ids):  # a text without a label is not known normal
+                kept.append(ids)
+                counts["normal_sessions"] += 1
+                counts["lines"] += len(ids)
+    return kept, counts
+
+
+def train_sequence_detector(ws: Workspace, name: str | None = None, *, grouping: Grouping,
+                            domains: list[str] | None = None, params: dict | None = None,
+                            on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train the sequence detector (detector.sequence_model) on the sessions or windows of `domains` that
+    the calibrated labels call normal; save its ONNX graph and record it in `models` (config kind
+    "sequence"); returns the row. `params`: SequenceDetector's (a window grouping sets its window)."""
+    from detector.sequence_model import SequenceDetector
+
+    name = _new_model_name(ws, name)
+    params = dict(params or {})
+    if grouping.window is not None:
+        params["window"] = grouping.window
+    model = SequenceDetector(**params)  # bad parameters fail before the data is read
+    domains = resolve_domains(ws, domains)
+    sessions, counts = sequence_training_sessions(ws, domains, grouping)
+    if not sessions:
+        raise LogdistillError(f"none of the {counts['sessions']} sessions of {', '.join(domains)} has only lines the "
+                              "labels call normal: nothing to train the sequence detector on")
+    ids = sorted({t for session in sessions for t in session})
+    vectors = dict(zip(ids, load_vectors(ws, ids)))
+    started = time.perf_counter()
+    model.fit([np.stack([vectors[t] for t in session]) for session in sessions], on_epoch=on_epoch)
+    seconds = time.perf_counter() - started
+    path = _model_path(ws, name).with_suffix(".sequence.onnx")
+    graph = model.onnx_graph()
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(graph)
+    meta = model.meta()
+    row = {"name": name, "path": ws.artifact_ref(path), "created": now(),
+           "config": json.dumps({"kind": "sequence", "params": model.get_params(), "domains": domains,
+                                 "grouping": grouping.describe(), "sequence": meta, "labels": "soft",
+                                 "embedder": ws.setting("embedder"), "mask_version": ws.masker.version}),
+           "provenance": json.dumps(_provenance(ws, "soft", domains)),
+           "metrics": json.dumps({**counts, "chunks": int(sum(-(-len(s) // model.window) for s in sessions)),
+                                  "seconds": round(seconds, 2), "n_parameters": meta["n_parameters"],
+                                  "onnx_bytes": len(graph), "calibration": meta["calibration"]})}
+    with ws.transaction():
+        ws.db["models"].insert(row)
+    return row
+
+
+def _new_model_name(ws: Workspace, name: str | None) -> str:
+    """`name` checked (or the next free detector-N): letters, digits, '-', '_', '.', and not taken."""
+    if name is not None and not re.fullmatch(r"[\w.\-]+", name):
+        raise LogdistillError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
+    if name is None:
+        name = f"detector-{ws.db['models'].count + 1}"
+    if ws.db["models"].count_where("name = ?", [name]):
+        raise LogdistillError(f"a model named {name!r} exists already; choose another --out")
+    return name
+
+
 def _save_known_labels(ws: Workspace, model_path: Path, data: TrainingSet) -> None:
     """The training texts' labels (masked text -> mean label over its domains), as the model learned
     them, beside the model: the bundle's lookup of known texts (detector.runtime)."""
@@ -308,15 +378,37 @@ def _bundle_input_format(ws: Workspace, domains: list[str]) -> InputFormat:
     return parse_format(formats.pop()) if len(formats) == 1 else parse_format("raw")
 
 
+def _sequence_member(ws: Workspace, name: str, line_config: dict) -> tuple[bytes, dict]:
+    """The graph and metadata of sequence model `name`, checked against the line model's embedder and masking."""
+    row = model_row(ws, name)
+    config = json.loads(row["config"])
+    if config.get("kind") != "sequence":
+        raise LogdistillError(f"model {name!r} is a line detector; --sequence takes a model trained with "
+                              "`train --sequence`")
+    if (config["embedder"], config["mask_version"]) != (line_config["embedder"], line_config["mask_version"]):
+        raise LogdistillError(f"sequence model {name!r} was trained on other embeddings or masking rules than the "
+                              "line model; train both on the workspace as it is")
+    path = ws.artifact_path(row["path"])
+    if not path.is_file():
+        raise LogdistillError(f"the graph {path} of sequence model {name!r} is missing")
+    return path.read_bytes(), {**config["sequence"], "model_name": name, "grouping": config["grouping"],
+                               "domains": config["domains"], "training_metrics": json.loads(row["metrics"])}
+
+
 def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: float | None = None,
-                    int8: bool = False) -> dict:
+                    int8: bool = False, sequence: str | None = None) -> dict:
     """Write model `name` as a bundle at `out_path` (`int8`: with int8 weights); returns the bundle's metadata.
-    `threshold`: the bundle's decision threshold (None: the one training chose)."""
+    `threshold`: the bundle's decision threshold (None: the one training chose). `sequence`: a sequence
+    model (`train --sequence`) the bundle carries beside it, for sessions and windows."""
     from detector.export import write_bundle
     from detector.model import DetectorEnsemble
 
     row = model_row(ws, name)
     config = json.loads(row["config"])
+    if config.get("kind") == "sequence":
+        raise LogdistillError(f"model {name!r} is a sequence model: export a line model and add it with "
+                              f"--sequence {name}")
+    sequence_member = _sequence_member(ws, sequence, config) if sequence is not None else None
     embedder = ws.db["embedders"].get(config["embedder"])
     if config["mask_version"] != ws.masker.version:
         raise LogdistillError(f"model {name!r} was trained under other masking rules than the workspace's now")
@@ -338,4 +430,5 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
     return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"] and ws.artifact_path(embedder["path"]),
                         masker=ws.masker, input_format=_bundle_input_format(ws, config["domains"]),
                         threshold=threshold, info=info, lei_table=lei_table, int8=int8,
-                        inputs=InputSpec.from_dict(config.get("inputs")), known_labels=known_labels)
+                        inputs=InputSpec.from_dict(config.get("inputs")), known_labels=known_labels,
+                        sequence=sequence_member)
