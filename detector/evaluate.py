@@ -40,7 +40,7 @@ def score_labeled(bundle: Bundle, paths: list[Path], input_format: InputFormat |
     for path in paths:
         scores: list[float] = []
         truths: list[int | None] = []
-        tracker = SessionTracker(grouping, bundle.sequence_reader()) if grouping is not None else None
+        tracker = SessionTracker(grouping, bundle.sequence_reader(grouping)) if grouping is not None else None
         sessions: list[Session] = []
         stream = open_input(path)
         with stream:

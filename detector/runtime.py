@@ -46,7 +46,7 @@ from detector.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.formats import Columns, InputFormat
 from detector.lei_features import TemplateInterpretations
 from detector.mask import Masker
-from detector.sequence import SequenceReader, SequenceScorer
+from detector.sequence import SequenceReader, SequenceScorer, touch
 from detector.sessions import Grouping, SessionTracker, to_json as session_json
 
 BUNDLE_FORMAT = "logdistill-bundle"
@@ -58,6 +58,7 @@ EMBEDDER_MEMBER = "embedder.bin"
 LEI_MEMBER = "lei.json"  # `--features lei`: templates and their interpretations
 LABELS_MEMBER = "labels.json"  # masked text -> the label the model was trained on (the lookup)
 SEQUENCE_MEMBER = "sequence.onnx"  # the sequence detector's energy graph (detector.sequence); meta "sequence"
+VECTOR_CACHE = 20_000  # embeddings kept for a bundle with a sequence detector (MiniLM: 1.5 KB each)
 # A line whose masked text the bundle was trained on scores LOOKUP_WEIGHT * its training label +
 # (1 - LOOKUP_WEIGHT) * the model's p: the calibrated label is the better judge of a known text (the
 # teacher saw it); the model's share keeps ties among known texts ordered.
@@ -121,12 +122,33 @@ class Bundle:
     inputs: InputSpec = InputSpec()  # the columns after the embedding (detector.features)
     known_labels: dict[str, float] | None = None  # the lookup (LABELS_MEMBER); None: off or none carried
     sequence: SequenceScorer | None = None  # the sequence detector, where the bundle carries one
+    vectors: OrderedDict = dataclasses.field(default_factory=OrderedDict, repr=False)  # masked text -> its embedding
 
-    def sequence_reader(self) -> SequenceReader | None:
-        """What a session tracker scores chunks with, or None: no sequence detector in the bundle."""
+    def sequence_reader(self, grouping: Grouping) -> SequenceReader | None:
+        """What a session tracker scores chunks with, or None: no sequence detector in the bundle. A
+        model learns windows or keyed sessions, and scores only the kind it learned."""
         if self.sequence is None:
             return None
-        return SequenceReader(self.sequence, lambda masked: self.embedder.embed([self.embedding_text(m) for m in masked]))
+        trained = self.sequence.meta.get("grouping", {})
+        if ("window" in trained) != (grouping.window is not None):
+            learned = (f"windows of {trained['window']} lines (--window)" if "window" in trained
+                       else f"sessions keyed by {trained.get('session')!r} (--session)")
+            raise LogdistillError(f"the bundle's sequence model learned {learned}; group the lines the same way, "
+                                  "or export the bundle without --sequence")
+        return SequenceReader(self.sequence, self.embeddings)
+
+    def embeddings(self, masked: list[str]) -> np.ndarray:
+        """The embedder's vectors of masked texts. With a sequence detector they are kept (an LRU of
+        VECTOR_CACHE texts): the line model and the sequence model read the same vectors."""
+        if self.sequence is None:
+            return self.embedder.embed([self.embedding_text(m) for m in masked])
+        texts = list(dict.fromkeys(masked))
+        new = [m for m in texts if m not in self.vectors]
+        if new:
+            self.vectors.update(zip(new, self.embedder.embed([self.embedding_text(m) for m in new])))
+        found = np.stack([self.vectors[m] for m in masked]) if masked else np.empty((0, self.embedder.dim), np.float32)
+        touch(self.vectors, texts, VECTOR_CACHE)
+        return found
 
     def embedding_text(self, masked: str) -> str:
         """What the model embeds for a masked text: itself, or (`--features lei`) its template's interpretation."""
@@ -134,8 +156,7 @@ class Bundle:
 
     def rows(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
         """The model's input rows for masked texts (and their lines' levels)."""
-        vectors = self.embedder.embed([self.embedding_text(m) for m in masked])
-        return self.inputs.rows(vectors, masked, levels)
+        return self.inputs.rows(self.embeddings(masked), masked, levels)
 
     @property
     def threshold(self) -> float:
@@ -529,7 +550,7 @@ def score_to(bundle: Bundle, stream: BinaryIO, out: TextIO, *, input_format: Inp
     fmt = input_format or bundle.input_format
     if output == "csv":
         out.write("position,score,anomalous,raw\n")
-    writer = _Output(out, threshold, only_anomalies, grouping, bundle.sequence_reader())
+    writer = _Output(out, threshold, only_anomalies, grouping, grouping and bundle.sequence_reader(grouping))
     if workers > 1 and fmt.kind != "csv" and "fork" in multiprocessing.get_all_start_methods():
         return _score_parallel(bundle, stream, writer, fmt, threshold, output, only_anomalies, chunk_bytes, workers)
     work = _BatchWork(bundle, fmt, threshold, output, only_anomalies)

@@ -109,27 +109,36 @@ class SequenceScorer:
 
 
 class SequenceReader:
-    """Scores chunks of masked texts for a session tracker (detector.sessions): each text embedded
-    once (a bounded LRU of vectors), each call one run of the graph."""
+    """Scores chunks of masked texts for a session tracker (detector.sessions): each distinct chunk
+    (its texts in order) scored once, in a bounded LRU (routine traffic repeats the same chunks);
+    each call one run of the graph over its new chunks. `embed`: masked texts -> their vectors."""
 
     def __init__(self, scorer: SequenceScorer, embed: Callable[[list[str]], np.ndarray], cache_size: int = 100_000):
         self.scorer = scorer
         self.window = scorer.window
         self.embed = embed
         self.cache_size = cache_size
-        self.vectors: OrderedDict = OrderedDict()
+        self.chunks: OrderedDict = OrderedDict()  # tuple of masked texts -> score
 
     def scores(self, chunks: list[list[str]]) -> np.ndarray:
-        distinct = list(dict.fromkeys(t for chunk in chunks for t in chunk))
-        new = [t for t in distinct if t not in self.vectors]
+        keys = [tuple(chunk) for chunk in chunks]
+        new = [k for k in dict.fromkeys(keys) if k not in self.chunks]
         if new:
-            self.vectors.update(zip(new, self.embed(new)))
-        for text in distinct:
-            self.vectors.move_to_end(text)
-        found = [np.stack([self.vectors[t] for t in chunk]) for chunk in chunks]
-        while len(self.vectors) > self.cache_size:
-            self.vectors.popitem(last=False)
-        return self.scorer.chunk_scores(found)
+            texts = list(dict.fromkeys(t for chunk in new for t in chunk))
+            vectors = dict(zip(texts, self.embed(texts)))
+            found = [np.stack([vectors[t] for t in chunk]) for chunk in new]
+            self.chunks.update(zip(new, self.scorer.chunk_scores(found).tolist()))
+        scores = np.array([self.chunks[k] for k in keys], dtype=np.float64)
+        touch(self.chunks, keys, self.cache_size)
+        return scores
+
+
+def touch(cache: OrderedDict, keys: list, size: int) -> None:
+    """Mark `keys` as just used and drop the least recently used entries beyond `size`."""
+    for key in keys:
+        cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
 
 
 def combined(line_max: float, sequence: float) -> float:

@@ -25,7 +25,7 @@ import csv
 import json
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,11 +105,10 @@ class Session:
     chunk: list[str] = field(default_factory=list)  # masked texts of its chunk not yet scored (sequence model)
 
     def record(self, threshold: float) -> dict:
-        """The session as one output record (what `score --output sessions` prints)."""
-        data = asdict(self)
-        for internal in ("truth", "chunk", "line_score", "sequence_score"):
-            del data[internal]
-        data["score"] = round(self.score, 6)  # as a line's score is printed
+        """The session as one output record (what `score --output sessions` prints); built by hand,
+        not by dataclasses.asdict, whose deep copies cost more than the scoring of a one-line session."""
+        data = {"key": self.key, "first": self.first, "last": self.last, "lines": self.lines,
+                "score": round(self.score, 6), "peak": self.peak, "raw": self.raw}  # rounded as a line's score is
         if self.sequence_score is not None:
             data["line_score"] = round(self.line_score, 6)
             data["sequence_score"] = round(self.sequence_score, 6)

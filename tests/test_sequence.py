@@ -117,8 +117,8 @@ def test_a_tracker_scores_each_session_by_its_chunks_and_keeps_at_most_max_open_
     assert record["sequence_score"] == 0.1 and record["line_score"] == 0.1 and "chunk" not in record
 
 
-def test_a_sequence_reader_embeds_each_text_once():
-    embedded = []
+def test_a_sequence_reader_scores_each_distinct_chunk_once():
+    embedded, scored = [], []
 
     def embed(texts):
         embedded.extend(texts)
@@ -128,12 +128,14 @@ def test_a_sequence_reader_embeds_each_text_once():
         window = 2
 
         def chunk_scores(self, chunks):
+            scored.extend(len(c) for c in chunks)
             return np.array([float(len(c)) for c in chunks])
 
-    reader = SequenceReader(Scorer(), embed)
-    assert reader.scores([["a", "b"], ["a"]]).tolist() == [2.0, 1.0]
-    assert reader.scores([["b", "c"]]).tolist() == [2.0]
-    assert embedded == ["a", "b", "c"]
+    reader = SequenceReader(Scorer(), embed, cache_size=2)
+    assert reader.scores([["a", "b"], ["a"], ["a", "b"]]).tolist() == [2.0, 1.0, 2.0]
+    assert reader.scores([["b", "c"], ["a"]]).tolist() == [2.0, 1.0]
+    assert embedded == ["a", "b", "b", "c"] and scored == [2, 1, 2]  # only new chunks are embedded (the bundle keeps vectors)
+    assert list(reader.chunks) == [("b", "c"), ("a",)]  # the least recently used went
 
 
 @pytest.fixture
@@ -164,6 +166,8 @@ def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl
     assert len(records) == 100
     for r in records:
         assert 0 <= r["sequence_score"] <= 1 and r["score"] == pytest.approx(max(r["line_score"], r["sequence_score"]), abs=1e-6)
+    result = cli("score", bundle, BGL, "--format", "loghub:BGL", "--session", r"R\d\d-M\d", "--output", "sessions")
+    assert result.exit_code == 2 and "learned windows of 20 lines" in result.output
     result = cli("eval", bundle, BGL, "--format", "loghub:BGL", "--window", "20", "--json")
     assert result.exit_code == 0, result.output
     sessions = json.loads(result.stdout)["sessions"]["domains"]["BGL_2k.log"]
