@@ -13,6 +13,13 @@ field is the ground truth, so `eval` can score a detector that never saw that sy
 The HPC RAS log carries BGL's alert column (`-` normal, else an alert category), so one
 source also has ground truth, as in loghub.
 
+Next to the storage log, `storage-blocks.log` holds sequence faults (`write_block_sessions`):
+HDFS blocks, one session each, keyed by block id (`--session 'blk_\\d+'`), every line made of
+the storage system's routine templates, so each line is normal on its own; a few blocks are
+anomalous only in the order or the absence of their lines (never replicated, never finished, a
+retry loop), labeled per session in `storage-blocks-sessions.csv` (`eval --session-labels`).
+It has its own random stream, so the five files do not depend on it.
+
 The texts are the project's own (no line is copied from a public data set). Sizes are chosen
 so that the unique masked texts, which is what the LLM is asked, stay a few hundred.
 """
@@ -84,14 +91,15 @@ LINE_STICKY = frozenset({"app", "ns", "server", "uri", "method", "user", "pod", 
 class Fields:
     """Draws values for template slots; a sticky slot keeps its first value for the whole incident."""
 
-    def __init__(self, rng: random.Random, sticky: tuple[str, ...] = ()):
+    def __init__(self, rng: random.Random, sticky: tuple[str, ...] = (), fixed: dict[str, str] | None = None):
         self.rng = rng
         self.sticky = set(sticky)
-        self.fixed: dict[str, str] = {}
+        self.fixed: dict[str, str] = dict(fixed or {})  # slot -> its value for the whole incident
         self.line: dict[str, str] = {}
 
-    def new_line(self) -> "Fields":
-        self.line = {}
+    def new_line(self, **values: str) -> "Fields":
+        """The next line, with `values` for some of its slots."""
+        self.line = dict(values)
         return self
 
     def __getitem__(self, name: str) -> str:
@@ -131,8 +139,7 @@ class Fields:
             "method": lambda: r.choice(["GET", "GET", "GET", "POST", "PUT"]),
             "uri": lambda: r.choice(["/api/v1/orders/", "/api/v1/cart/", "/static/js/app.", "/api/v2/search/"])
                           + str(r.randint(1, 99999)),
-            "file": lambda: f"/data/{r.randint(1, 6)}/dfs/dn/current/finalized/subdir{r.randint(0, 31)}/"
-                           f"{'blk_' + str(r.randint(1_073_741_825, 1_075_000_000))}",
+            "file": lambda: replica_file(r),
             "hdfs_path": lambda: f"/user/{r.choice(USERS)}/events/dt=2024-03-{r.randint(1, 12):02d}/part-{r.randint(0, 199):05d}",
             "dev": lambda: r.choice(["sda", "sdb", "nvme0n1"]),
             "app": lambda: r.choice(list(NAMESPACE_OF_APP)),
@@ -151,6 +158,12 @@ class Fields:
             app = self["app"]
             return f"registry.example.com/shop/{app}:{IMAGES_TAG[app]}"
         return draw[name]()
+
+
+def replica_file(rng: random.Random, block: str | None = None) -> str:
+    """A block replica's file on one of a DataNode's volumes: `block`'s (`blk_<id>`), else a random block's."""
+    volume, subdir = rng.randint(1, 6), rng.randint(0, 31)
+    return f"/data/{volume}/dfs/dn/current/finalized/subdir{subdir}/{block or f'blk_{rng.randint(1_073_741_825, 1_075_000_000)}'}"
 
 
 _SLOT = re.compile(r"\{(\w+)\}")
@@ -545,6 +558,121 @@ def generate_lines(system: System, n_lines: int, rng: random.Random,
     return out
 
 
+# ---------------------------------------------------------------------------- block sessions
+
+BLOCK_SESSIONS = 200  # blocks of storage-blocks.log by default (about 2,500 lines)
+BLOCK_FAULT_RATE = 0.06  # share of the blocks that are faulty (at least one of each kind, as many of each)
+BLOCK_SESSION_REGEX = r"blk_\d+"  # a line's block id, its session key (`--session`)
+BLOCK_SYSTEM = "storage-blocks"
+BLOCK_FAULTS = ("never replicated", "never finished", "retry loop")
+
+
+def _storage_event(start: str) -> Event:
+    """The routine storage event whose template starts with `start`: block sessions use no other."""
+    (event,) = [e for _, e in STORAGE_ROUTINE if e.text.startswith(start)]
+    return event
+
+
+ALLOCATE, RECEIVING, RECEIVED, LAST, DOWNSTREAM, DELETED, COMMITTED, COMPLETE = map(_storage_event, (
+    "BLOCK* allocate", "Receiving", "Received", "PacketResponder: {bp}:{blk}, type=LAST",
+    "PacketResponder: {bp}:{blk}, type=HAS", "Deleted", "BLOCK* blk_{n} is COMMITTED", "DIR* completeFile"))
+
+
+def _block_steps(kind: str | None, rng: random.Random) -> list[tuple[float, Event]]:
+    """(seconds after the block's allocation, event) of one block's lines, in order.
+
+    Normal: the NameNode allocates three replicas, the pipeline's DataNodes receive the block
+    (about in pipeline order), acknowledge it from the last one back (a Received and a
+    PacketResponder line each, about in reverse order), the block is committed and its file
+    closed (`completeFile`, a line without the block's id, so in no session); a quarter of the
+    blocks are deleted minutes later on every replica. The faults: `never replicated` (one
+    replica received, the others never arrive, no completion), `never finished` (receiving,
+    never received), `retry loop` (receive and delete, or receive and allocate, again and again).
+    """
+    clock = 0.0
+
+    def at(gap: float, event: Event) -> tuple[float, Event]:
+        nonlocal clock
+        clock += gap
+        return clock, event
+
+    steps = [at(0.0, ALLOCATE)]
+    if kind == "retry loop":  # received and dropped, or allocated anew, over and over
+        again = rng.choice([DELETED, ALLOCATE])
+        for _ in range(rng.randint(6, 15)):
+            steps += [at(rng.uniform(0.5, 5.0), RECEIVING), at(rng.uniform(0.001, 0.2), again)]
+        return steps
+    receiving = 1 if kind == "never replicated" else rng.randint(1, 3) if kind == "never finished" else 3
+    steps += [at(rng.uniform(0.002, 0.08), RECEIVING) for _ in range(receiving)]
+    if kind == "never finished":
+        return steps
+    clock += rng.uniform(0.3, 8.0)  # the transfer
+    if kind == "never replicated":
+        return steps + [at(rng.uniform(0.001, 0.05), RECEIVED), at(rng.uniform(0.0, 0.005), LAST)]
+    responders = [LAST, DOWNSTREAM, DOWNSTREAM]
+    if rng.random() < 0.3:  # acknowledgements cross on the wire
+        i = rng.randrange(2)
+        responders[i], responders[i + 1] = responders[i + 1], responders[i]
+    for responder in responders:
+        steps += [at(rng.uniform(0.001, 0.05), RECEIVED), at(rng.uniform(0.0, 0.005), responder)]
+    steps += [at(rng.uniform(0.001, 0.05), COMMITTED), at(rng.uniform(0.01, 0.5), COMPLETE)]
+    if rng.random() < 1 / 4:
+        clock += rng.uniform(30.0, 900.0)
+        steps += [at(rng.uniform(0.001, 0.3), DELETED) for _ in range(3)]
+    return steps
+
+
+def generate_block_sessions(system: System, n_sessions: int, rng: random.Random,
+                            fault_rate: float = BLOCK_FAULT_RATE) -> tuple[list[str], list[tuple[str, str | None]]]:
+    """(lines in time order, (block id, fault kind or None) of each block in order of allocation).
+
+    `n_sessions` HDFS blocks of `system` (the storage system: its header and routine events
+    only), several written at once so their lines interleave. Every line of a block but its
+    file's `completeFile` carries the block's id and no other (`blk_<id>`, allocated in
+    increasing order as a NameNode does, so no two blocks share one); every line is routine on
+    its own; a faulty block is anomalous only in the order or the absence of its lines.
+    """
+    n_faults = min(n_sessions, max(len(BLOCK_FAULTS), round(n_sessions * fault_rate)))
+    faulty = rng.sample(range(n_sessions), n_faults)
+    kind_of = {index: BLOCK_FAULTS[i % len(BLOCK_FAULTS)] for i, index in enumerate(faulty)}  # as many of each
+    pool = Fields(rng)["bp"]  # the cluster's one block pool
+    block_id, stamp = 1_073_741_825 + rng.randint(0, 5000), 1001 + rng.randint(0, 5000)
+    start = START + timedelta(seconds=rng.randint(0, 3600) + rng.random())
+    timed: list[tuple[datetime, int, str]] = []
+    sessions: list[tuple[str, str | None]] = []
+    for index in range(n_sessions):
+        kind = kind_of.get(index)
+        key = f"blk_{block_id}"
+        fields = Fields(rng, sticky=("hdfs_path", "bytes"), fixed={"bp": pool, "blk": f"{key}_{stamp}"})
+        for offset, event in _block_steps(kind, rng):
+            t = start + timedelta(seconds=offset)
+            # the slots that name the block besides `blk`: COMMITTED's `blk_{n}`, a deleted replica's file
+            fields.new_line(**{"n": str(block_id)} if event is COMMITTED else
+                            {"file": replica_file(rng, key)} if event is DELETED else {})
+            timed.append((t, len(timed), system.header(t, event, fields, render(event.text, fields))))
+        sessions.append((key, kind))
+        block_id += rng.randint(1, 4)
+        stamp += rng.randint(1, 4)
+        start += timedelta(seconds=rng.expovariate(1 / 0.8))
+    return [line for _, _, line in sorted(timed)], sessions
+
+
+def write_block_sessions(folder: Path, system: System, seed: int, n_sessions: int) -> dict:
+    """`storage-blocks.log` (as `system`'s file) and `storage-blocks-sessions.csv` (`key,label,kind`)
+    in `folder`; their manifest entry."""
+    lines, sessions = generate_block_sessions(system, n_sessions, random.Random(f"{seed}:{BLOCK_SYSTEM}"))
+    path, labels = folder / f"{BLOCK_SYSTEM}.log", folder / f"{BLOCK_SYSTEM}-sessions.csv"
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with atomic_output(labels) as tmp:
+        tmp.write_text("key,label,kind\n" + "".join(f"{key},{int(kind is not None)},{kind or ''}\n"
+                                                      for key, kind in sessions), encoding="utf-8")
+    kinds = {kind: sum(k == kind for _, k in sessions) for kind in BLOCK_FAULTS}
+    return {"system": BLOCK_SYSTEM, "path": str(path), "format": system.format, "session": BLOCK_SESSION_REGEX,
+            "labels": str(labels), "description": f"HDFS block sessions of {system.description}, keyed by block id",
+            "lines": len(lines), "sessions": len(sessions), "anomalous": sum(kinds.values()), "kinds": kinds}
+
+
 LABEL_COLUMN = "Label"
 
 
@@ -560,13 +688,18 @@ def with_label_column(system: System) -> System:
 
 
 def write_corpus(folder: str | Path, *, seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES,
-                 systems: list[System] | None = None, labeled: bool = False) -> list[SampleLog]:
+                 systems: list[System] | None = None, labeled: bool = False,
+                 block_sessions: int = BLOCK_SESSIONS) -> list[SampleLog]:
     """Write one log file per system into `folder` (and `manifest.json`); same seed, same bytes.
-    `labeled`: every file carries its lines' labels (`with_label_column`), the sources' too."""
+    `labeled`: every file carries its lines' labels (`with_label_column`), the sources' too.
+    Where the storage system is written, so are `block_sessions` blocks of it (`write_block_sessions`,
+    unlabeled lines, labeled per session; 0: none), in the manifest's `sessions`; the samples
+    returned are the systems' only."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    systems = systems or SYSTEMS
     samples = []
-    for index, system in enumerate(systems or SYSTEMS):
+    for index, system in enumerate(systems):
         if labeled:
             system = with_label_column(system)
         rng = random.Random(f"{seed}:{system.name}")
@@ -582,6 +715,9 @@ def write_corpus(folder: str | Path, *, seed: int = DEFAULT_SEED, lines: int = D
                                  len(rows), sum(label for _, label, _ in rows), system.text_field,
                                  system.label_field, kinds))
     manifest = {"seed": seed, "lines_per_system": lines, "systems": [asdict(s) for s in samples]}
+    storage = [system for system in systems if system.name == "storage"]
+    if storage and block_sessions > 0:
+        manifest["sessions"] = write_block_sessions(folder, storage[0], seed, block_sessions)
     with atomic_output(folder / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return samples
