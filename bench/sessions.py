@@ -14,15 +14,34 @@ gives a window the highest score of its lines (detector.sessions):
   TF-IDF fitted on the target, and the rarity of the masked text.
 
 Per target and window: AUROC, AUPRC, best F1, F1 at the threshold (the bundle's; 0.5 for the
-rest); the mean over targets and the wins. Not here (not built): a sequence model (issue 22).
+rest); the mean over targets and the wins.
+
+`--own`: each system's own sessions, the usual case of a sequence detector (a user ingests a
+system's logs, round 0 labels its unique texts, models learn that system's normal sessions), in
+WORKDIR (default bench/out/sequences): BGL and the five demo systems in windows, and the demo's
+block sessions (`storage-blocks.log`, keyed by block id, labeled per session, whose faulty
+sessions are made of routine lines only). Label-free throughout: the teacher's round 0 with the
+rules. Per target, every scorer's session score, all through the bundle as `logdistill eval` gives it:
+
+- the line detector trained on the target's labels, max over the session;
+- the sequence detector (`train --sequence`, variants: entmax/softmax attention, mixture/
+  reconstruction energy) trained on the target's sessions its labels call normal, alone and
+  combined with the line detector (the larger of the two, detector.sequence.combined); and
+  trained on the other targets' normal sessions only (MLAD's several systems for one never seen);
+- a DeepLog-style next-template LSTM (labeler.deeplog) on the same normal sessions;
+- the teacher's p, the calibrated labels, the severity rules and the rarity of the rarest text,
+  max over the session.
 
     python bench/sessions.py [--window 20] [--step S] [--seeds 0,1,2] [--targets all|BGL,k8s,...]
         [--workdir bench/out/transfer] [--out bench/results/sessions.md]
+    python bench/sessions.py --own [--seeds 0,1,2] [--out bench/results/sessions-sequence.md]
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +50,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from transfer import (VARIANTS, bench_arguments, demo_corpus, ingest_all, mean, run_key, run_variant, spread,  # noqa: E402
-                      targets_of)
+from transfer import (DESCRIPTIONS, LOGHUB, VARIANTS, bench_arguments, demo_corpus, ingest_all, mean, run_key,  # noqa: E402
+                      run_variant, spread, targets_of)
 
 from detector.evaluate import metrics  # noqa: E402
+from detector.formats import parse_format  # noqa: E402
 from detector.sessions import Grouping, labeled_sessions, sessions_of  # noqa: E402
 from labeler import pipeline  # noqa: E402
 from labeler.aggregate import soft_labels  # noqa: E402
@@ -118,12 +138,250 @@ def session_key(target: str, seed: int, grouping: Grouping, variant: str = DEFAU
     return json.dumps([run_key(variant, target, seed), grouping.describe()])
 
 
+# ---------------------------------------------------------------------------- --own: a system's own sessions
+
+NORMAL_ONLY = "entmax + mixture energy, trained on the sessions the labels call normal"
+SEQUENCE_VARIANTS = {NORMAL_ONLY: {"sessions": "normal"},
+                     "entmax + mixture energy, trained on every session (the default)": {},
+                     "softmax + mixture energy, normal sessions": {"attention": "softmax", "sessions": "normal"},
+                     "entmax + reconstruction error, normal sessions": {"head": "reconstruction", "sessions": "normal"}}
+SEQUENCE_DEFAULT = "entmax + mixture energy, trained on every session (the default)"
+LINE_MAX = "line detector, max over the session"
+COMBINED = "line detector max + sequence detector (the larger)"
+OTHERS = "sequence detector trained on the other systems only"
+DEEPLOG = "DeepLog (next-template LSTM)"
+OWN_BASELINES = {"teacher zero-shot": llm_text_scores, "calibrated labels (teacher + rules)": calibrated_labels,
+                 "severity rules": rule_scores, "rarity": rarity_scores}
+
+
+@dataclass
+class OwnTarget:
+    domain: str
+    path: Path
+    format: object
+    grouping: Grouping  # how its sessions are judged
+    session_labels: Path | None = None  # key,label CSV; None: a session is anomalous if any line is
+    training: Grouping | None = None  # how the sequence detector's training sessions are cut (None: `grouping`)
+
+
+def own_targets(samples: list, window: int, step: int | None, train_step: int) -> list[OwnTarget]:
+    windows = Grouping.of(window=window, step=step)
+    training = Grouping.of(window=window, step=train_step)  # overlapping windows: 2,000 lines hold 100 windows only
+    found = [OwnTarget("BGL", LOGHUB / "BGL" / "BGL_2k.log", parse_format("loghub:BGL"), windows, training=training)]
+    found += [OwnTarget(s.system, Path(s.path), s.input_format(), windows, training=training) for s in samples]
+    return found
+
+
+def _session_scores(scored) -> dict[str, tuple[float, float, float | None]]:
+    """key -> (combined score, line max, sequence score) of each session the bundle scored."""
+    return {s.key: (s.score, s.line_score, s.sequence_score) for s in scored.sessions}
+
+
+def _judge(scores: dict[str, float], truths: dict[str, int], threshold: float = 0.5) -> dict:
+    keys = [k for k in truths if k in scores]
+    result = metrics(np.array([scores[k] for k in keys], dtype=np.float64),
+                     np.array([truths[k] for k in keys], dtype=np.int64), threshold)
+    result["sessions"] = result.pop("lines")
+    return result
+
+
+def own_target_runs(ws: Workspace, workdir: Path, target: OwnTarget, others: list[str], seeds: list[int]) -> dict:
+    """Every scorer's per-session metrics on one target's own sessions (module docstring), with costs."""
+    from labeler.deeplog import NextTemplateModel
+    from detector.sessions import read_session_labels, session_members
+    from labeler.training import sequence_training_sessions
+
+    rows = ws.db.execute("select raw, text_id, ground_truth from entries where domain = ? order by position",
+                         [target.domain]).fetchall()
+    members = session_members(target.grouping, [r[0] for r in rows])
+    if target.session_labels is not None:
+        truths = read_session_labels(target.session_labels)
+    else:
+        truths = {key: max(rows[p][2] for p in lines) for key, lines in members}
+    found: dict[str, dict] = {}
+    for name, scorer in OWN_BASELINES.items():
+        text_scores = scorer(ws, target.domain)
+        found[name] = _judge({key: max(text_scores.get(rows[p][1], 0.5) for p in lines) for key, lines in members},
+                             truths)
+    line_model = f"own-line-{target.domain}"
+    started = time.perf_counter()
+    if not ws.db["models"].count_where("name = ?", [line_model]):
+        pipeline.train(ws, line_model, domains=[target.domain])
+    line_seconds = time.perf_counter() - started
+    bundles = workdir / "bundles"
+    bundles.mkdir(exist_ok=True)
+    per_seed: dict[str, list[dict]] = {}
+    costs: dict[str, list[float]] = {}
+
+    def sequence_run(label: str, sequence: str, domains: list[str], params: dict) -> dict[str, tuple]:
+        started = time.perf_counter()
+        params = dict(params)
+        row = pipeline.train_sequence(ws, sequence, grouping=target.training or target.grouping, domains=domains,
+                                      sessions=params.pop("sessions", "all"), params=params)
+        costs.setdefault(f"{label}: train s", []).append(time.perf_counter() - started)
+        trained = json.loads(row["metrics"])
+        costs.setdefault(f"{label}: ONNX kB", []).append(trained["onnx_bytes"] / 1e3)
+        costs.setdefault(f"{label}: training sessions", []).append(trained["training_sessions"])
+        bundle = bundles / f"{sequence}.ldb"
+        pipeline.export(ws, line_model, bundle, sequence=sequence)
+        started = time.perf_counter()
+        _, (scored,) = pipeline.evaluate(bundle, [target.path], target.format, grouping=target.grouping,
+                                         session_labels=target.session_labels)
+        costs.setdefault(f"{label}: score s", []).append(time.perf_counter() - started)
+        bundle.unlink()
+        return _session_scores(scored)
+
+    for seed in seeds:
+        for label, params in SEQUENCE_VARIANTS.items():
+            scores = sequence_run(label, f"own-seq-{target.domain}-{ws.db['models'].count}",
+                                  [target.domain], {**params, "seed": seed})
+            per_seed.setdefault(f"sequence detector, {label}", []).append(
+                _judge({k: v[2] for k, v in scores.items()}, truths))
+            if label == SEQUENCE_DEFAULT:
+                per_seed.setdefault(LINE_MAX, []).append(_judge({k: v[1] for k, v in scores.items()}, truths))
+            if label in (SEQUENCE_DEFAULT, NORMAL_ONLY):
+                per_seed.setdefault(f"{COMBINED}, {label}", []).append(
+                    _judge({k: v[0] for k, v in scores.items()}, truths))
+                per_seed.setdefault(f"(missed by the line max, found by the sequence: {label})", []).append(
+                    missed_found(scores, truths))
+        if others:
+            scores = sequence_run(OTHERS, f"others-seq-{target.domain}-{ws.db['models'].count}",
+                                  others, {"seed": seed})
+            per_seed.setdefault(OTHERS, []).append(_judge({k: v[2] for k, v in scores.items()}, truths))
+        started = time.perf_counter()
+        normal, _ = sequence_training_sessions(ws, [target.domain], target.training or target.grouping, "normal")
+        deeplog = NextTemplateModel(seed=seed).fit(normal)
+        costs.setdefault("DeepLog: train s", []).append(time.perf_counter() - started)
+        window_ids = [[rows[p][1] for p in lines] for _, lines in members]
+        deeplog_scores = deeplog.session_scores(window_ids)
+        per_seed.setdefault(DEEPLOG, []).append(
+            _judge({key: float(v) for (key, _), v in zip(members, deeplog_scores)}, truths))
+    some = next(iter(found.values()))
+    return {"sessions": some["sessions"], "anomalous": some["anomalous"], "baselines": found, "per_seed": per_seed,
+            "costs": {"line detector: train s": [line_seconds], **costs}}
+
+
+def missed_found(scores: dict[str, tuple], truths: dict[str, int], threshold: float = 0.5,
+                 false_positive_rate: float = 0.05) -> dict:
+    """Of the anomalous sessions the line detector's max misses (below `threshold`), how many the
+    sequence score flags at `threshold` and at the lowest cut that flags at most `false_positive_rate`
+    of the normal sessions; and how many normal sessions each flags."""
+    missed = [k for k, t in truths.items() if t == 1 and k in scores and scores[k][1] < threshold]
+    normal = [k for k, t in truths.items() if t == 0 and k in scores]
+    normal_scores = np.sort([scores[k][2] for k in normal])[::-1]
+    allowed = int(false_positive_rate * len(normal))  # normal sessions that may score at or above the cut
+    cut = normal_scores[allowed] if allowed < len(normal_scores) else -np.inf  # flag only what scores above it
+    return {"missed_by_lines": len(missed), "found_by_sequence": int(sum(scores[k][2] >= threshold for k in missed)),
+            "normal": len(normal), "normal_flagged_by_sequence": int(sum(scores[k][2] >= threshold for k in normal)),
+            "found_at_fpr": int(sum(scores[k][2] > cut for k in missed)),
+            "normal_flagged_at_fpr": int(sum(scores[k][2] > cut for k in normal))}
+
+
+def own_report(runs: dict, seeds: list[int], header: list[str]) -> str:
+    lines = header + ["", "## Per target (per session; seeded scorers: mean over seeds, (min-max))", ""]
+    table: dict[str, dict[str, dict]] = {}
+    for domain, run in runs.items():
+        lines += [f"### {domain}: {run['sessions']} sessions, {run['anomalous']} anomalous", "",
+                  "| scorer | AUROC | AUPRC | best F1 | F1 at 0.5 |", "|---|---:|---:|---:|---:|"]
+        rows = {name: [m] for name, m in run["baselines"].items()}
+        rows.update({name: found for name, found in run["per_seed"].items() if not name.startswith("(")})
+        for name, found in rows.items():
+            table.setdefault(name, {})[domain] = {m: mean(r[m] for r in found) for m in METRICS}
+            lines.append(f"| {name} | " + " | ".join(spread([r[m] for r in found]) for m in METRICS) + " |")
+        for name, caught in run["per_seed"].items():
+            if name.startswith("(missed"):
+                lines += ["", f"Anomalous sessions the line detector's max misses (below 0.5) and the sequence "
+                              f"detector ({name[name.index(': ') + 2:-1]}) flags at 0.5, and normal sessions it flags, "
+                              "per seed: " + "; ".join(f"{c['found_by_sequence']} of {c['missed_by_lines']}, "
+                                                      f"{c['normal_flagged_by_sequence']} of {c['normal']} (at the cut "
+                                                      f"that flags at most 5 % of normal sessions: "
+                                                      f"{c['found_at_fpr']} of {c['missed_by_lines']}, "
+                                                      f"{c['normal_flagged_at_fpr']} of {c['normal']})"
+                                                      for c in caught) + "."]
+        lines += ["", "Costs (median over seeds): " + ", ".join(
+                      f"{k} {np.median(v):.1f}" for k, v in run["costs"].items()) + ".", ""]
+    lines += ["## Over all targets", "", "| scorer | mean AUROC | mean AUPRC | mean best F1 | mean F1 at 0.5 | targets |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, per_target in table.items():
+        lines.append(f"| {name} | " + " | ".join(
+            "-" if mean(v[m] for v in per_target.values()) is None else f"{mean(v[m] for v in per_target.values()):.3f}"
+            for m in METRICS) + f" | {len(per_target)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main_own(args) -> None:
+    from labeler.demo.corpus import write_corpus
+
+    workdir = args.workdir if args.workdir != REPO / "bench" / "out" / "transfer" else REPO / "bench" / "out" / "sequences"
+    workdir.mkdir(parents=True, exist_ok=True)
+    samples = write_corpus(workdir / "corpus", labeled=True)
+    targets = own_targets(samples, args.window, args.step, args.train_step)
+    blocks = block_sessions_target(workdir / "corpus")
+    if blocks is not None:
+        targets.append(blocks)
+    if args.targets != "all":
+        targets = [t for t in targets if t.domain in {x.strip() for x in args.targets.split(",")}]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs_path = workdir / "own-runs.json"
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    with open_workspace(workdir / "labels.db") as ws:
+        for target in targets:
+            if not ws.db["domains"].count_where("name = ?", [target.domain]):
+                pipeline.ingest(ws, [target.path], target.domain, target.format,
+                                description=DESCRIPTIONS.get(target.domain, target.domain))
+        pipeline.label(ws, BackendSpec(args.backend, args.model),
+                       pipeline.LabelOptions(rounds=0, domains=[t.domain for t in targets], rules=True))
+        if ws.setting("embedder") is None:
+            pipeline.embed(ws)
+        window_targets = [t.domain for t in targets if t.grouping.window is not None]
+        for target in targets:
+            key = json.dumps([target.domain, target.grouping.describe(), seeds])
+            if key in runs:
+                continue
+            print(f"... {target.domain}", file=sys.stderr, flush=True)
+            others = [d for d in window_targets if d != target.domain] if target.grouping.window is not None else []
+            runs[key] = {"domain": target.domain, **own_target_runs(ws, workdir, target, others, seeds)}
+            runs_path.write_text(json.dumps(runs, indent=1))
+    chosen = {runs[k]["domain"]: runs[k] for k in (json.dumps([t.domain, t.grouping.describe(), seeds]) for t in targets)}
+    out = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
+    header = ["# Sessions on a system's own logs: line detector, sequence detector, DeepLog, label-free", "",
+              f"Windows of {args.window} lines (anomalous if any line is) on BGL and the five demo systems; the demo's "
+              "block sessions keyed by block id, labeled per session. Labels: the teacher's round 0 with the severity "
+              f"rules (no ground truth reaches training). Seeds {args.seeds}.", "",
+              f"Command: `python bench/sessions.py --own --window {args.window} --train-step {args.train_step} "
+              f"--seeds {args.seeds} "
+              f"--targets {args.targets} --out {out}`"]
+    text = own_report(chosen, seeds, header)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(chosen, indent=1), encoding="utf-8")
+    print(text)
+
+
+def block_sessions_target(folder: Path) -> OwnTarget | None:
+    """The demo's block sessions from the corpus manifest, where the corpus has them."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    blocks = manifest.get("sessions")
+    if not blocks:
+        return None
+    return OwnTarget(blocks["system"], Path(blocks["path"]), parse_format(blocks["format"]),
+                     Grouping.of(session=blocks["session"]), Path(blocks["labels"]))
+
+
 def main() -> None:
     parser = bench_arguments(__doc__, "sessions.md")
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--step", type=int, default=None)
     parser.add_argument("--variant", default=DEFAULT, help="the detector, a variant of bench/transfer.py")
+    parser.add_argument("--own", action="store_true", help="each system's own sessions (module docstring)")
+    parser.add_argument("--train-step", type=int, default=5,
+                        help="--own: sequence models and DeepLog train on windows starting every S lines")
     args = parser.parse_args()
+    if args.own:
+        if args.out == REPO / "bench" / "results" / "sessions.md":
+            args.out = REPO / "bench" / "results" / "sessions-sequence.md"
+        main_own(args)
+        return
     if args.variant not in VARIANTS:
         sys.exit(f"unknown variant {args.variant!r}; known: {list(VARIANTS)}")
     grouping = Grouping.of(window=args.window, step=args.step)

@@ -241,18 +241,20 @@ def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None =
 
 
 def train_sequence(ws: Workspace, name: str | None = None, *, grouping: Grouping, domains: list[str] | None = None,
-                   params: dict | None = None, on_epoch: Callable[[int, int, float], None] | None = None,
-                   on_embed: Counter | None = None) -> dict:
+                   params: dict | None = None, sessions: str = "all",
+                   on_epoch: Callable[[int, int, float], None] | None = None, on_embed: Counter | None = None) -> dict:
     """Train the sequence detector on the sessions or windows (`grouping`) of `domains` that the labels
-    call normal (labeler.training.train_sequence_detector); returns its models row."""
+    call normal, or on all of them (`sessions`; labeler.training.train_sequence_detector); returns its models row."""
     from labeler.training import train_sequence_detector
 
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
-    with ws.run("train", {"out": name, "sequence": grouping.describe(), "domains": domains, **params}) as run:
-        row = train_sequence_detector(ws, name, grouping=grouping, domains=domains, params=params, on_epoch=on_epoch)
+    with ws.run("train", {"out": name, "sequence": grouping.describe(), "domains": domains, "sessions": sessions,
+                          **params}) as run:
+        row = train_sequence_detector(ws, name, grouping=grouping, domains=domains, params=params, sessions=sessions,
+                                      on_epoch=on_epoch)
         metrics = json.loads(row["metrics"])
-        run.results = {"model": row["name"], **{k: metrics[k] for k in ("sessions", "normal_sessions", "chunks")}}
+        run.results = {"model": row["name"], **{k: metrics[k] for k in ("sessions", "training_sessions", "chunks")}}
     return row
 
 

@@ -276,34 +276,42 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     return row
 
 
-def sequence_training_sessions(ws: Workspace, domains: list[str], grouping: Grouping
+SEQUENCE_SESSIONS = ("normal", "all")
+
+
+def sequence_training_sessions(ws: Workspace, domains: list[str], grouping: Grouping, sessions: str = "all"
                                ) -> tuple[list[list[int]], dict]:
-    """The text ids, in line order, of each session of `domains` (grouped by `grouping`, one per key) whose
-    every line the calibrated labels call normal, and counts of what was kept. No ground truth is read."""
+    """The text ids, in line order, of each session of `domains` (grouped by `grouping`, one per key) to
+    train on, and counts of what was kept. `sessions` "normal": those whose every line the calibrated labels
+    call normal; "all": every session (the labels unread: anomalies are rare, and where a routine text is
+    labeled anomalous, "normal" keeps only the sessions that lack it). No ground truth is read."""
     from detector.sessions import session_members
 
-    hard = hard_labels(ws, domains)
+    if sessions not in SEQUENCE_SESSIONS:
+        raise LogdistillError(f"unknown training sessions {sessions!r}; choose one of: {', '.join(SEQUENCE_SESSIONS)}")
+    hard = hard_labels(ws, domains) if sessions == "normal" else {}
     kept: list[list[int]] = []
-    counts = {"sessions": 0, "normal_sessions": 0, "lines": 0}
+    counts = {"sessions": 0, "training_sessions": 0, "lines": 0}
     for domain in domains:
         rows = ws.db.execute("select raw, text_id from entries where domain = ? order by position", [domain]).fetchall()
         texts = [t for _, t in rows]
         for _, members in session_members(grouping, [r for r, _ in rows]):
             counts["sessions"] += 1
             ids = [texts[p] for p in members]
-            if all(hard.get((domain, t), 1) == 0 for t in ids):  # a text without a label is not known normal
+            if sessions == "all" or all(hard.get((domain, t), 1) == 0 for t in ids):  # unlabeled: not known normal
                 kept.append(ids)
-                counts["normal_sessions"] += 1
+                counts["training_sessions"] += 1
                 counts["lines"] += len(ids)
     return kept, counts
 
 
 def train_sequence_detector(ws: Workspace, name: str | None = None, *, grouping: Grouping,
-                            domains: list[str] | None = None, params: dict | None = None,
+                            domains: list[str] | None = None, params: dict | None = None, sessions: str = "all",
                             on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
     """Train the sequence detector (detector.sequence_model) on the sessions or windows of `domains` that
-    the calibrated labels call normal; save its ONNX graph and record it in `models` (config kind
-    "sequence"); returns the row. `params`: SequenceDetector's (a window grouping sets its window)."""
+    the calibrated labels call normal (`sessions` "all": on every one, see sequence_training_sessions);
+    save its ONNX graph and record it in `models` (config kind "sequence"); returns the row.
+    `params`: SequenceDetector's (a window grouping sets its window)."""
     from detector.sequence_model import SequenceDetector
 
     name = _new_model_name(ws, name)
@@ -312,14 +320,18 @@ def train_sequence_detector(ws: Workspace, name: str | None = None, *, grouping:
         params["window"] = grouping.window
     model = SequenceDetector(**params)  # bad parameters fail before the data is read
     domains = resolve_domains(ws, domains)
-    sessions, counts = sequence_training_sessions(ws, domains, grouping)
-    if not sessions:
+    kept, counts = sequence_training_sessions(ws, domains, grouping, sessions)
+    if not counts["sessions"]:
+        raise LogdistillError(f"no line of {', '.join(domains)} falls in a session ({grouping.describe()}): nothing to "
+                              "train the sequence detector on")
+    if not kept:
         raise LogdistillError(f"none of the {counts['sessions']} sessions of {', '.join(domains)} has only lines the "
-                              "labels call normal: nothing to train the sequence detector on")
-    ids = sorted({t for session in sessions for t in session})
+                              "labels call normal: nothing to train the sequence detector on (--train-on all reads "
+                              "every session)")
+    ids = sorted({t for session in kept for t in session})
     vectors = dict(zip(ids, load_vectors(ws, ids)))
     started = time.perf_counter()
-    model.fit([np.stack([vectors[t] for t in session]) for session in sessions], on_epoch=on_epoch)
+    model.fit([np.stack([vectors[t] for t in session]) for session in kept], on_epoch=on_epoch)
     seconds = time.perf_counter() - started
     path = _model_path(ws, name).with_suffix(".sequence.onnx")
     graph = model.onnx_graph()
@@ -328,10 +340,11 @@ def train_sequence_detector(ws: Workspace, name: str | None = None, *, grouping:
     meta = model.meta()
     row = {"name": name, "path": ws.artifact_ref(path), "created": now(),
            "config": json.dumps({"kind": "sequence", "params": model.get_params(), "domains": domains,
-                                 "grouping": grouping.describe(), "sequence": meta, "labels": "soft",
+                                 "grouping": grouping.describe(), "sessions": sessions, "sequence": meta,
+                                 "labels": "soft",
                                  "embedder": ws.setting("embedder"), "mask_version": ws.masker.version}),
            "provenance": json.dumps(_provenance(ws, "soft", domains)),
-           "metrics": json.dumps({**counts, "chunks": int(sum(-(-len(s) // model.window) for s in sessions)),
+           "metrics": json.dumps({**counts, "chunks": int(sum(-(-len(s) // model.window) for s in kept)),
                                   "seconds": round(seconds, 2), "n_parameters": meta["n_parameters"],
                                   "onnx_bytes": len(graph), "calibration": meta["calibration"]})}
     with ws.transaction():
