@@ -28,7 +28,8 @@ rules. Per target, every scorer's session score, all through the bundle as `logd
   reconstruction energy) trained on the target's sessions its labels call normal, alone and
   combined with the line detector (the larger of the two, detector.sequence.combined); and
   trained on the other targets' normal sessions only (MLAD's several systems for one never seen);
-- a DeepLog-style next-template LSTM (labeler.deeplog) on the same normal sessions;
+- a DeepLog-style next-template LSTM (labeler.deeplog) on the same sessions (every one, as the
+  sequence detector's default, and the labeled-normal ones);
 - the teacher's p, the calibrated labels, the severity rules and the rarity of the rarest text,
   max over the session.
 
@@ -248,14 +249,14 @@ def own_target_runs(ws: Workspace, workdir: Path, target: OwnTarget, others: lis
             scores = sequence_run(OTHERS, f"others-seq-{target.domain}-{ws.db['models'].count}",
                                   others, {"seed": seed})
             per_seed.setdefault(OTHERS, []).append(_judge({k: v[2] for k, v in scores.items()}, truths))
-        started = time.perf_counter()
-        normal, _ = sequence_training_sessions(ws, [target.domain], target.training or target.grouping, "normal")
-        deeplog = NextTemplateModel(seed=seed).fit(normal)
-        costs.setdefault("DeepLog: train s", []).append(time.perf_counter() - started)
         window_ids = [[rows[p][1] for p in lines] for _, lines in members]
-        deeplog_scores = deeplog.session_scores(window_ids)
-        per_seed.setdefault(DEEPLOG, []).append(
-            _judge({key: float(v) for (key, _), v in zip(members, deeplog_scores)}, truths))
+        for sessions, label in (("all", f"{DEEPLOG}, every session"), ("normal", f"{DEEPLOG}, normal sessions")):
+            started = time.perf_counter()
+            chosen, _ = sequence_training_sessions(ws, [target.domain], target.training or target.grouping, sessions)
+            deeplog = NextTemplateModel(seed=seed).fit(chosen)
+            costs.setdefault(f"{label}: train s", []).append(time.perf_counter() - started)
+            per_seed.setdefault(label, []).append(
+                _judge({key: float(v) for (key, _), v in zip(members, deeplog.session_scores(window_ids))}, truths))
     some = next(iter(found.values()))
     return {"sessions": some["sessions"], "anomalous": some["anomalous"], "baselines": found, "per_seed": per_seed,
             "costs": {"line detector: train s": [line_seconds], **costs}}
