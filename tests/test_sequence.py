@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import Cli, examples, loghub_file
+from conftest import Cli, examples, loghub_file, run_logdistill
 from detector.errors import LogdistillError
 from detector.metrics import auroc
 from detector.sequence import EnergyCalibration, SequenceReader, SequenceScorer, chunk_bounds
@@ -150,7 +150,7 @@ def labeled_bgl(tmp_path):
     return cli
 
 
-def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl, tmp_path):
+def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl, tmp_path, torch_free_env):
     cli = labeled_bgl
     result = cli("train", "--sequence", "--window", "20", "--epochs", "5", "--train-on", "normal", "--out", "seq", "--json")
     assert result.exit_code == 0, result.output
@@ -176,6 +176,10 @@ def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl
     assert result.exit_code == 0, result.output
     sessions = json.loads(result.stdout)["sessions"]["domains"]["BGL_2k.log"]
     assert sessions["sessions"] == 100 and sessions["auroc"] > 0.5
+    torch_free = run_logdistill("score", bundle, BGL, "--format", "loghub:BGL", "--window", "20", "--output", "sessions",
+                                env=torch_free_env)  # a deployed bundle scores sessions without torch
+    assert torch_free.returncode == 0, torch_free.stderr
+    assert [json.loads(line) for line in torch_free.stdout.splitlines()] == records
 
 
 @pytest.mark.parametrize("args, message", [
