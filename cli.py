@@ -1046,8 +1046,8 @@ def train(
         _train_sequence(ctx, name, _split_names(domains), session, window, step, train_on,
                         {"attention": attention, "head": energy_head, "epochs": epochs, "seed": seed}, as_json)
         return
-    if session is not None or window is not None or attention is not None or energy_head is not None:
-        raise LogdistillError("--session, --window, --attention and --energy-head go with --sequence")
+    if any(v is not None for v in (session, window, step, attention, energy_head)):
+        raise LogdistillError("--session, --window, --step, --attention and --energy-head go with --sequence")
     given = {"c": c, "epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "gamma": gamma,
              "adversarial": False if no_adversarial else None, "single_head": single_head or None,
              "swa": False if no_swa else None, "swa_start": swa_start, "seed": seed}

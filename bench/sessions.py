@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from transfer import (DESCRIPTIONS, LOGHUB, VARIANTS, bench_arguments, demo_corpus, ingest_all, mean, run_key,  # noqa: E402
                       run_variant, spread, targets_of)
 
-from detector.evaluate import metrics  # noqa: E402
+from detector.evaluate import session_metrics  # noqa: E402
 from detector.formats import parse_format  # noqa: E402
 from detector.sessions import Grouping, labeled_sessions, sessions_of  # noqa: E402
 from labeler import pipeline  # noqa: E402
@@ -82,9 +82,7 @@ def window_metrics(grouping: Grouping, scores: np.ndarray, truths: np.ndarray) -
     """Per-window metrics of per-line scores given in stream order (every line labeled)."""
     sessions = sessions_of(grouping, [""] * len(scores), scores.tolist(), truths.tolist())
     window_scores, window_truths, _ = labeled_sessions(sessions)
-    result = metrics(window_scores, window_truths, 0.5)
-    result["sessions"] = result.pop("lines")
-    return result
+    return session_metrics(window_scores, window_truths, 0.5)
 
 
 def target_windows(ws: Workspace, domain: str, grouping: Grouping) -> dict[str, dict]:
@@ -180,10 +178,8 @@ def _session_scores(scored) -> dict[str, tuple[float, float, float | None]]:
 
 def _judge(scores: dict[str, float], truths: dict[str, int], threshold: float = 0.5) -> dict:
     keys = [k for k in truths if k in scores]
-    result = metrics(np.array([scores[k] for k in keys], dtype=np.float64),
-                     np.array([truths[k] for k in keys], dtype=np.int64), threshold)
-    result["sessions"] = result.pop("lines")
-    return result
+    return session_metrics(np.array([scores[k] for k in keys], dtype=np.float64),
+                           np.array([truths[k] for k in keys], dtype=np.int64), threshold)
 
 
 def own_target_runs(ws: Workspace, workdir: Path, target: OwnTarget, others: list[str], seeds: list[int]) -> dict:

@@ -75,6 +75,13 @@ def metrics(scores: np.ndarray, truths: np.ndarray, threshold: float) -> dict:
     return result
 
 
+def session_metrics(scores: np.ndarray, truths: np.ndarray, threshold: float) -> dict:
+    """`metrics` of sessions' scores: the count is of sessions, not lines."""
+    result = metrics(scores, truths, threshold)
+    result["sessions"] = result.pop("lines")
+    return result
+
+
 def report(scored: list[Scored], threshold: float, grouping: Grouping | None = None,
            session_labels: dict[str, int] | None = None) -> dict:
     """Metrics per input with labeled lines and, when there are several, over all of them; with
@@ -100,8 +107,7 @@ def session_report(scored: list[Scored], threshold: float, grouping: Grouping,
                               f"{sum(len(s.sessions) for s in scored)} sessions were found")
 
     def judge(scores, truths, unlabeled) -> dict:
-        m = metrics(scores, truths, threshold)
-        m["sessions"] = m.pop("lines")
+        m = session_metrics(scores, truths, threshold)
         m["unlabeled_sessions"] = unlabeled
         return m
 

@@ -46,7 +46,8 @@ from detector.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.formats import Columns, InputFormat
 from detector.lei_features import TemplateInterpretations
 from detector.mask import Masker
-from detector.sequence import SequenceReader, SequenceScorer, touch
+from detector.lru import touch
+from detector.sequence import SequenceReader, SequenceScorer
 from detector.sessions import Grouping, SessionTracker, to_json as session_json
 
 BUNDLE_FORMAT = "logdistill-bundle"
@@ -282,11 +283,7 @@ class CachedScorer:
             scores.update(zip(new, p.tolist()))
             self.embedded += len(new)
         result = list(map(scores.__getitem__, keys))
-        move = scores.move_to_end
-        for k in distinct:
-            move(k)
-        while len(scores) > self.cache_size:
-            scores.popitem(last=False)
+        touch(scores, distinct, self.cache_size)
         return result
 
 

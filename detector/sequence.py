@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from detector.errors import LogdistillError
+from detector.lru import touch
 
 EMBEDDINGS_INPUT = "embeddings"  # (n, window, dim) float32
 MASK_INPUT = "mask"  # (n, window) float32: 1 for a line, 0 for padding
@@ -82,7 +83,6 @@ class SequenceScorer:
         except (KeyError, TypeError, ValueError) as e:
             raise LogdistillError(f"the sequence model's metadata is incomplete ({e})") from None
         self.meta = meta
-        self.graph = graph
         self.session = new_session(graph, threads)
 
     def energies(self, chunks: list[np.ndarray]) -> np.ndarray:
@@ -131,14 +131,6 @@ class SequenceReader:
         scores = np.array([self.chunks[k] for k in keys], dtype=np.float64)
         touch(self.chunks, keys, self.cache_size)
         return scores
-
-
-def touch(cache: OrderedDict, keys: list, size: int) -> None:
-    """Mark `keys` as just used and drop the least recently used entries beyond `size`."""
-    for key in keys:
-        cache.move_to_end(key)
-    while len(cache) > size:
-        cache.popitem(last=False)
 
 
 def combined(line_max: float, sequence: float) -> float:

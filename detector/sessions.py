@@ -27,14 +27,11 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from detector.errors import LogdistillError
-
-if TYPE_CHECKING:
-    from detector.sequence import SequenceReader
+from detector.sequence import SequenceReader, combined
 
 MAX_OPEN_SESSIONS = 100_000
 
@@ -207,8 +204,6 @@ class SessionTracker:
             for (session, _), value in zip(self.pending, self.sequence.scores([c for _, c in self.pending])):
                 session.sequence_score = max(session.sequence_score or 0.0, float(value))
             self.pending = []
-        from detector.sequence import combined
-
         for session in closed:
             session.score = combined(session.line_score, session.sequence_score or 0.0)
         return closed
@@ -224,11 +219,10 @@ class SessionTracker:
 
 
 def sessions_of(grouping: Grouping, raws: list[str], scores: list[float],
-                truths: list[int | None] | None = None, masked: list[str] | None = None,
-                sequence: SequenceReader | None = None) -> list[Session]:
+                truths: list[int | None] | None = None) -> list[Session]:
     """Every session of a whole input, in the order they close."""
-    tracker = SessionTracker(grouping, sequence)
-    return tracker.add(raws, scores, truths, masked) + tracker.close()
+    tracker = SessionTracker(grouping)
+    return tracker.add(raws, scores, truths) + tracker.close()
 
 
 def session_members(grouping: Grouping, raws: list[str]) -> list[tuple[str, list[int]]]:

@@ -185,6 +185,7 @@ def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl
 @pytest.mark.parametrize("args, message", [
     (("train", "--sequence"), "needs --session REGEX or --window N"),
     (("train", "--window", "5"), "go with --sequence"),
+    (("train", "--step", "5"), "go with --sequence"),
     (("train", "--sequence", "--session", "(unclosed"), "bad regular expression"),
     (("train", "--sequence", "--window", "0"), "at least 1 line"),
     (("train", "--sequence", "--window", "5", "--attention", "relu"), "unknown attention"),
