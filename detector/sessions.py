@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import count, repeat
+from json.encoder import encode_basestring
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from detector.errors import LogdistillError
 from detector.sequence import SequenceReader, combined
 
 MAX_OPEN_SESSIONS = 100_000
+_LOWEST = float("-inf")  # a session's score before its first line
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,11 @@ class Grouping:
             raise LogdistillError(f"--step must lie in 1..{window} (the window), got {step}")
         return cls(window=window, step=step)
 
-    def key(self, raw: str) -> str | None:
-        """The session key in a raw line (key grouping), None when the line has none."""
-        found = self.pattern.search(raw)
-        if found is None:
-            return None
-        return found.group(1) if self.pattern.groups else found.group(0)
+    def keys(self, raws: list[str]) -> list[str | None]:
+        """The session key of each raw line (key grouping), None for a line without one: one pass
+        over a batch, the search bound once (a call per line costs as much as the search)."""
+        group = 1 if self.pattern.groups else 0
+        return [None if found is None else found.group(group) for found in map(self.pattern.search, raws)]
 
     def describe(self) -> dict:
         if self.pattern is not None:
@@ -87,7 +90,7 @@ class Grouping:
         return {"window": self.window, "step": self.step}
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a session per line is common (unique keys), and slots make it cheaper to build
 class Session:
     key: str
     first: int  # position of its first line in the stream
@@ -97,20 +100,9 @@ class Session:
     peak: int  # position of the line with the highest score
     raw: str  # that line
     truth: int | None = None  # 1 if any of its labeled lines is anomalous, None when none is labeled
-    line_score: float = float("-inf")  # the highest score of its lines
+    line_score: float = _LOWEST  # the highest score of its lines
     sequence_score: float | None = None  # the sequence detector's (its highest chunk's); None: no such model
     chunk: list[str] = field(default_factory=list)  # masked texts of its chunk not yet scored (sequence model)
-
-    def record(self, threshold: float) -> dict:
-        """The session as one output record (what `score --output sessions` prints); built by hand,
-        not by dataclasses.asdict, whose deep copies cost more than the scoring of a one-line session."""
-        data = {"key": self.key, "first": self.first, "last": self.last, "lines": self.lines,
-                "score": round(self.score, 6), "peak": self.peak, "raw": self.raw}  # rounded as a line's score is
-        if self.sequence_score is not None:
-            data["line_score"] = round(self.line_score, 6)
-            data["sequence_score"] = round(self.sequence_score, 6)
-        data["anomalous"] = self.score >= threshold
-        return data
 
 
 class SessionTracker:
@@ -132,34 +124,44 @@ class SessionTracker:
             masked: list[str] | None = None) -> list[Session]:
         """The next lines of the stream (`masked`: their masked texts, needed with a sequence model);
         the sessions that closed with them."""
-        closed: list[Session] = []
-        truths = truths or [None] * len(raws)
         if self.sequence is not None and masked is None:
             raise ValueError("a tracker with a sequence model needs the lines' masked texts")
-        masked = masked or [""] * len(raws)
-        window = self.grouping.window
-        for raw, score, truth, text in zip(raws, scores, truths, masked):
-            p = self.position
-            self.position += 1
-            if window is None:
-                key = self.grouping.key(raw)
-                if key is None:
-                    self.unkeyed += 1
-                else:
-                    self._extend(key, key, p, raw, score, truth, text)
-                    if len(self.open) > self.max_open:
-                        closed.append(self._closing(self.open.popitem(last=False)[1]))
-                        self.evicted += 1
-                if self.grouping.timeout is not None:  # every line counts towards a session's timeout
-                    closed += self._expired(p)
-                continue
-            step = self.grouping.step
+        truths, masked = truths or repeat(None), masked or repeat("")
+        start, self.position = self.position, self.position + len(raws)
+        if self.grouping.window is None:
+            closed = self._add_keyed(zip(count(start), self.grouping.keys(raws), raws, scores, truths, masked))
+        else:
+            closed = self._add_windowed(zip(count(start), raws, scores, truths, masked))
+        return self._scored(closed)
+
+    def _add_keyed(self, lines) -> list[Session]:
+        """(position, key, raw, score, truth, masked text) of each line -> the sessions closed."""
+        # the loop body runs once per line: what it needs of the tracker is looked up once per batch
+        closed: list[Session] = []
+        open_, extend, max_open, timeout = self.open, self._extend, self.max_open, self.grouping.timeout
+        for p, key, raw, score, truth, text in lines:
+            if key is None:
+                self.unkeyed += 1
+            else:
+                extend(key, key, p, raw, score, truth, text)
+                if len(open_) > max_open:
+                    closed.append(self._closing(open_.popitem(last=False)[1]))
+                    self.evicted += 1
+            if timeout is not None:  # every line counts towards a session's timeout
+                closed += self._expired(p)
+        return closed
+
+    def _add_windowed(self, lines) -> list[Session]:
+        """(position, raw, score, truth, masked text) of each line -> the windows closed."""
+        closed: list[Session] = []
+        window, step = self.grouping.window, self.grouping.step
+        for p, raw, score, truth, text in lines:
             for start in range(max(0, -(-(p - window + 1) // step)) * step, p + 1, step):
                 self._extend(start, f"{start}-{start + window - 1}", p, raw, score, truth, text)
             if p + 1 - window >= 0 and (p + 1 - window) % step == 0:  # the window ending here is full
                 closed.append(self._closing(self.open.pop(p + 1 - window)))
                 self.full_end = p + 1
-        return self._scored(closed)
+        return closed
 
     def close(self) -> list[Session]:
         """The end of input: every open session, in order of its first line."""
@@ -174,7 +176,7 @@ class SessionTracker:
     def _extend(self, slot, key: str, p: int, raw: str, score: float, truth: int | None, text: str) -> None:
         session = self.open.get(slot)
         if session is None:
-            session = self.open[slot] = Session(key, p, p, 0, float("-inf"), p, raw)
+            session = self.open[slot] = Session(key, p, p, 0, _LOWEST, p, raw)
         else:
             self.open.move_to_end(slot)
         session.last = p
@@ -231,8 +233,7 @@ def session_members(grouping: Grouping, raws: list[str]) -> list[tuple[str, list
     detector trains on."""
     if grouping.window is None:
         members: dict[str, list[int]] = {}
-        for p, raw in enumerate(raws):
-            key = grouping.key(raw)
+        for p, key in enumerate(grouping.keys(raws)):
             if key is not None:
                 members.setdefault(key, []).append(p)
         return list(members.items())
@@ -289,4 +290,18 @@ def labeled_sessions(sessions: list[Session], labels: dict[str, int] | None = No
 
 
 def to_json(session: Session, threshold: float) -> str:
-    return json.dumps(session.record(threshold), ensure_ascii=False)
+    """The session as one output record (what `score --output sessions` prints): the text
+    json.dumps(..., ensure_ascii=False) gives for the dict of these fields in this order, written
+    by hand (json.dumps of a dict costs 3x this, more than the scoring of a one-line session)."""
+    sequence = ("" if session.sequence_score is None else
+                f', "line_score": {_number(session.line_score)}, "sequence_score": {_number(session.sequence_score)}')
+    return (f'{{"key": {encode_basestring(session.key)}, "first": {session.first}, "last": {session.last}, '
+            f'"lines": {session.lines}, "score": {_number(session.score)}, "peak": {session.peak}, '
+            f'"raw": {encode_basestring(session.raw)}{sequence}, '
+            f'"anomalous": {"true" if session.score >= threshold else "false"}}}')
+
+
+def _number(score: float) -> str:
+    """A score rounded as a line's score is, written as json.dumps writes it (NaN and the infinities too)."""
+    score = round(score, 6)
+    return float.__repr__(score) if isinstance(score, float) and math.isfinite(score) else json.dumps(score)

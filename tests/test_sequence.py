@@ -12,7 +12,7 @@ from detector.errors import LogdistillError
 from detector.metrics import auroc
 from detector.sequence import EnergyCalibration, SequenceReader, SequenceScorer, chunk_bounds
 from detector.sequence_model import SequenceDetector, entmax15
-from detector.sessions import Grouping, SessionTracker, session_members, sessions_of
+from detector.sessions import Grouping, SessionTracker, session_members, sessions_of, to_json
 
 BGL = loghub_file("BGL")
 
@@ -114,7 +114,7 @@ def test_a_tracker_scores_each_session_by_its_chunks_and_keeps_at_most_max_open_
     assert closed[0].score == 0.3 and closed[0].line_score == 0.1 and tracker.evicted == 1
     rest = tracker.close()
     assert [(s.key, s.sequence_score) for s in rest] == [("b", 0.1), ("c", 0.1)]
-    record = rest[0].record(0.5)
+    record = json.loads(to_json(rest[0], 0.5))
     assert record["sequence_score"] == 0.1 and record["line_score"] == 0.1 and "chunk" not in record
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import Cli, examples, loghub_file
 from detector.errors import LogdistillError
-from detector.sessions import Grouping, SessionTracker, read_session_labels, sessions_of
+from detector.sessions import Grouping, Session, SessionTracker, read_session_labels, sessions_of, to_json
 
 HDFS_BLOCK = r"blk_-?\d+"
 
@@ -68,10 +68,26 @@ def test_key_sessions_hold_their_lines_and_close_after_the_timeout(keys, timeout
 
 
 def test_a_key_is_the_first_group_when_the_pattern_has_one():
-    assert Grouping.of(session=r"req=(\d+)").key("a req=42 b req=7") == "42"
-    assert Grouping.of(session=HDFS_BLOCK).key("Receiving block blk_-1608999687919862906 src") == \
-        "blk_-1608999687919862906"
-    assert Grouping.of(session=HDFS_BLOCK).key("no block") is None
+    assert Grouping.of(session=r"req=(\d+)").keys(["a req=42 b req=7", "req=x"]) == ["42", None]
+    assert Grouping.of(session=r"req=\d+").keys(["a req=42 b req=7"]) == ["req=42"]
+    assert Grouping.of(session=HDFS_BLOCK).keys(["Receiving block blk_-1608999687919862906 src", "no block"]) == \
+        ["blk_-1608999687919862906", None]
+
+
+
+@settings(max_examples=examples(300))
+@given(text=st.tuples(st.text(), st.text()), positions=st.tuples(*[st.integers(0, 10**12)] * 4),
+       scores=st.tuples(st.floats(), st.floats()), sequence=st.one_of(st.none(), st.floats()),
+       threshold=st.floats(0, 1))
+def test_a_session_record_is_the_text_json_dumps_gives(text, positions, scores, sequence, threshold):
+    (key, raw), (first, last, lines, peak), (score, line_score) = text, positions, scores
+    session = Session(key, first, last, lines, score, peak, raw, line_score=line_score, sequence_score=sequence)
+    record = {"key": key, "first": first, "last": last, "lines": lines, "score": round(score, 6), "peak": peak,
+              "raw": raw}
+    if sequence is not None:
+        record |= {"line_score": round(line_score, 6), "sequence_score": round(sequence, 6)}
+    record["anomalous"] = score >= threshold
+    assert to_json(session, threshold) == json.dumps(record, ensure_ascii=False)
 
 
 @pytest.mark.parametrize("options, message", [
