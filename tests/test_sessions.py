@@ -74,7 +74,6 @@ def test_a_key_is_the_first_group_when_the_pattern_has_one():
         ["blk_-1608999687919862906", None]
 
 
-
 @settings(max_examples=examples(300))
 @given(text=st.tuples(st.text(), st.text()), positions=st.tuples(*[st.integers(0, 10**12)] * 4),
        scores=st.tuples(st.floats(), st.floats()), sequence=st.one_of(st.none(), st.floats()),
