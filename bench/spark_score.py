@@ -24,8 +24,14 @@ Both use the same threshold T (default: the 90th percentile of BGL_2k's scores, 
 tenth of the lines count) and must count the same anomalies. Medians over --repeat; the
 1-minute load average is printed beside each figure.
 
+`--sessions`: sessions instead of lines, each grouping timed both ways and counting the same
+anomalous sessions: `score --session NODE --output sessions` (keyed by BGL's node id, one
+session per node over the whole file) and `--window 20`, against `score_sessions(numbered(
+spark.read.text(FILE)), ...).where(anomalous).count()` (the numbering, the shuffle by key and
+the sort within it included).
+
     python bench/spark_score.py [--copies 500] [--repeat 3] [--master local[2]] [--bundle PATH]
-        [--score-workers N] [--threshold T]
+        [--score-workers N] [--threshold T] [--sessions]
 """
 from __future__ import annotations
 
@@ -121,6 +127,61 @@ def constant_udf():
     return constant
 
 
+NODE = r"(R\d\d-M\d-N[0-9A-F])"  # BGL's node id
+SESSION_GROUPINGS = {"by node": {"session": NODE}, "windows of 20": {"window": 20}}
+
+
+def run_score_sessions(bundle: Path, stream: Path, threshold: float, workers: int | None,
+                       grouping: dict) -> tuple[float, int]:
+    """(wall seconds, anomalous sessions) of `logdistill score --output sessions --only-anomalies`."""
+    options = ["--session", grouping["session"]] if "session" in grouping else ["--window", str(grouping["window"])]
+    args = ["score", bundle, stream, "--only-anomalies", "--threshold", threshold, "--output", "sessions", *options]
+    if workers:
+        args += ["--workers", str(workers)]
+    started = time.perf_counter()
+    done = cli(*args, capture_output=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"logdistill score failed:\n{done.stderr}")
+    return seconds, len(done.stdout.splitlines())
+
+
+def spark_sessions_job(spark, stream: Path, bundle: str, threshold: float, partitions_bytes: int,
+                       grouping: dict) -> tuple[float, int]:
+    from detector.spark import numbered, score_sessions
+
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(partitions_bytes))
+    started = time.perf_counter()
+    lines = numbered(spark.read.text(str(stream)))
+    count = score_sessions(lines, bundle, threshold=threshold, **grouping).where("anomalous").count()
+    return time.perf_counter() - started, count
+
+
+def sessions_main(args, spark, bundle: Path, stream: Path, threshold: float, split: int, lines: int,
+                  folder: Path) -> None:
+    for name, grouping in SESSION_GROUPINGS.items():
+        figures: dict[str, list[float]] = {"score": [], "spark": []}
+        counts = set()
+        for r in range(args.repeat):
+            copy = folder / f"bgl-{name[:2]}-{r}.bundle"
+            shutil.copyfile(bundle, copy)
+            for kind, run in (("score", lambda: run_score_sessions(copy, stream, threshold, args.score_workers,
+                                                                   grouping)),
+                              ("spark", lambda: spark_sessions_job(spark, stream, str(copy), threshold, split,
+                                                                   grouping))):
+                wall, anomalous = run()
+                figures[kind].append(wall)
+                counts.add(anomalous)
+                print(f"  {name}: {kind:5} {wall:6.1f} s  {lines / wall:>10,.0f} lines/s  {anomalous} anomalous "
+                      f"sessions  ({load()})", flush=True)
+        if len(counts) != 1:
+            raise SystemExit(f"anomalous session counts differ between score and spark: {sorted(counts)}")
+        med = {k: statistics.median(v) for k, v in figures.items()}
+        print(f"{name}, medians over {args.repeat}: score {lines / med['score']:,.0f} lines/s ({med['score']:.1f} s), "
+              f"spark {args.master} {lines / med['spark']:,.0f} lines/s ({med['spark']:.1f} s); spark/score time "
+              f"ratio {med['spark'] / med['score']:.2f}x; same anomalous sessions {counts.pop()}", flush=True)
+
+
 def spark_job(spark, stream: Path, udf, partitions_bytes: int) -> tuple[float, int]:
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(partitions_bytes))
     started = time.perf_counter()
@@ -135,16 +196,16 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--bundle", type=Path, help="a BGL bundle (default: one is made first)")
     parser.add_argument("--score-workers", type=int, help="`score --workers` (default: the CLI's default)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs of the bundle made")
     parser.add_argument("--threshold", type=float,
                         help="verdict cut for both (default: the 90th percentile of BGL_2k's scores)")
+    parser.add_argument("--sessions", action="store_true", help="time sessions instead of lines (module docstring)")
     args = parser.parse_args()
 
     from detector.spark import score_udf
 
     folder = Path(tempfile.mkdtemp(prefix="logdistill-spark-bench-"))
     try:
-        bundle = args.bundle or make_bundle(folder, args.epochs)
+        bundle = args.bundle or make_bundle(folder, "minilm")
         threshold = decile_threshold(bundle) if args.threshold is None else args.threshold
         stream = folder / "bgl-x.log"
         text = BGL.read_bytes()
@@ -163,6 +224,10 @@ def main() -> None:
         warm, _ = spark_job(spark, stream, constant_udf(), split)  # starts the Python workers
         print(f"SparkSession start (JVM, first job): {jvm:.1f} s; first pandas UDF job (Python workers start, "
               f"imports): {warm:.1f} s  ({load()})", flush=True)
+        if args.sessions:
+            sessions_main(args, spark, bundle, stream, threshold, split, lines, folder)
+            spark.stop()
+            return
         seconds = spark.sparkContext.accumulator(0.0)
         figures: dict[str, list[float]] = {"score": [], "spark": [], "arrow": [], "model": []}
         counts = set()

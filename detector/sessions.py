@@ -44,7 +44,7 @@ _LOWEST = float("-inf")  # a session's score before its first line
 class Grouping:
     """How lines form sessions: a key pattern, or windows of `window` lines every `step`."""
 
-    pattern: re.Pattern | None = None
+    pattern: re.Pattern | None = None  # None, and no window: the caller gives each line's key (SessionTracker.add)
     window: int | None = None
     step: int | None = None
     timeout: int | None = None  # key sessions only: lines without one of its lines before it closes
@@ -121,15 +121,17 @@ class SessionTracker:
         self.pending: list[tuple[Session, list[str]]] = []  # chunks for the sequence model, scored per call
 
     def add(self, raws: list[str], scores: list[float], truths: list[int | None] | None = None,
-            masked: list[str] | None = None) -> list[Session]:
-        """The next lines of the stream (`masked`: their masked texts, needed with a sequence model);
-        the sessions that closed with them."""
+            masked: list[str] | None = None, keys: list[str | None] | None = None) -> list[Session]:
+        """The next lines of the stream (`masked`: their masked texts, needed with a sequence model;
+        `keys`: their session keys, where the grouping has no pattern to find them); the sessions
+        that closed with them."""
         if self.sequence is not None and masked is None:
             raise ValueError("a tracker with a sequence model needs the lines' masked texts")
         truths, masked = truths or repeat(None), masked or repeat("")
         start, self.position = self.position, self.position + len(raws)
         if self.grouping.window is None:
-            closed = self._add_keyed(zip(count(start), self.grouping.keys(raws), raws, scores, truths, masked))
+            keys = self.grouping.keys(raws) if keys is None else keys
+            closed = self._add_keyed(zip(count(start), keys, raws, scores, truths, masked))
         else:
             closed = self._add_windowed(zip(count(start), raws, scores, truths, masked))
         return self._scored(closed)

@@ -1,4 +1,4 @@
-"""Score logs where they sit: a bundle inside Apache Spark as a vectorized pandas UDF.
+r"""Score logs where they sit: a bundle inside Apache Spark as a vectorized pandas UDF.
 
     from detector.spark import score_udf
     scored = spark.read.text("s3://logs/bgl/*.log").select("value", score_udf("bgl.bundle").alias("s"))
@@ -12,13 +12,29 @@ path is loaded afresh), and keeps one `CachedScorer` for it across batches and t
 line gets the same score either way. A line `logdistill score` skips (empty or white space
 only) and a null get null in both fields.
 
+Sessions (`score_sessions`) need the lines' order, which a DataFrame does not keep: `numbered(df)`
+drops the lines `score` skips and numbers the rest in the DataFrame's order (a text file read by
+`spark.read.text` keeps its lines'), and `score_sessions(numbered_df, bundle, session=REGEX)` or
+`window=N, step=S` gives one row per session with the fields `score --output sessions` prints
+(detector.sessions), the sequence detector's score too where the bundle carries one:
+
+    from detector.spark import numbered, score_sessions
+    lines = numbered(spark.read.text("hdfs.log"))
+    blocks = score_sessions(lines, "hdfs.bundle", session=r"blk_-?\d+")
+    blocks.where("anomalous").select("key", "score").show()
+
+A key's session holds every line with that key (as `score` without `--session-timeout`: the
+timeout counts lines of the whole stream, which the shuffled frame does not see in order). The
+lines are shuffled by session key and sorted by position within it, so each Python worker reads
+each session's lines in order and holds one session open at a time.
+
 The bundle path is read on the executors: a path every executor sees (a shared file system),
 or a file shipped with `SparkContext.addFile` / `spark-submit --files` (found through
 `SparkFiles` by its file name). Everything that is wrong (no bundle on an executor, a corrupt
 bundle, a column that is not text, lines that do not fit the format) fails the task with a
 LogdistillError whose one-line message says so; nothing is scored silently wrong.
 
-This module imports pyspark and pandas only inside `score_udf` and the worker-side code, and
+This module imports pyspark and pandas only inside its functions and the worker-side code, and
 never torch: executors need `logdistill[spark]` without the training stack.
 """
 from __future__ import annotations
@@ -30,14 +46,28 @@ from pathlib import Path
 
 from detector.errors import LogdistillError
 from detector.formats import InputFormat, parse_format
+from detector.sessions import Grouping
 
 RESULT_TYPE = "struct<score: double, anomalous: boolean>"
+SESSION_TYPE = ("key string, first long, last long, lines long, score double, peak long, raw string, "
+                "line_score double, sequence_score double, anomalous boolean")
 HASH_CHUNK = 1 << 20
+# A line `score` keeps: one that holds a character other than white space as Python's str.strip sees it
+# (a Java regular expression, so that numbering stays in the JVM; no white space lies above U+3000).
+_NOT_BLANK = "[^" + "".join(f"\\x{{{c:x}}}" for c in range(0x3001) if chr(c).isspace()) + "]"
 
 # Per Python worker (Spark re-uses workers across tasks): (resolved path, sha256) -> scorer, and
 # the sha256 of each path at a (size, mtime) so that a batch does not re-hash an unchanged file.
 _SCORERS: dict[tuple[str, str], object] = {}
 _HASHES: dict[str, tuple[tuple[int, int], str]] = {}
+
+
+def _pandas_udf():
+    try:
+        from pyspark.sql.functions import pandas_udf
+    except ImportError:
+        raise LogdistillError("scoring on Spark needs the optional extra: pip install 'logdistill[spark]'") from None
+    return pandas_udf
 
 
 def score_udf(bundle_path: str | os.PathLike, format: str | None = None, *, threshold: float | None = None,
@@ -49,13 +79,9 @@ def score_udf(bundle_path: str | os.PathLike, format: str | None = None, *, thre
     bundle's). `threads`: onnxruntime threads per Python worker (Spark runs one worker per
     task slot already, so 1 avoids oversubscribing the cores).
     """
-    try:
-        from pyspark.sql.functions import pandas_udf
-    except ImportError:
-        raise LogdistillError("scoring on Spark needs the optional extra: pip install 'logdistill[spark]'") from None
+    pandas_udf = _pandas_udf()
     fmt = _check_format(format)
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise LogdistillError(f"threshold must lie in [0, 1], got {threshold}")
+    _check_threshold(threshold)
     path = os.fspath(bundle_path)
 
     @pandas_udf(RESULT_TYPE)
@@ -65,13 +91,144 @@ def score_udf(bundle_path: str | os.PathLike, format: str | None = None, *, thre
     return score
 
 
+def numbered(df, column: str = "value", name: str = "position"):
+    """`df` without the rows whose `column` `score` skips (null, empty or white space only), with a
+    column `name` of 0-based positions in `df`'s order: what `score_sessions` reads.
+
+    All in the JVM (a Python RDD's zipWithIndex ships every row through pickle): each row's index
+    within its partition (monotonically_increasing_id's low 33 bits) plus the rows of the partitions
+    before it, counted by a first, cheap job. The frame is read twice, so it must give the same rows
+    in the same partitions both times (a file does).
+    """
+    from pyspark.sql import functions as F
+
+    _check_columns(df, [column])
+    if name in df.columns:
+        raise LogdistillError(f"the DataFrame has a column {name!r} already: pass numbered(..., name=) another name")
+    kept = df.where(df[column].rlike(_NOT_BLANK))
+    tagged = kept.select("*", F.spark_partition_id().alias("_part"), F.monotonically_increasing_id().alias("_id"))
+    counts = sorted((r["_part"], r["count"]) for r in tagged.groupBy("_part").count().collect())
+    offsets, total = {}, 0
+    for part, rows in counts:
+        offsets[part], total = total, total + rows
+    start = F.create_map(*[F.lit(x) for part, offset in offsets.items() for x in (part, offset)]) if offsets else None
+    position = (start[F.col("_part")] if offsets else F.lit(0)) + F.col("_id") - F.shiftleft(F.col("_part").cast("long"), 33)
+    return tagged.withColumn(name, position.cast("long")).drop("_part", "_id")
+
+
+def score_sessions(df, bundle_path: str | os.PathLike, *, session: str | None = None, window: int | None = None,
+                   step: int | None = None, column: str = "value", position: str = "position",
+                   format: str | None = None, threshold: float | None = None, threads: int = 1):
+    """One row per session (SESSION_TYPE) of the lines in `column`, in the order of `position`.
+
+    `session`: a key REGEX as `score --session` (its first group where it has groups); `window`,
+    `step`: windows of consecutive positions as `score --window/--step`, which need positions
+    0, 1, 2, ... with no gap (`numbered`). `format`, `threshold`, `threads`: as `score_udf`. The
+    rows are `score --output sessions`'s records: `line_score` the highest score of the session's
+    lines, `sequence_score` the bundle's sequence detector's (null without one), `score` the two
+    combined, positions as `position` gives them.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegralType
+
+    pandas_udf = _pandas_udf()
+    grouping = Grouping.of(session=session, window=window, step=step)
+    if grouping is None:
+        raise LogdistillError("score_sessions needs session=REGEX or window=N")
+    fmt = _check_format(format)
+    _check_threshold(threshold)
+    _check_columns(df, [column, position])
+    if not isinstance(df.schema[position].dataType, IntegralType):
+        raise LogdistillError(f"column {position!r} holds {df.schema[position].dataType.simpleString()}, not "
+                              "line positions: number the lines with numbered(df)")
+    lines = df.select(df[position].cast("long").alias("_position"), df[column].alias("_line"))
+    if grouping.window is None:
+        @pandas_udf("string")
+        def keys(raws):  # as `score` keys a line: the pattern's first match in it; blank lines in none
+            import pandas as pd
+
+            kept = raws.map(lambda raw: raw if raw is not None and raw.strip() else None, na_action=None)
+            return pd.Series(grouping.keys(kept.fillna("").tolist()), dtype=object).where(kept.notna(), None)
+
+        keyed = lines.withColumn("_key", keys("_line")).where("_key is not null")
+        if not keyed.limit(1).count():
+            raise LogdistillError(f"session={session!r} matches no line: no session to score")
+    else:
+        last = lines.agg(F.max("_position")).first()[0]
+        windows = _window_keys(grouping, -1 if last is None else int(last) + 1)
+
+        @pandas_udf("array<string>")
+        def keys(positions):  # the windows holding each line
+            return positions.map(windows)
+
+        keyed = lines.withColumn("_key", F.explode(keys("_position")))
+    path = os.fspath(bundle_path)
+
+    def sessions(batches):
+        yield from session_frames(path, batches, grouping, fmt, threshold, threads)
+
+    return (keyed.repartition("_key").sortWithinPartitions("_key", "_position")
+            .mapInPandas(sessions, SESSION_TYPE))
+
+
+def _window_keys(grouping: Grouping, n: int):
+    """position -> the names of the windows of `grouping` holding it, in a log of `n` lines: the full
+    windows, and the shorter one that holds the lines after the last full one (detector.sessions)."""
+    window, step = grouping.window, grouping.step
+    last_full = (n - window) // step * step if n >= window else None
+    tail = 0 if last_full is None else last_full + step if last_full + window < n else None
+
+    def keys(p: int) -> list[str]:
+        p = int(p)
+        first = max(0, -(-(p - window + 1) // step)) * step
+        found = [f"{s}-{s + window - 1}" for s in range(first, p + 1, step) if last_full is not None and s <= last_full]
+        if tail is not None and tail <= p < n:
+            found.append(f"{tail}-{n - 1}")
+        return found
+
+    return keys
+
+
+def session_frames(path: str, batches, grouping: Grouping, fmt: InputFormat | None = None,
+                   threshold: float | None = None, threads: int = 1):
+    """The worker side of `score_sessions`: pandas batches of (_position, _line, _key) sorted by key
+    and position, the keys made by `grouping` -> pandas DataFrames of session rows, each session as
+    it closes."""
+    from array import array
+
+    from detector.sessions import SessionTracker
+
+    scorer = _scorer(path, threads)
+    bundle = scorer.bundle
+    fmt = _batch_format(fmt, bundle, path)
+    cut = bundle.threshold if threshold is None else threshold
+    # The keys are given, and a session closes as soon as a line of another key comes (a timeout of
+    # 0 lines): the lines arrive grouped by key, one session open at a time.
+    tracker = SessionTracker(Grouping(timeout=0), bundle.sequence_reader(grouping))
+    positions = array("q")  # the position of each line the tracker was fed
+    for batch in batches:
+        _check_text(batch["_line"])
+        kept = batch[batch["_line"].map(lambda line: line is not None and bool(line.strip()), na_action=None)]
+        if kept.empty:
+            continue
+        columns = _parsed(fmt, kept["_line"].tolist())
+        masked, scores = scorer.masked_and_scores(columns.messages, columns.levels)
+        positions.extend(kept["_position"].tolist())
+        closed = tracker.add(columns.raws, scores, masked=masked, keys=kept["_key"].tolist())
+        if closed:
+            yield _session_rows(closed, positions, cut)
+    rest = tracker.close()
+    if rest:
+        yield _session_rows(rest, positions, cut)
+
+
 def _check_format(name: str | None) -> InputFormat | None:
     if name is None:
         return None
     fmt = parse_format(name)
     if fmt.kind == "csv":
-        raise LogdistillError("score_udf reads one record per row; read CSV with spark.read.csv and score its "
-                              "text column with format='raw'")
+        raise LogdistillError("Spark scoring reads one record per row; read CSV with spark.read.csv and score "
+                              "its text column with format='raw'")
     return fmt
 
 
@@ -83,24 +240,67 @@ def score_series(path: str, lines, fmt: InputFormat | None = None, threshold: fl
 
     _check_text(lines)
     scorer = _scorer(path, threads)
-    fmt = fmt or scorer.bundle.input_format
-    if fmt.kind == "csv":
-        raise LogdistillError(f"bundle {path} reads CSV; score_udf reads one record per row: pass format='raw' "
-                              "for a column of message text")
+    fmt = _batch_format(fmt, scorer.bundle, path)
     cut = scorer.bundle.threshold if threshold is None else threshold
     values = lines.tolist()
     kept = [i for i, line in enumerate(values) if line is not None and line.strip()]  # what `score` skips
     scores = np.full(len(values), np.nan)
     anomalous = np.full(len(values), None, dtype=object)
     if kept:
-        columns = fmt.columns([values[i] for i in kept])  # as `score` parses a batch: one record per line
-        if fmt.layout and columns.unmatched == len(columns.raws):
-            raise LogdistillError(f"no line of this batch matches format {fmt.name!r} "
-                                  f"(first line: {columns.raws[0][:120]!r}); pass the right format= to score_udf")
+        columns = _parsed(fmt, [values[i] for i in kept])
         got = np.asarray(scorer.score(columns.messages, columns.levels), dtype=np.float64)
         scores[kept] = got
         anomalous[kept] = (got >= cut).tolist()
     return pd.DataFrame({"score": scores, "anomalous": anomalous})
+
+
+def _session_rows(sessions: list, positions, threshold: float):
+    """Session rows (SESSION_TYPE) of closed sessions; `positions`: each tracked line's position."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "key": [s.key for s in sessions], "first": [positions[s.first] for s in sessions],
+        "last": [positions[s.last] for s in sessions], "lines": [s.lines for s in sessions],
+        "score": [s.score for s in sessions], "peak": [positions[s.peak] for s in sessions],
+        "raw": [s.raw for s in sessions], "line_score": [s.line_score for s in sessions],
+        "sequence_score": [s.sequence_score for s in sessions],
+        "anomalous": [s.score >= threshold for s in sessions]})
+
+
+def _parsed(fmt: InputFormat, lines: list[str]):
+    """The records of a batch of lines, as `score` parses a batch: one record per line."""
+    columns = fmt.columns(lines)
+    if fmt.layout and columns.unmatched == len(columns.raws):
+        raise LogdistillError(f"no line of this batch matches format {fmt.name!r} "
+                              f"(first line: {columns.raws[0][:120]!r}); pass the right format=")
+    return columns
+
+
+def _batch_format(fmt: InputFormat | None, bundle, path: str) -> InputFormat:
+    fmt = fmt or bundle.input_format
+    if fmt.kind == "csv":
+        raise LogdistillError(f"bundle {path} reads CSV; Spark scoring reads one record per row: pass "
+                              "format='raw' for a column of message text")
+    return fmt
+
+
+def _check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise LogdistillError(f"threshold must lie in [0, 1], got {threshold}")
+
+
+def _check_columns(df, names: list[str]) -> None:
+    """Each of `names` is a column of `df`; the first one, the lines, holds text."""
+    from pyspark.sql.types import StringType
+
+    missing = [name for name in names if name not in df.columns]
+    if missing:
+        raise LogdistillError(f"no column {missing[0]!r} in the DataFrame (it has: {', '.join(df.columns)})"
+                              + ("; number the lines with numbered(df)" if missing[0] == "position" else ""))
+    kind = df.schema[names[0]].dataType
+    if not isinstance(kind, StringType):
+        raise LogdistillError(f"column {names[0]!r} holds {kind.simpleString()}, not log lines (strings): select "
+                              "the text column or .cast('string') it")
 
 
 def _check_text(lines) -> None:
