@@ -51,8 +51,9 @@ def entmax15(scores: torch.Tensor) -> torch.Tensor:
     mean = ordered.cumsum(-1) / rank
     mean_square = (ordered * ordered).cumsum(-1) / rank
     spread = rank * (mean_square - mean * mean)
-    tau = mean - torch.sqrt(torch.clamp((1 - spread) / rank, min=0))
-    support = (tau <= ordered).sum(dim=-1, keepdim=True)
+    # the floor keeps sqrt's gradient finite: at exactly 0 it is infinite and turns the weights NaN (seen)
+    tau = mean - torch.sqrt(torch.clamp((1 - spread) / rank, min=1e-12))
+    support = (tau <= ordered).sum(dim=-1, keepdim=True).clamp(min=1)  # NaN scores: NaN out, not a bad index
     return torch.clamp(x - tau.gather(-1, support - 1), min=0) ** 2
 
 
@@ -218,6 +219,9 @@ class SequenceDetector:
                     energy = _energy(f, mixture["log_phi"], mixture["mu"], mixture["precision"], mixture["log_norm"])
                     penalty = (1 / torch.diagonal(mixture["covariance"], dim1=1, dim2=2)).sum()
                     loss = loss + self.lambda_energy * energy.mean() + self.lambda_covariance * penalty
+                if not math.isfinite(loss.item()):
+                    raise LogdistillError(f"the sequence detector's training diverged (loss {loss.item()} in epoch "
+                                          f"{epoch + 1}): train again with another --seed or a lower learning rate")
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

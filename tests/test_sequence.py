@@ -81,6 +81,14 @@ def test_bad_parameters_are_one_clear_error(params, message):
         SequenceDetector(**params)
 
 
+def test_training_that_diverges_is_one_clear_error_not_a_bad_index():
+    """A NaN loss stops training with one line (it once surfaced as entmax's 'index -1 is out of bounds')."""
+    assert torch.isnan(entmax15(torch.full((2, 5), float("nan")))).all()  # NaN in, NaN out: no bad index
+    sessions = [np.random.default_rng(i).normal(size=(12, 16)).astype(np.float32) for i in range(40)]
+    with pytest.raises(LogdistillError, match=r"training diverged \(loss nan in epoch 1\).*another --seed"):
+        SequenceDetector(window=6, epochs=5, learning_rate=1e9).fit(sessions)
+
+
 def test_no_normal_session_is_a_clear_error():
     with pytest.raises(LogdistillError, match="no normal session"):
         SequenceDetector().fit([])
