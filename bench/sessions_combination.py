@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from sessions import block_sessions_target, own_targets  # noqa: E402
 
+from detector.errors import LogdistillError  # noqa: E402
 from detector.evaluate import session_metrics  # noqa: E402
 from detector.sessions import read_session_labels, session_members  # noqa: E402
 from labeler import pipeline  # noqa: E402
@@ -96,7 +97,7 @@ def collect(pairs_path: Path, seeds: list[int]) -> dict:
                         pipeline.train_sequence(ws, name, grouping=target.training or target.grouping,
                                                 domains=[target.domain], sessions=model_params.pop("sessions", "all"),
                                                 params=model_params)
-                    except RuntimeError as e:  # recorded and reported, not retried
+                    except LogdistillError as e:  # training diverged: recorded and reported, not retried
                         entry["failed"][run] = str(e)
                     else:
                         bundle = bundles / f"{name}.ldb"
