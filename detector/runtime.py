@@ -438,7 +438,7 @@ def format_batch(batch: ScoredBatch, threshold: float, output: str, only_anomali
 class ScoreSummary:
     lines: int = 0
     anomalous: int = 0
-    sessions: int = 0  # session output: sessions printed (all of them, or the anomalous with only_anomalies)
+    sessions: int = 0  # session output: sessions closed (all of them, whether printed or not: --only-anomalies)
     anomalous_sessions: int = 0
     unkeyed: int = 0  # session output by key: lines that carry no key
     unique_texts: int = 0

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from itertools import accumulate
 import socket
 from pathlib import Path
 
@@ -108,11 +109,10 @@ def numbered(df, column: str = "value", name: str = "position"):
     kept = df.where(df[column].rlike(_NOT_BLANK))
     tagged = kept.select("*", F.spark_partition_id().alias("_part"), F.monotonically_increasing_id().alias("_id"))
     counts = sorted((r["_part"], r["count"]) for r in tagged.groupBy("_part").count().collect())
-    offsets, total = {}, 0
-    for part, rows in counts:
-        offsets[part], total = total, total + rows
-    start = F.create_map(*[F.lit(x) for part, offset in offsets.items() for x in (part, offset)]) if offsets else None
-    position = (start[F.col("_part")] if offsets else F.lit(0)) + F.col("_id") - F.shiftleft(F.col("_part").cast("long"), 33)
+    starts = accumulate((rows for _, rows in counts), initial=0)  # the rows of the partitions before each
+    offset = F.create_map(*[F.lit(v) for (part, _), start in zip(counts, starts) for v in (part, start)]
+                          ).cast("map<int, bigint>")  # typed even when empty (no line kept)
+    position = offset[F.col("_part")] + F.col("_id") - F.shiftleft(F.col("_part").cast("long"), 33)
     return tagged.withColumn(name, position.cast("long")).drop("_part", "_id")
 
 

@@ -193,6 +193,7 @@ def test_numbered_skips_what_score_skips_and_counts_the_rest_in_order(spark):
     assert [(r.value, r.position) for r in rows] == [("a", 0), ("b", 1), ("\t c", 2), ("d\x1c", 3)]
     several = spark.createDataFrame([(str(i),) for i in range(1000)], "value string").repartition(7)
     assert sorted(r.position for r in numbered(several).collect()) == list(range(1000))
+    assert numbered(spark.createDataFrame([("",), (" ",)], "value string")).collect() == []
 
 
 def test_bad_session_input_is_one_clear_message(spark, bgl_bundle, window_bundle):
