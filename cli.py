@@ -1331,6 +1331,14 @@ def demo(
     for line in report.flagged:
         out.print(f"  {line['score']:.3f} {'[red]anomalous[/]' if line['truth'] else 'normal   '} {line['message'][:110]}",
                   highlight=False)
+    if report.sessions:
+        print_table([{"scorer": name, "auroc": fmt(m["auroc"]), "best_f1": fmt(m["best_f1"]),
+                      "faulty_flagged": f"{m['faulty_flagged']} of {m['anomalous']}",
+                      "normal_flagged": f"{m['normal_flagged']} of {m['sessions'] - m['anomalous']}",
+                      "faulty_above_95%_of_normal": f"{m['caught_at_fpr']} of {m['anomalous']}"}
+                     for name, m in report.sessions.items()],
+                    ["scorer", "auroc", "best_f1", "faulty_flagged", "normal_flagged", "faulty_above_95%_of_normal"],
+                    title="sequence faults: storage's HDFS blocks, per session")
     out.print(f"{report.seconds:.0f} s, {report.llm_calls} LLM calls")
     for trade in report.trades:
         out.print(f"  trade: {trade}", highlight=False)

@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from transfer import (DESCRIPTIONS, LOGHUB, VARIANTS, bench_arguments, demo_corpus, ingest_all, mean, run_key,  # noqa: E402
                       run_variant, spread, targets_of)
 
-from detector.evaluate import session_metrics  # noqa: E402
+from detector.evaluate import cut_at_false_positive_rate, session_metrics  # noqa: E402
 from detector.formats import parse_format  # noqa: E402
 from detector.sessions import Grouping, labeled_sessions, sessions_of  # noqa: E402
 from labeler import pipeline  # noqa: E402
@@ -265,9 +265,7 @@ def missed_found(scores: dict[str, tuple], truths: dict[str, int], threshold: fl
     of the normal sessions; and how many normal sessions each flags."""
     missed = [k for k, t in truths.items() if t == 1 and k in scores and scores[k][1] < threshold]
     normal = [k for k, t in truths.items() if t == 0 and k in scores]
-    normal_scores = np.sort([scores[k][2] for k in normal])[::-1]
-    allowed = int(false_positive_rate * len(normal))  # normal sessions that may score at or above the cut
-    cut = normal_scores[allowed] if allowed < len(normal_scores) else -np.inf  # flag only what scores above it
+    cut = cut_at_false_positive_rate(np.array([scores[k][2] for k in normal]), false_positive_rate)
     return {"missed_by_lines": len(missed), "found_by_sequence": int(sum(scores[k][2] >= threshold for k in missed)),
             "normal": len(normal), "normal_flagged_by_sequence": int(sum(scores[k][2] >= threshold for k in normal)),
             "found_at_fpr": int(sum(scores[k][2] > cut for k in missed)),

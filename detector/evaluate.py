@@ -82,6 +82,13 @@ def session_metrics(scores: np.ndarray, truths: np.ndarray, threshold: float) ->
     return result
 
 
+def cut_at_false_positive_rate(normal_scores: np.ndarray, rate: float) -> float:
+    """The lowest cut such that at most `rate` of the normal scores lie above it (-inf: all may)."""
+    ordered = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
+    allowed = int(rate * len(ordered))  # normal scores that may lie above the cut
+    return float(ordered[allowed]) if allowed < len(ordered) else float("-inf")
+
+
 def report(scored: list[Scored], threshold: float, grouping: Grouping | None = None,
            session_labels: dict[str, int] | None = None) -> dict:
     """Metrics per input with labeled lines and, when there are several, over all of them; with

@@ -77,7 +77,13 @@ def test_demo_end_to_end_on_a_small_corpus(tmp_path, cli):
     detector = report.target["detector (no LLM)"]
     assert detector["lines"] == 150 and 0.0 <= detector["auroc"] <= 1.0
     assert any(name.startswith("LLM zero-shot") for name in report.target)
-    for key in ("bundle", "target_plot", "report"):
+    # The block sessions: a sequence detector beside the line detector, the blocks judged per session.
+    assert "train sequence detector (storage-blocks)" in names and "score storage-blocks per session" in names
+    assert set(report.sessions) == {"lines' max (line detector)", "sequence detector", "the larger of the two"}
+    sequence = report.sessions["sequence detector"]
+    assert sequence["sessions"] == 200 and sequence["anomalous"] == 12
+    assert sequence["caught_at_fpr"] >= 0.9 * 12  # faults made of routine lines, ranked above the normal blocks
+    for key in ("bundle", "blocks_bundle", "target_plot", "report"):
         assert Path(report.files[key]).exists()
     # The bundle the demo wrote scores the unseen system through the CLI.
     result = cli("score", report.files["bundle"], report.files["corpus"] + "/k8s.jsonl",

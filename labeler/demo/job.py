@@ -7,6 +7,12 @@ grade it. For contrast, the same LLM is asked zero-shot about every unique text 
 unseen system (in a separate workspace, so nothing of the target leaks into training): the
 question the project answers is whether the small student beats its teacher there.
 
+The storage system's HDFS block sessions (faults made of routine lines only: a block never
+replicated, never finished, a retry loop) then show what a line detector cannot see: a sequence
+detector is trained on them, label-free, exported beside the line detector in a second bundle,
+and the blocks are judged per session against their labels: the lines' max, the sequence score and
+the two combined.
+
 Each stage is a step of labeler.pipeline, recorded in the workspace's runs table as the CLI
 records it. Everything lands in one folder (default `demo-out/`): the corpus, the workspace,
 the bundle, the PNG plots, and `report.md`. Running the demo again re-uses every cached answer.
@@ -113,6 +119,9 @@ def run_demo(workdir: str | Path = DEFAULT_WORKDIR, *, backend: BackendSpec | No
         with open_workspace(workdir / "cache.db") as ws:
             _label_and_train(ws, backend, llm, sources, stages, rounds=rounds, rules=rules, review_model=review_model)
             _export_and_evaluate(ws, target, workdir / "detector.ldb", stages)
+            blocks = json.loads((workdir / "corpus" / "manifest.json").read_text()).get("sessions")
+            if blocks:
+                _block_sessions(ws, blocks, workdir / "blocks.ldb", stages)
         if teacher:
             with open_workspace(workdir / "teacher.db") as teacher_ws:
                 _teacher_baselines(teacher_ws, backend, llm, target, stages)
@@ -243,6 +252,62 @@ def _export_and_evaluate(ws: Workspace, target: SampleLog, bundle_path: Path, st
         return f"{target.system}: AUROC {metrics['auroc']:.3f}, best F1 {metrics['best_f1']:.3f} on {metrics['lines']} lines", 0
 
     stages.run(f"score unseen {target.system}", evaluate)
+
+
+LINES_MAX, SEQUENCE, COMBINED = "lines' max (line detector)", "sequence detector", "the larger of the two"
+
+
+def fault_metrics(scores: np.ndarray, truths: np.ndarray, threshold: float, false_positive_rate: float = 0.05
+                  ) -> dict:
+    """Session metrics of one scorer of the blocks, with the faulty and normal blocks flagged at
+    `threshold` and the faulty ones caught at the cut that flags at most `false_positive_rate` of the
+    normal ones (issue 22's measure)."""
+    from detector.evaluate import cut_at_false_positive_rate, session_metrics
+
+    cut = cut_at_false_positive_rate(scores[truths == 0], false_positive_rate)
+    return {**session_metrics(scores, truths, threshold),
+            "faulty_flagged": int((scores[truths == 1] >= threshold).sum()),
+            "normal_flagged": int((scores[truths == 0] >= threshold).sum()),
+            "caught_at_fpr": int((scores[truths == 1] > cut).sum()), "fpr": false_positive_rate}
+
+
+def _block_sessions(ws: Workspace, blocks: dict, bundle_path: Path, stages: _Stages) -> None:
+    """The block sessions (the corpus manifest's `sessions`): a sequence detector trained on every block
+    (the labels are not read), the line detector and it in `bundle_path`, the blocks judged per session."""
+    from detector.formats import parse_format
+    from detector.sessions import Grouping, read_session_labels
+
+    report = stages.report
+    grouping = Grouping.of(session=blocks["session"])
+    path, fmt, domain = Path(blocks["path"]), parse_format(blocks["format"]), blocks["system"]
+
+    def train() -> tuple[str, int]:
+        if not ws.db["domains"].count_where("name = ?", [domain]):
+            pipeline.ingest(ws, [path], domain, fmt, description=blocks["description"])
+        row = pipeline.train_sequence(ws, f"sequence-{ws.db['models'].count + 1}", grouping=grouping,
+                                      domains=[domain])
+        pipeline.export(ws, report.files["model"], bundle_path, sequence=row["name"])
+        report.files["blocks_bundle"] = str(bundle_path)
+        metrics = json.loads(row["metrics"])
+        return (f"model {row['name']}: {metrics['training_sessions']} blocks keyed by {blocks['session']}, "
+                f"{metrics['n_parameters']:,} parameters; {bundle_path} with the line detector", 0)
+
+    def evaluate() -> tuple[str, int]:
+        labels = Path(blocks["labels"])
+        result, (scored,) = pipeline.evaluate(bundle_path, [path], fmt, grouping=grouping, session_labels=labels)
+        known = read_session_labels(labels)
+        sessions = [s for s in scored.sessions if s.key in known]
+        truths = np.array([known[s.key] for s in sessions], dtype=np.int64)
+        for name, scores in ((LINES_MAX, [s.line_score for s in sessions]),
+                             (SEQUENCE, [s.sequence_score for s in sessions]),
+                             (COMBINED, [s.score for s in sessions])):
+            report.sessions[name] = fault_metrics(np.array(scores, dtype=np.float64), truths, result["threshold"])
+        return (f"{len(sessions)} blocks, {int(truths.sum())} faulty; above 95 % of the normal blocks: "
+                f"{report.sessions[SEQUENCE]['caught_at_fpr']} by the sequence detector, "
+                f"{report.sessions[LINES_MAX]['caught_at_fpr']} by the lines' max", 0)
+
+    stages.run(f"train sequence detector ({domain})", train)
+    stages.run(f"score {domain} per session", evaluate)
 
 
 def _plot_rounds(ws: Workspace, domains: list[str], path: Path, report: DemoReport) -> None:

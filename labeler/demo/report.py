@@ -21,6 +21,7 @@ class DemoReport:
     target: dict = field(default_factory=dict)  # name -> per-line metrics on the unseen system
     files: dict = field(default_factory=dict)  # what was written where
     flagged: list[dict] = field(default_factory=list)  # the unseen system's top-scored lines
+    sessions: dict = field(default_factory=dict)  # scorer -> per-session metrics on the block sessions
     trades: list[str] = field(default_factory=list)  # what this run gave up for speed, and how to have it
 
     @property
@@ -61,6 +62,18 @@ def markdown_report(report: DemoReport) -> str:
         lines += ["", "Highest-scored lines of the unseen system:", ""]
         lines += [f"- {f['score']:.3f} ({'anomalous' if f['truth'] else 'normal'}): `{f['message'][:140]}`"
                   for f in report.flagged]
+    if report.sessions:
+        some = next(iter(report.sessions.values()))
+        lines += ["", "## Sequence faults: storage's HDFS blocks, per session", "",
+                  "Every line of a faulty block is routine; the order or the absence of lines is the fault. The "
+                  "sequence detector learned every block, without labels; its 0.5 is the 99th percentile of what "
+                  f"it learned, so faults as common as these ({some['anomalous']} of {some['sessions']}) can rank "
+                  "first and still score below the threshold: rank by `sequence_score` then.", "",
+                  f"| scorer | AUROC | best F1 | faulty blocks flagged at the bundle's threshold ({some['threshold']:.3f}) "
+                  "| normal blocks flagged | faulty blocks above 95 % of the normal ones |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['best_f1'])} | {m['faulty_flagged']} of {m['anomalous']} "
+                  f"| {m['normal_flagged']} of {m['sessions'] - m['anomalous']} | {m['caught_at_fpr']} of "
+                  f"{m['anomalous']} |" for name, m in report.sessions.items()]
     lines += ["", "## Files", ""] + [f"- {k}: `{v}`" for k, v in report.files.items()]
     return "\n".join(lines) + "\n"
 
