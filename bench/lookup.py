@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 
-from transfer import REPO, demo_corpus, targets_of
+from transfer import REPO, benchmark_targets
 
 from detector.model import make_detector  # noqa: E402
 from labeler import pipeline  # noqa: E402
@@ -34,7 +34,7 @@ def main() -> None:
     workspace = args.workdir / "minilm.db"
     if not workspace.exists():
         sys.exit(f"no {workspace}: run `python bench/transfer.py` first")
-    targets = {t.domain: t for t in targets_of(demo_corpus(args.workdir / "corpus"))}
+    targets = {t.domain: t for t in benchmark_targets(args.workdir, draws=0)[2]}
     sources = targets["k8s"].sources
     scored = [s for s in sources if s in targets]
     results: dict[tuple[str, bool], list[dict]] = {}

@@ -51,8 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from transfer import (DESCRIPTIONS, LOGHUB, VARIANTS, bench_arguments, demo_corpus, ingest_all, mean, run_key,  # noqa: E402
-                      run_variant, spread, targets_of)
+from transfer import (DESCRIPTIONS, LOGHUB, VARIANTS, bench_arguments, benchmark_targets,  # noqa: E402
+                      ingest_all, mean, run_key, run_variant, spread)
 
 from detector.evaluate import cut_at_false_positive_rate, session_metrics  # noqa: E402
 from detector.formats import parse_format  # noqa: E402
@@ -103,7 +103,7 @@ def report(targets, baselines: dict, runs: dict, seeds: list[int], grouping: Gro
     for target in targets:
         base = baselines[target.domain]
         some = next(iter(base.values()))
-        found = [runs[k] for k in (session_key(target.domain, s, grouping, variant) for s in seeds) if k in runs]
+        found = [runs[k] for k in (session_key(target, s, grouping, variant) for s in seeds) if k in runs]
         lines += [f"### {target.domain}: {some['sessions']} windows, {some['anomalous']} anomalous", "",
                   "| scorer | AUROC | AUPRC | best F1 | F1 at its threshold |", "|---|---:|---:|---:|---:|"]
         scores = {}
@@ -133,7 +133,7 @@ def report(targets, baselines: dict, runs: dict, seeds: list[int], grouping: Gro
     return "\n".join(lines) + "\n"
 
 
-def session_key(target: str, seed: int, grouping: Grouping, variant: str = DEFAULT) -> str:
+def session_key(target, seed: int, grouping: Grouping, variant: str = DEFAULT) -> str:
     return json.dumps([run_key(variant, target, seed), grouping.describe()])
 
 
@@ -382,13 +382,14 @@ def main() -> None:
     grouping = Grouping.of(window=args.window, step=args.step)
     seeds = [int(s) for s in args.seeds.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    samples = demo_corpus(args.workdir / "corpus")
-    targets = targets_of(samples)
+    # BGL (every other loghub sample as sources) and the demo systems; the silver systems' windows carry no labels
+    samples, silver, targets = benchmark_targets(args.workdir, draws=0)
+    targets = [t for t in targets if t.domain not in silver]
     if args.targets != "all":
         targets = [t for t in targets if t.domain in {x.strip() for x in args.targets.split(",")}]
     labels_db = args.workdir / "labels.db"
     with open_workspace(labels_db) as ws:  # round 0 as bench/transfer.py runs it: cached answers, no new calls
-        ingest_all(ws, samples)
+        ingest_all(ws, samples, silver)
         domains = [r["name"] for r in ws.db.query("select name from domains order by name")]
         pipeline.label(ws, BackendSpec(args.backend, args.model),
                        pipeline.LabelOptions(rounds=0, domains=domains, rules=True))
@@ -405,7 +406,7 @@ def main() -> None:
             pipeline.embed(ws, embedder=variant.embedder)
         for target in targets:
             for seed in seeds:
-                key = session_key(target.domain, seed, grouping, args.variant)
+                key = session_key(target, seed, grouping, args.variant)
                 if key in runs:
                     continue
                 print(f"... {args.variant} -> {target.domain}, seed {seed}", file=sys.stderr, flush=True)
@@ -413,7 +414,7 @@ def main() -> None:
                 print(f"    windows AUROC {runs[key]['sessions']['auroc']:.3f}, line AUROC {runs[key]['auroc']:.3f}",
                       file=sys.stderr, flush=True)
                 runs_path.write_text(json.dumps(runs, indent=1))
-    done = [runs[session_key(t.domain, s, grouping, args.variant)] for t in targets for s in seeds]
+    done = [runs[session_key(t, s, grouping, args.variant)] for t in targets for s in seeds]
     out = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     header = ["# Sessions: windows of lines on systems the detector never saw", "",
               f"Windows of {grouping.window} lines every {grouping.step}, anomalous if any line is; label-free "

@@ -172,14 +172,15 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
                        on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
     """The decision threshold for systems the model never saw, chosen without ground truth.
 
-    A detector scores an unseen system lower than its sources (transfer benchmark, six unseen
-    targets x 3 seeds: the per-line F1-best threshold lay at 0.22-0.50, and F1 at 0.5 averaged 0.32
-    against a best F1 of 0.77), so 0.5 flags almost nothing there. Each source domain (grouped into
-    at most `folds` folds) is held out in turn: a model with the same parameters learns the others
-    and scores it, and the threshold giving the best per-line F1 against the held-out domain's own
-    calibrated labels is noted. The threshold is the median of those (DEFAULT_THRESHOLD where no
-    fold has both classes on each side, e.g. one source domain). `weights`: each row's line count.
-    The fitted fold models come back under "models" (train_detector's ensemble).
+    A detector scores an unseen system on another scale than its sources, so a threshold fitted
+    in sample flags too much or too little there. The source domains are grouped into at most
+    `folds` folds; each fold is held out in turn, a model with the same parameters learns the
+    others and scores it, and each held-out domain with both classes in its calibrated labels is
+    judged alone, as a target is: the threshold giving its best per-line F1 against its labels is
+    noted. The threshold is the median over those domains, not over folds, so that a fold that
+    pools several systems does not stand for one cut that fits none of them (DEFAULT_THRESHOLD
+    where no domain qualifies, e.g. one source domain). `weights`: each row's line count. The
+    fitted fold models come back under "models" (train_detector's ensemble).
     """
     from sklearn.model_selection import GroupKFold
 
@@ -194,21 +195,28 @@ def held_out_threshold(data: TrainingSet, params: dict, weights: np.ndarray, *, 
         epochs = make_detector(params).epochs
         hard = (data.y >= 0.5).astype(int)
         for k, (learn, held) in enumerate(splits):
-            if hard[learn].min() == hard[learn].max() or hard[held].min() == hard[held].max():
+            held_domains = data.domains[held]
+            judged = [d for d in sorted(set(held_domains.tolist())) if len(set(hard[held][held_domains == d])) == 2]
+            if hard[learn].min() == hard[learn].max() or not judged:
                 continue
             progress = on_epoch and (lambda done, total, loss, k=k: on_epoch(k * epochs + done, n_folds * epochs, loss))
             model = make_detector(params).fit(
                 data.X[learn], data.y[learn], data.domains[learn], X_unlabeled=unlabeled[0],
                 unlabeled_domains=unlabeled[1], on_epoch=progress)
-            f1, threshold = best_f1(hard[held], model.predict_proba(data.X[held])[:, 1], weights[held])
-            chosen.append({"held_out": sorted(set(data.domains[held].tolist())), "threshold": round(threshold, 6),
-                           "f1": round(f1, 4)})
+            scores = model.predict_proba(data.X[held])[:, 1]
+            cuts = []
+            for domain in judged:
+                mine = held_domains == domain
+                f1, threshold = best_f1(hard[held][mine], scores[mine], weights[held][mine])
+                cuts.append({"domain": domain, "threshold": round(threshold, 6), "f1": round(f1, 4)})
+            chosen.append({"held_out": sorted(set(held_domains.tolist())), "cuts": cuts})
             models.append(model)
-    if not chosen:
-        return {"threshold": DEFAULT_THRESHOLD, "folds": [], "source": "default: no held-out fit had both classes",
+    cuts = [c for fold in chosen for c in fold["cuts"]]
+    if not cuts:
+        return {"threshold": DEFAULT_THRESHOLD, "folds": [], "source": "default: no held-out domain had both classes",
                 "models": []}
-    return {"threshold": float(np.median([c["threshold"] for c in chosen])), "folds": chosen,
-            "source": f"median of {len(chosen)} held-out fits", "models": models}
+    return {"threshold": float(np.median([c["threshold"] for c in cuts])), "folds": chosen,
+            "source": f"median of {len(cuts)} held-out domains ({len(chosen)} fits)", "models": models}
 
 
 def _model_path(ws: Workspace, name: str) -> Path:
