@@ -996,6 +996,10 @@ def train(
     level_feature: bool = typer.Option(defaults.LEVEL_FEATURE, "--level-feature/--no-level-feature",
                                        help="Give the model each line's severity level (from the header, where "
                                             "the format has one) as an input."),
+    level_encoding: str = typer.Option(defaults.LEVEL_ENCODING, "--level-encoding",
+                                       help="How the level enters: ordinal (one column, debug < info < warning < "
+                                            "error < fatal, so what the sources teach about errors carries to a "
+                                            "level they never logged) or one-hot (a column per level)."),
     adapt: Optional[list[str]] = typer.Option(None, "--adapt",
                                               help="Unlabeled domains (repeat or comma-separate), e.g. the system "
                                                    "to be scored: the discriminator learns not to tell them from the "
@@ -1066,7 +1070,8 @@ def train(
             bar.update(tasks["threshold"], completed=done)
 
         row = pipeline.train(ws, name, domains=_split_names(domains), labels=labels, features=features, params=params,
-                             rule_feature=rule_feature, level_feature=level_feature, adapt=_split_names(adapt),
+                             rule_feature=rule_feature, level_feature=level_feature,
+                             level_encoding=level_encoding, adapt=_split_names(adapt),
                              threshold=threshold, ensemble=ensemble, on_epoch=on_epoch, on_embed=on_embed,
                              on_threshold=on_threshold)
     if _printed_as_json(row, as_json):

@@ -64,7 +64,7 @@ from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_sc
                                rule_scores)
 from labeler.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
 
-DEFAULT = "linear, C 0.1: the default"
+DEFAULT = "linear, ordinal level: the default"
 DETECTOR = "detector (default), max over the window"
 METRICS = ("auroc", "auprc", "best_f1", "f1")
 

@@ -81,6 +81,7 @@ class Variant:
     embedder: str = "minilm"
     rule_feature: bool = False
     level_feature: bool = False
+    level_encoding: str = "one-hot"  # with level_feature: detector.features' encoding
     params: dict = field(default_factory=dict)  # what differs from BASE_MODEL
     adapt: bool = False  # the target's own (unlabeled) lines as a `train --adapt` domain
     own: bool = False  # the target's own texts, labeled by the teacher and the rules, trained on beside the sources
@@ -110,6 +111,7 @@ class Variant:
                            # absent when off, so that runs measured before it existed keep their keys
                            **({"ensemble": True} if self.ensemble else {}),
                            **({"own": True} if self.own else {}),
+                           **({"level_encoding": self.level_encoding} if self.level_encoding != "one-hot" else {}),
                            **({"label_model": self.label_model} if self.label_model != MEAN else {})},
                           sort_keys=True)
 
@@ -137,7 +139,7 @@ VARIANTS: dict[str, Variant] = {
     "default, 600 epochs (MaidLog)": Variant(**FULL, params={**PLAIN, "epochs": 600}),
     "default, 50 epochs": Variant(**FULL, params={**PLAIN, "epochs": 50}),
     # the linear detector (detector.model.LinearDetector; deterministic: every seed repeats one fit)
-    "linear, C 0.1: the default": Variant(**FULL, detector="linear", params={"c": 0.1}),
+    "linear, C 0.1, one-hot level (the default before)": Variant(**FULL, detector="linear", params={"c": 0.1}),
     "linear, C 0.03": Variant(**FULL, detector="linear", params={"c": 0.03}),
     "linear, C 0.3": Variant(**FULL, detector="linear", params={"c": 0.3}),
     "linear, Dawid-Skene cut": Variant(**FULL, detector="linear", params={"c": 0.1}, label_model=DAWID_SKENE),
@@ -148,7 +150,12 @@ VARIANTS: dict[str, Variant] = {
                                                               params={**BASE_MODEL, **PLAIN, "c": 0.1}, ensemble=True),
     "linear, C 1": Variant(**FULL, detector="linear", params={"c": 1.0}),
     # the own-system workflow: the target's unlabeled logs ingested and labeled (round 0) before training
-    "default + the target's own texts": Variant(**FULL, detector="linear", params={"c": 0.1}, own=True),
+    "one-hot level + the target's own texts": Variant(**FULL, detector="linear", params={"c": 0.1}, own=True),
+    "linear, ordinal level: the default": Variant(**FULL, level_encoding="ordinal", detector="linear",
+                                                  params={"c": 0.1}),
+    "the default + the target's own texts": Variant(**FULL, level_encoding="ordinal", detector="linear",
+                                                    params={"c": 0.1}, own=True),
+    "linear, ordinal level, C 1": Variant(**FULL, level_encoding="ordinal", detector="linear", params={"c": 1.0}),
 }
 
 
@@ -251,7 +258,8 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     started = time.perf_counter()
     domains = target.sources + ([target.domain] if variant.own else [])
     row = pipeline.train(ws, model, domains=domains, params=params, rule_feature=variant.rule_feature,
-                         level_feature=variant.level_feature, adapt=[target.domain] if variant.adapt else None,
+                         level_feature=variant.level_feature, level_encoding=variant.level_encoding,
+                         adapt=[target.domain] if variant.adapt else None,
                          ensemble=variant.ensemble)
     trained = time.perf_counter() - started
     bundle = workdir / "bundles" / f"{model}.ldb"

@@ -211,13 +211,13 @@ def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options
 
 def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None, labels: str = "soft",
           features: str = "masked", params: dict | None = None, rule_feature: bool | None = None,
-          level_feature: bool | None = None, adapt: list[str] | None = None, threshold: float | None = None,
-          ensemble: bool | None = None,
+          level_feature: bool | None = None, level_encoding: str | None = None, adapt: list[str] | None = None,
+          threshold: float | None = None, ensemble: bool | None = None,
           on_epoch: Callable[[int, int, float], None] | None = None, on_embed: Counter | None = None,
           on_threshold: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels (embedding what has no vector yet); returns its models row.
-    `rule_feature`, `level_feature`: the rules' score and the line's level as inputs (detector.features;
-    None: detector.defaults);
+    `rule_feature`, `level_feature`, `level_encoding`: the rules' score and the line's level as inputs
+    (detector.features; None: detector.defaults);
     `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.training);
     `threshold`: the bundle's decision threshold (None: chosen on held-out source domains,
     labeler.training.held_out_threshold, whose fits report to `on_threshold`);
@@ -228,11 +228,12 @@ def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None =
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
     recorded = {"out": name, "domains": domains, "labels": labels, "features": features, "rule_feature": rule_feature,
-                "level_feature": level_feature, "adapt": adapt, "threshold": threshold, "ensemble": ensemble,
+                "level_feature": level_feature, "level_encoding": level_encoding, "adapt": adapt, "threshold": threshold, "ensemble": ensemble,
                 **params}
     with ws.run("train", recorded) as run:
         row = train_detector(ws, name, domains=domains, labels=labels, features=features, params=params,
-                             rule_feature=rule_feature, level_feature=level_feature, adapt=adapt,
+                             rule_feature=rule_feature, level_feature=level_feature,
+                             level_encoding=level_encoding, adapt=adapt,
                              threshold=threshold, ensemble=ensemble, on_epoch=on_epoch, on_threshold=on_threshold)
         metrics = json.loads(row["metrics"])
         run.results = {"model": row["name"], "threshold": metrics["threshold"],

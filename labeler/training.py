@@ -43,17 +43,19 @@ class TrainingSet:
     y: np.ndarray  # (n,) soft labels in [0, 1]
 
 
-def input_spec(ws: Workspace, *, rule_feature: bool | None = None, level_feature: bool | None = None) -> InputSpec:
+def input_spec(ws: Workspace, *, rule_feature: bool | None = None, level_feature: bool | None = None,
+               level_encoding: str | None = None) -> InputSpec:
     """The extra input columns: the workspace's current rule set (as a bundle will carry it), the level
-    (None: detector.defaults)."""
+    and its encoding (None: detector.defaults)."""
     rule_feature = defaults.RULE_FEATURE if rule_feature is None else rule_feature
     level_feature = defaults.LEVEL_FEATURE if level_feature is None else level_feature
+    level_encoding = defaults.LEVEL_ENCODING if level_encoding is None else level_encoding
     rules = None
     if rule_feature:
         from labeler import prompts
 
         rules = prompts.get_prompt(ws, prompts.RULES).body
-    return InputSpec(rules=rules, level=level_feature)
+    return InputSpec(rules=rules, level=level_feature, level_encoding=level_encoding)
 
 
 def feature_rows(ws: Workspace, keys: list[tuple[str, int]], features: str = "masked",
@@ -228,12 +230,12 @@ def _model_path(ws: Workspace, name: str) -> Path:
 def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str] | None = None,
                    labels: str = "soft", features: str = "masked", params: dict | None = None,
                    rule_feature: bool | None = None, level_feature: bool | None = None,
-                   adapt: list[str] | None = None, threshold: float | None = None,
+                   level_encoding: str | None = None, adapt: list[str] | None = None, threshold: float | None = None,
                    ensemble: bool | None = None,
                    on_epoch: Callable[[int, int, float], None] | None = None,
                    on_threshold: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels, save it and record it in `models`; returns the row.
-    `rule_feature`, `level_feature`: the extra input columns of detector.features. `adapt`: unlabeled
+    `rule_feature`, `level_feature`, `level_encoding`: the extra input columns of detector.features. `adapt`: unlabeled
     domains (e.g. the system to be scored) that the discriminator learns to confuse with the sources.
     `threshold`: the bundle's decision threshold; None chooses it on held-out source domains
     (`held_out_threshold`, whose fits report to `on_threshold`). `ensemble`: the saved model scores
@@ -249,7 +251,7 @@ def train_detector(ws: Workspace, name: str | None = None, *, domains: list[str]
     if adapt and not model.learns_unlabeled:
         raise LogdistillError(f"--adapt trains the domain-adversarial model's discriminator; the {model.kind} "
                               "detector has none: use it with --detector maidlog")
-    inputs = input_spec(ws, rule_feature=rule_feature, level_feature=level_feature)
+    inputs = input_spec(ws, rule_feature=rule_feature, level_feature=level_feature, level_encoding=level_encoding)
     adapt = list(dict.fromkeys(adapt or []))
     unlabeled = adaptation_set(ws, adapt, features, inputs) if adapt else (None, None)
     data = training_set(ws, domains, labels, features, inputs, exclude=adapt)

@@ -11,6 +11,7 @@ from conftest import Cli, loghub_file
 from detector import defaults
 from detector.errors import LogdistillError
 from detector.runtime import content_hash, load_bundle
+from labeler.workspace import open_workspace
 
 
 def test_bundle_holds_everything_and_is_small(bgl_bundle):
@@ -118,16 +119,14 @@ def test_a_moved_workspace_still_finds_its_embedder_and_models(bgl_bundle, tmp_p
 
 def test_train_records_config_provenance_and_metrics(bgl_bundle):
     workspace, _ = bgl_bundle
-    from labeler.workspace import open_workspace
-
     with open_workspace(workspace) as ws:
         row = ws.db["models"].get("bgl")
         runs = [r["command"] for r in ws.db.query("select command from runs")]
     config, metrics = json.loads(row["config"]), json.loads(row["metrics"])
     assert config["params"] == {"kind": "linear", "c": defaults.LINEAR_C} and config["labels"] == "ground-truth"
     assert json.loads(row["provenance"])["labels"] == "ground-truth"
-    # the linear detector: one weight per input column (MiniLM's 384, the rules' score, 6 levels) and a bias
-    assert metrics["domains"]["bgl"]["texts"] > 100 and metrics["n_parameters"] == 384 + 1 + 6 + 1
+    # the linear detector: one weight per input column (MiniLM's 384, the rules' score, the ordinal level) and a bias
+    assert metrics["domains"]["bgl"]["texts"] > 100 and metrics["n_parameters"] == 384 + 1 + 1 + 1
     assert "train" in runs and "export" in runs
 
 
@@ -151,8 +150,6 @@ def test_train_right_after_label_run_embeds_what_is_missing(cli):
     assert cli("label", "run", "--no-llm", "--rules").exit_code == 0
     result = cli("train", "--json")
     assert result.exit_code == 0, result.output
-    from labeler.workspace import open_workspace
-
     with open_workspace(cli.workspace) as ws:
         runs = [(r["command"], r["status"], json.loads(r["results"] or "null"))
                 for r in ws.db.query("select * from runs order by id")]
@@ -211,3 +208,21 @@ def test_train_adapt_takes_unlabeled_domains_and_refuses_bad_ones(tmp_path):
                           (("--detector", "forest",), "unknown detector 'forest'")):
         bad = cli("train", "--labels", "ground-truth", *args)
         assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.output, bad.output
+
+
+def test_train_level_encoding_one_hot_keeps_a_column_per_level_and_a_bad_one_fails(bgl_bundle, tmp_path):
+    workspace, default_bundle = bgl_bundle
+    copy = tmp_path / "cache.db"  # the session's workspace stays as it is
+    shutil.copyfile(workspace, copy)
+    shutil.copytree(workspace.with_name(workspace.name + ".d"), copy.with_name(copy.name + ".d"))
+    cli = Cli(copy)
+    result = cli("train", "--labels", "ground-truth", "--out", "onehot", "--level-encoding", "one-hot", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["n_parameters"] == 384 + 1 + 6 + 1
+    assert cli("export", "onehot", "--out", tmp_path / "onehot.ldb").exit_code == 0
+    assert load_bundle(tmp_path / "onehot.ldb").inputs.level_encoding == "one-hot"
+    assert load_bundle(default_bundle).inputs.level_encoding == defaults.LEVEL_ENCODING == "ordinal"
+    result = cli("train", "--labels", "ground-truth", "--out", "bad", "--level-encoding", "binary")
+    assert result.exit_code == 2 and "unknown level encoding 'binary'" in result.stderr
+    with open_workspace(copy) as ws:
+        assert ws.db["models"].count_where("name = ?", ["bad"]) == 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import LOGHUB_SYSTEMS, loghub_file
+from detector.errors import LogdistillError
 from detector.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.formats import parse_format
 from detector.severity import parse_rules
@@ -33,6 +34,22 @@ def test_rows_append_the_rules_score_and_a_one_hot_level():
     assert InputSpec().rows(vectors, ["a", "b"]) is not None and InputSpec().extra_columns == 0
     assert InputSpec.from_dict(spec.to_dict()) == spec
     assert spec.ruleset.scores(["x failed"]).tolist() == pytest.approx([parse_rules(rules).score("x failed")])
+
+
+def test_the_ordinal_level_is_one_column_ranked_by_severity():
+    spec = InputSpec(level=True, level_encoding="ordinal")
+    levels = ["DEBUG", None, "INFO", "WARN", "ERROR", "FATAL"]
+    rows = spec.rows(np.zeros((6, 2), dtype=np.float32), ["t"] * 6, levels)
+    assert rows.shape == (6, 3) and spec.extra_columns == 1
+    assert rows[:, 2].tolist() == [0.0, 1.0, 1.0, 2.0, 3.0, 4.0]  # no level reads as info
+    assert InputSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_bundle_that_names_no_encoding_reads_its_level_one_hot_and_an_unknown_one_fails():
+    old = InputSpec.from_dict({"rules": None, "level": True})  # as bundles were written before the encoding
+    assert old.level_encoding == "one-hot" and old.extra_columns == len(SEVERITY_CLASSES)
+    with pytest.raises(LogdistillError, match="unknown level encoding 'binary'"):
+        InputSpec(level=True, level_encoding="binary")
 
 
 @pytest.mark.parametrize("system", LOGHUB_SYSTEMS)
