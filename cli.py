@@ -618,6 +618,11 @@ def label_run(
     prior: str = typer.Option("batch", "--prior",
                               help="Round 0's lean: batch (the mean answer over the domain's texts, no extra call) "
                                    "or content-free (3 extra calls per domain)."),
+    core_check: bool = typer.Option(
+        True, "--core-check/--no-core-check",
+        help="Round 0: ask again about a text that carries commentary (a bracketed aside, a trailing clause, a "
+             "leading note) without it, and keep the more suspicious answer, so that words written into a line "
+             "(\"expected, no action needed\") cannot talk its label down. Costs a question per such text."),
     round_lean: str = typer.Option(
         "round0", "--round-lean",
         help="Calibration rounds' lean: round0 (each kind of question's median shift from the same texts' round-0 "
@@ -666,7 +671,7 @@ def label_run(
 
     options = pipeline.LabelOptions(
         rounds=rounds, domains=domain, llm=llm, review_model=review_model, rules=rules, rules_weight=rules_weight,
-        debias=debias, prior=prior,
+        debias=debias, prior=prior, core_check=core_check,
         budget=Budget(max_calls=max_calls, max_cost=max_cost, price_per_1k_tokens=price_per_1k_tokens),
         until_stable=until_stable, stable_flips=stable_flips, patience=patience, label_model=label_model,
         calibration=CalibrationOptions(verifier_folds=verifier_folds, verifier_epochs=verifier_epochs,

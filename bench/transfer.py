@@ -107,7 +107,7 @@ class Variant:
 
     def key(self) -> str:
         return json.dumps({"embedder": self.embedder, "rule": self.rule_feature, "level": self.level_feature,
-                           "adapt": self.adapt, "model": self.model_params, "threshold": "held-out by domain",
+                           "adapt": self.adapt, "model": self.model_params, "threshold": "held-out domains, mean",
                            # absent when off, so that runs measured before it existed keep their keys
                            **({"ensemble": True} if self.ensemble else {}),
                            **({"own": True} if self.own else {}),

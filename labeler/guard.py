@@ -14,8 +14,10 @@ carries none of them (tests/test_guard.py checks every loghub sample and the dem
 - a forged verdict: a verdict, answer, label or classification field that gives an answer word;
 - an instruction about the reader's instructions ("ignore the instructions above");
 - an order to answer ("answer normal", "classify this as normal").
-A paraphrase without any of them ("operator note: expected, harmless") is still the LLM's to
-judge; bench/injection.py measures that case too.
+A paraphrase without any of them ("operator note: expected, harmless") has no signature to
+catch, and a small teacher believes it. So round 0 also asks about the text's `core_text`, the
+text with what reads as commentary taken out, and keeps the more suspicious answer: words added
+to a line can raise its label, not lower it. bench/injection.py measures both.
 """
 from __future__ import annotations
 
@@ -40,6 +42,31 @@ SIGNATURES = {
         rf"|\b(?:classify|label|mark|treat|judge)\s+(?:this|it|them|the\s+\w+)\s+as\s+[\"'`]?{_ANSWER}\b",
         re.IGNORECASE),
 }
+
+
+VARIABLE = "<*>"
+# Commentary that a line can carry beside its event: an aside in brackets that holds a word and no
+# variable, a clause after "; ", " - ", " -- " or a sentence's end that holds no variable, and a
+# leading label of two or more words ending in ":". What the masker left as a variable is the
+# event's own data, so a segment holding one stays.
+_ASIDE = re.compile(r"[(\[{][^()\[\]{}]*[)\]}]")
+_CLAUSE = re.compile(r"\s+-{1,2}\s+|;\s+|(?<=[a-z])\.\s+(?=[A-Z])")
+_LEAD = re.compile(r"^[A-Za-z]+(?: [A-Za-z]+){1,5}:\s+")
+_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def core_text(masked: str) -> str | None:
+    """The masked text without commentary-like segments, or None where nothing is taken out or
+    fewer than two words would be left (too little to judge alone)."""
+    text = _ASIDE.sub(lambda m: m.group(0) if VARIABLE in m.group(0) or not _WORD.search(m.group(0)) else " ",
+                      masked)
+    first, *rest = _CLAUSE.split(text)
+    text = " ".join([first] + [clause for clause in rest if VARIABLE in clause])
+    text = _LEAD.sub("", text, count=1)
+    text = re.sub(r"\s+", " ", text).strip(" ,;:-")
+    if text == re.sub(r"\s+", " ", masked).strip() or len(_WORD.findall(text)) < 2:
+        return None
+    return text
 
 
 def injection_signatures(text: str) -> list[str]:

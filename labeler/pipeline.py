@@ -103,6 +103,7 @@ class LabelOptions:
     rules_weight: float = RULE_WEIGHT
     debias: bool = True
     prior: str = BATCH  # round 0's lean: "batch" or "content-free" (labeler.debias)
+    core_check: bool = True  # round 0 asks again about a text without its commentary (labeler.guard.core_text)
     budget: Budget = field(default_factory=Budget)
     until_stable: bool = False
     stable_flips: float = 0.01
@@ -184,7 +185,7 @@ def _label(ws: Workspace, llm: Backend | None, spec: BackendSpec | None, options
     if options.rounds == 0 or not round0_complete(ws):
         report.round0 = run_round0(ws, llm, domains=options.domains, rules=options.rules,
                                    rules_weight=options.rules_weight, debias=options.debias, prior_from=options.prior,
-                                   budget=budget, batch_size=batch_size,
+                                   core_check=options.core_check, budget=budget, batch_size=batch_size,
                                    on_progress=on_progress and (lambda stats, total: on_progress("round 0", stats, total)))
         params.update(prompt=report.round0.prompt, rules_version=report.round0.rules_version)
         budget = budget.after(report.round0.ask)

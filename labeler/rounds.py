@@ -24,7 +24,7 @@ from labeler.backends.base import Backend
 from labeler.cache import AskStats, Budget, ask
 from labeler.debias import (BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, batch_prior,
                             debiased_answer, prior)
-from labeler.guard import guard_labels
+from labeler.guard import core_text, guard_labels
 from labeler.workspace import Workspace, now
 
 
@@ -36,6 +36,8 @@ class Round0Report:
     unparsed: int = 0  # answers that stated no label (recorded in the cache, not guessed)
     rule_labels: int = 0
     guard_labels: int = 0  # texts carrying a prompt-injection signature, labeled anomalous (labeler.guard)
+    core_questions: int = 0  # texts also asked about without their commentary (labeler.guard.core_text)
+    raised_by_core: int = 0  # of those, texts whose core was judged more suspicious than the whole
     ask: AskStats = field(default_factory=AskStats)
     prompt: dict | None = None  # name and version of the task prompt
     rules_version: str | None = None
@@ -82,13 +84,15 @@ def task_prompt_name(backend: Backend) -> str:
 
 def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | None = None, rules: bool = False,
                rules_weight: float = RULE_WEIGHT, debias: bool = True, prior_from: str = BATCH,
-               budget: Budget | None = None,
+               core_check: bool = True, budget: Budget | None = None,
                batch_size: int = 4, on_progress: Callable[[AskStats, int], None] | None = None) -> Round0Report:
     """Label every unique text of `domains` with the LLM (`backend`, may be None) and/or the rule set.
 
     With `debias`, the LLM's p_anomalous is calibrated against the task prompt's lean in each
     domain (labeler.debias), measured on the domain's own answers (`prior_from="batch"`, no
-    extra call) or on content-free messages (`"content-free"`, 3 calls per domain).
+    extra call) or on content-free messages (`"content-free"`, 3 calls per domain). With
+    `core_check`, a text that carries commentary is also asked about without it, and the more
+    suspicious answer is kept (labeler.guard.core_text).
     `on_progress(stats, total)` is called after the cache look-up and after each batch.
     """
     if backend is None and not rules:
@@ -102,7 +106,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
         if prior_from not in PRIOR_SOURCES:
             raise LogdistillError(f"unknown prior {prior_from!r}; choose {' or '.join(PRIOR_SOURCES)}")
         rows += _llm_labels(ws, backend, texts, report, budget, batch_size, on_progress,
-                            prior_from if debias else None)
+                            prior_from if debias else None, core_check)
     guarded = guard_labels(texts)  # always: the defense against log lines that address the labeler
     report.guard_labels = len(guarded)
     rows += guarded
@@ -121,29 +125,42 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
             "params": json.dumps({"domains": domains, "backend": backend and backend.name,
                                   "model": backend and backend.model, "prompt": report.prompt,
                                   "rules_version": report.rules_version, "rules_weight": rules_weight if rules else None,
-                                  "debias": debias and backend is not None,
+                                  "debias": debias and backend is not None, "core_check": core_check,
                                   "prior": prior_from if debias and backend is not None else None}),
             "candidates": len(texts), "calls": report.ask.calls, "cache_hits": report.ask.cache_hits,
             "tokens": report.ask.tokens, "seconds": time.perf_counter() - started,
             "stats": json.dumps({"llm_labels": report.llm_labels, "rule_labels": report.rule_labels,
-                                 "guard_labels": report.guard_labels,
+                                 "guard_labels": report.guard_labels, "core_questions": report.core_questions,
+                                 "raised_by_core": report.raised_by_core,
                                  "unparsed": report.unparsed, "unanswered": report.ask.unanswered,
                                  "priors": report.priors})}, pk="number")
     return report
 
 
 def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Round0Report,
-                budget: Budget | None, batch_size: int, on_progress, prior_from: str | None) -> list[dict]:
+                budget: Budget | None, batch_size: int, on_progress, prior_from: str | None,
+                core_check: bool = True) -> list[dict]:
+    """One LLM label per text. A text that carries commentary (labeler.guard.core_text) is asked about
+    twice, whole and without it, and keeps the more suspicious answer, so that a reassuring clause
+    written into a line cannot talk its label down."""
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
     report.prompt = {"name": prompt.name, "version": prompt.version}
     systems = {d: prompts.system_description(ws.require_domain(d)) for d in report.domains}
-    shown = prompts.log_texts(ws, [(t["domain"], t["text_id"]) for t in texts])
-    rendered = [prompt.render(system=systems[t["domain"]], log=shown[(t["domain"], t["text_id"])], examples="")
-                for t in texts]
+    keys = [(t["domain"], t["text_id"]) for t in texts]
+    levels = prompts.text_levels(ws, keys)
+
+    def rendered_as(t: dict, masked: str) -> str:
+        return prompt.render(system=systems[t["domain"]], log=prompts.shown_text(masked, levels.get(
+            (t["domain"], t["text_id"]))), examples="")
+
+    rendered = [rendered_as(t, t["masked"]) for t in texts]
+    cores = {i: rendered_as(t, core) for i, t in enumerate(texts)
+             if core_check and (core := core_text(t["masked"])) is not None}
+    report.core_questions = len(cores)
     content_free = {d: [prompt.render(system=systems[d], log=log, examples="") for log in CONTENT_FREE]
                     for d in report.domains} if prior_from == CONTENT_FREE_PRIOR else {}
     # content-free prompts first: a budget that stops the round early still leaves the priors known
-    everything = [p for d in report.domains for p in content_free.get(d, [])] + rendered
+    everything = [p for d in report.domains for p in content_free.get(d, [])] + rendered + list(cores.values())
     asked = ask(ws, backend, everything, prompt_name=prompt.name, prompt_version=prompt.version,
                 batch_size=batch_size, budget=budget,
                 on_progress=(lambda stats: on_progress(stats, len(set(everything)))) if on_progress else None)
@@ -152,11 +169,11 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
     if prior_from == CONTENT_FREE_PRIOR:
         report.priors = {d: prior([answers[p]["p_anomalous"] for p in content_free[d] if answers[p] is not None])
                          for d in report.domains}
-    elif prior_from == BATCH:
+    elif prior_from == BATCH:  # the lean of the whole texts' answers, as the domain's lines read
         report.priors = {d: batch_prior([answers[p]["p_anomalous"] for t, p in zip(texts, rendered)
                                          if t["domain"] == d and answers[p] is not None]) for d in report.domains}
     created, rows = now(), []
-    for t, text_prompt in zip(texts, rendered):
+    for i, (t, text_prompt) in enumerate(zip(texts, rendered)):
         row = answers[text_prompt]
         if row is None:
             continue
@@ -164,8 +181,19 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
             report.unparsed += 1
             continue
         row = debiased_answer(row, report.priors.get(t["domain"]))
+        core = answers.get(cores.get(i))
+        if core is not None and (core["label"] is not None or core["p_anomalous"] is not None):
+            core = debiased_answer(core, report.priors.get(t["domain"]))
+            if suspicion(core) > suspicion(row):
+                row = core
+                report.raised_by_core += 1
         rows.append({"domain": t["domain"], "text_id": t["text_id"], "round": 0, "source": "llm",
                      "label": row["label"], "p_anomalous": row["p_anomalous"],
                      "weight": llm_weight(0), "query_key": row["key"], "created": created})
     report.llm_labels = len(rows)
     return rows
+
+
+def suspicion(answer: dict) -> float:
+    """How anomalous an answer calls its text: its p_anomalous, else its 0/1 label."""
+    return answer["p_anomalous"] if answer["p_anomalous"] is not None else float(answer["label"])

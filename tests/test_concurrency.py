@@ -51,8 +51,9 @@ def env() -> dict:
 
 
 def label_run_args(workspace: Path, server: GatedServer) -> list[str]:
-    return ["--workspace", str(workspace), "label", "run", "--rounds", "0", "--no-debias", "--backend", "openai",
-            "--model", "gpt-4o-mini", "--base-url", server.url + "/v1", "--concurrency", "1", "--json"]
+    return ["--workspace", str(workspace), "label", "run", "--rounds", "0", "--no-core-check", "--no-debias",
+            "--backend", "openai", "--model", "gpt-4o-mini", "--base-url", server.url + "/v1", "--concurrency", "1",
+            "--json"]
 
 
 def start(*args: str) -> subprocess.Popen:

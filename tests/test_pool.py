@@ -216,7 +216,7 @@ def test_round0_finishes_on_the_other_server_when_one_is_killed(texts_workspace,
         killer = threading.Thread(target=_killer, args=(cli.workspace, b, 8, done), daemon=True)
         killer.start()
         args = ("label", "run", "--backend", "openai", "--model", SMALL, "--base-url", a, "--base-url", b,
-                "--concurrency", "1", "--json")
+                "--concurrency", "1", "--no-core-check", "--json")
         try:
             result = cli(*args)
         finally:

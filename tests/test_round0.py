@@ -53,7 +53,7 @@ def status(cli) -> dict:
 def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     unique = ingest_bgl(cli, tmp_path, 100)
     assert unique < 100  # lines share masked texts: asking per line would cost more
-    r = cli("label", "run", "--rounds", "0", "--no-debias", "--json")
+    r = cli("label", "run", "--rounds", "0", "--no-core-check", "--no-debias", "--json")
     assert r.exit_code == 0, r.output
     report = round0(r.stdout)
     assert (report["ask"]["calls"], report["ask"]["cache_hits"], report["llm_labels"]) == (unique, 0, unique)
@@ -73,7 +73,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
 
     # debiased (the default): the lean is the mean answer over the domain's texts, no new call;
     # the labels move, their order does not
-    debiased = round0(cli("label", "run", "--rounds", "0", "--json").stdout)
+    debiased = round0(cli("label", "run", "--rounds", "0", "--no-core-check", "--json").stdout)
     assert (debiased["ask"]["calls"], debiased["ask"]["cache_hits"]) == (0, unique)
     prior = debiased["priors"]["BGL"]
     assert prior == pytest.approx(batch_prior([r["raw_p"] for r in rows]))
@@ -86,10 +86,10 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     assert all(r["label"] == int(r["p_anomalous"] >= 0.5) for r in calibrated)
 
     # the content-free lean: only the content-free prompts are new
-    content_free = round0(cli("label", "run", "--rounds", "0", "--prior", "content-free", "--json").stdout)
+    content_free = round0(cli("label", "run", "--rounds", "0", "--no-core-check", "--prior", "content-free", "--json").stdout)
     assert (content_free["ask"]["calls"], content_free["ask"]["cache_hits"]) == (len(CONTENT_FREE), unique)
     assert content_free["priors"]["BGL"] != pytest.approx(prior)
-    again = round0(cli("label", "run", "--rounds", "0", "--prior", "content-free", "--json").stdout)
+    again = round0(cli("label", "run", "--rounds", "0", "--no-core-check", "--prior", "content-free", "--json").stdout)
     assert (again["ask"]["calls"], again["ask"]["cache_hits"], again["llm_labels"]) == (0, unique + len(CONTENT_FREE), unique)
     s = status(cli)
     assert s["labeled"] == unique and s["sources"] == {"llm": unique} and s["auroc"] is not None
@@ -98,7 +98,7 @@ def test_round0_one_call_per_unique_text_then_none(cli, tmp_path):
     new_task = tmp_path / "task.txt"
     new_task.write_text("Log of {system}.\nMessage: {log}\nVerdict (normal or anomalous):")
     assert cli("prompts", "set", "task", "--file", new_task).exit_code == 0
-    changed = round0(cli("label", "run", "--rounds", "0", "--max-calls", "2", "--json").stdout)
+    changed = round0(cli("label", "run", "--rounds", "0", "--no-core-check", "--max-calls", "2", "--json").stdout)
     assert (changed["ask"]["calls"], changed["ask"]["unanswered"], changed["complete"]) == (2, unique - 2, False)
 
 
@@ -107,7 +107,7 @@ def test_kill_9_during_round0_then_resume_without_asking_again(cli, tmp_path):
     unique = ingest_bgl(cli, tmp_path, 1000)  # several batches of prompts: one is committed, then the kill
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "cli", "--workspace", str(cli.workspace), "label", "run",
-                                "--rounds", "0", "--json"], env=env, stdout=subprocess.DEVNULL,
+                                "--rounds", "0", "--no-core-check", "--json"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while len(queries(cli.workspace)) < 3:
@@ -119,7 +119,7 @@ def test_kill_9_during_round0_then_resume_without_asking_again(cli, tmp_path):
     committed = queries(cli.workspace)
     assert 3 <= len(committed) < unique
 
-    r = run_logdistill("--workspace", cli.workspace, "label", "run", "--rounds", "0", "--json")
+    r = run_logdistill("--workspace", cli.workspace, "label", "run", "--rounds", "0", "--no-core-check", "--json")
     assert r.returncode == 0, r.stderr
     report = round0(r.stdout)
     assert report["ask"]["cache_hits"] == len(committed)

@@ -36,13 +36,13 @@ def _domains(n_per: int, names: list[str], anomalous: dict[str, int], seed: int 
 
 
 @DETECTORS
-def test_each_domain_with_both_classes_is_held_out_once_and_the_median_kept(params):
+def test_each_domain_with_both_classes_is_held_out_once_and_the_mean_kept(params):
     data = _domains(40, ["a", "b", "c", "d"], {"a": 8, "b": 10, "c": 0, "d": 6})
     chosen = held_out_threshold(data, params, np.ones(len(data.y)))
     assert sorted(f["held_out"][0] for f in chosen["folds"]) == ["a", "b", "d"]  # c has no anomalous label
     cuts = [c for f in chosen["folds"] for c in f["cuts"]]
-    assert chosen["threshold"] == pytest.approx(np.median([c["threshold"] for c in cuts]))
-    assert 0.0 < chosen["threshold"] < 1.0 and chosen["source"] == "median of 3 held-out domains (3 fits)"
+    assert chosen["threshold"] == pytest.approx(np.mean([c["threshold"] for c in cuts]))
+    assert 0.0 < chosen["threshold"] < 1.0 and chosen["source"] == "mean of 3 held-out domains (3 fits)"
     assert all(c["f1"] > 0.5 for c in cuts)  # the anomalies are separable
     assert [m.domains_ for m in chosen["models"]] == [
         sorted({"a", "b", "c", "d"} - set(f["held_out"])) for f in chosen["folds"]]  # each fold's model, kept
@@ -58,20 +58,20 @@ def test_one_source_domain_keeps_the_default_threshold(params):
 
 
 def test_each_held_out_domain_is_judged_alone_where_a_fold_pools_several():
-    """Six domains in two folds: the cut is the median of six per-domain cuts, each the best F1 of its
+    """Six domains in two folds: the cut is the mean of six per-domain cuts, each the best F1 of its
     domain alone, not of two cuts over pooled domains whose score scales differ."""
     data = _domains(40, list("abcdef"), {d: 6 + i for i, d in enumerate("abcdef")}, seed=3)
     shift = {d: 0.5 * i for i, d in enumerate("abcdef")}  # each domain's scores on its own scale
     data.X[:, 0] += np.array([shift[d] for d in data.domains], dtype=np.float32)
     weights = np.ones(len(data.y))
     chosen = held_out_threshold(data, {"kind": "linear"}, weights, folds=2)
-    assert len(chosen["folds"]) == 2 and chosen["source"] == "median of 6 held-out domains (2 fits)"
+    assert len(chosen["folds"]) == 2 and chosen["source"] == "mean of 6 held-out domains (2 fits)"
     for fold, model in zip(chosen["folds"], chosen["models"]):
         for cut in fold["cuts"]:
             mine = data.domains == cut["domain"]
             f1, threshold = best_f1(data.y[mine].astype(int), model.predict_proba(data.X[mine])[:, 1], weights[mine])
             assert (cut["threshold"], cut["f1"]) == (pytest.approx(threshold, abs=1e-6), pytest.approx(f1, abs=1e-4))
-    assert chosen["threshold"] == pytest.approx(np.median([c["threshold"] for f in chosen["folds"] for c in f["cuts"]]))
+    assert chosen["threshold"] == pytest.approx(np.mean([c["threshold"] for f in chosen["folds"] for c in f["cuts"]]))
 
 
 def test_train_chooses_the_threshold_export_stores_it_and_either_can_override(tmp_path):
@@ -84,7 +84,7 @@ def test_train_chooses_the_threshold_export_stores_it_and_either_can_override(tm
     result = cli("train", "--labels", "ground-truth", "--out", "chosen", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
-    assert metrics["threshold_source"] == "median of 2 held-out domains (2 fits)"
+    assert metrics["threshold_source"] == "mean of 2 held-out domains (2 fits)"
     assert metrics["ensemble_members"] == 1  # the linear detector's default: the full model scores alone
     assert [f["held_out"] for f in metrics["threshold_folds"]] in (
         [["billing"], ["shipping"]], [["shipping"], ["billing"]])
