@@ -1012,9 +1012,9 @@ def train(
     threshold: Optional[float] = typer.Option(
         None, "--threshold", min=0.0, max=1.0,
         help="The bundle's decision threshold. Default: chosen without ground truth on held-out source "
-             "domains (up to 5 more fits: each holds some sources out and keeps the threshold of best per-line "
-             "F1 against their labels; the median is kept), because a model scores a system it never saw lower "
-             "than its sources."),
+             "domains (up to 5 more fits: each holds some sources out; each held-out domain's threshold of best "
+             "per-line F1 against its labels is noted and their mean kept), because a model scores a system it "
+             "never saw on another scale than its sources."),
     ensemble: Optional[bool] = typer.Option(
         None, "--ensemble/--no-ensemble",
         help="Score with the mean logit of the full model and the held-out fits (those that choose the "
