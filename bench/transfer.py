@@ -251,7 +251,7 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
                 grouping: Grouping | None = None) -> dict:
     """Train on the target's sources, export, score the target through the bundle; metrics and costs
     (with `grouping`, its per-session metrics too, under "sessions")."""
-    digest = hashlib.sha256(json.dumps([variant.key(), target.domain, target.sources, seed]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(run_identity(variant, target, seed).encode()).hexdigest()[:12]
     model = f"v-{digest}-{ws.db['models'].count + 1}"  # unique also after a run stopped between train and save
     params = variant.train_params(seed)
     set_label_model(ws, variant.label_model)
@@ -323,15 +323,16 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
 
-def target_table(title: str, target: Target, scores: dict[str, dict], with_set: bool) -> list[str]:
+def metric_cells(scores: dict) -> str:
+    """A scorer's row cells: each metric's spread over seeds, then F1 at its threshold over best F1."""
+    cut = ratio(scores["f1"], scores["best_f1"])
+    return " | ".join(spread(scores["spread"][m]) for m in METRICS) + f" | {'-' if cut is None else f'{cut:.2f}'} |"
+
+
+def target_table(title: str, scores: dict[str, dict]) -> list[str]:
     lines = [title, "", "| scorer | AUROC | AUPRC | best F1 | F1 at its threshold | F1 at 0.5 | at threshold / best |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, s in scores.items():
-        label = f"{name}, sources: {target.source_set}" if with_set and name not in BASELINES else name
-        cut = ratio(s["f1"], s["best_f1"])
-        lines.append(f"| {label} | " + " | ".join(spread(s["spread"][m]) for m in METRICS) +
-                     f" | {'-' if cut is None else f'{cut:.2f}'} |")
-    return lines + [""]
+    return lines + [f"| {name} | {metric_cells(s)}" for name, s in scores.items()] + [""]
 
 
 def summary_table(per_run: dict[str, dict[str, dict]], targets: dict[str, str], scorers: list[str]) -> list[str]:
@@ -396,10 +397,7 @@ def report(targets: list[Target], baselines: dict, runs: dict, variants: list[st
                 for name, s in target_scores(t, baselines[system], runs, variants, seeds).items():
                     if name in BASELINES and t.source_set != "all":
                         continue
-                    cut = ratio(s["f1"], s["best_f1"])
-                    lines.append(f"| {name} | {t.source_set if name not in BASELINES else '-'} | " +
-                                 " | ".join(spread(s["spread"][m]) for m in METRICS) +
-                                 f" | {'-' if cut is None else f'{cut:.2f}'} |")
+                    lines.append(f"| {name} | {t.source_set if name not in BASELINES else '-'} | {metric_cells(s)}")
             lines.append("")
     if demo:
         lines += ["## Demo targets (incidents rare by construction)", "",
@@ -411,12 +409,17 @@ def report(targets: list[Target], baselines: dict, runs: dict, variants: list[st
         for t in demo:
             base_n = baselines[t.domain][BASELINES[0]]
             lines += target_table(f"### {t.domain}: {base_n['lines']} lines, {base_n['anomalous']} anomalous; "
-                                  f"{len(t.sources)} sources", t, per_run[t.name], with_set=False)
+                                  f"{len(t.sources)} sources", per_run[t.name])
     return "\n".join(lines) + "\n"
 
 
 def run_key(name: str, target: Target, seed: int) -> str:
-    return json.dumps([VARIANTS[name].key(), target.domain, target.sources, seed])
+    return run_identity(VARIANTS[name], target, seed)
+
+
+def run_identity(variant: Variant, target: Target, seed: int) -> str:
+    """What a run's result is kept under in runs.json: the variant's settings, the target, its sources, the seed."""
+    return json.dumps([variant.key(), target.domain, target.sources, seed])
 
 
 def bench_arguments(description: str, result: str) -> argparse.ArgumentParser:
