@@ -167,6 +167,9 @@ def ingest(
         tasks = {p: bar.add_task(p.name, total=p.stat().st_size) for p in paths}
         reports = pipeline.ingest(ws, paths, domain, fmt, description=description, strict=strict,
                                   on_bytes=lambda p, n: bar.update(tasks[p], completed=n))
+        note = ws.masking_note()
+    if note:
+        err.print(f"note: {note}", highlight=False, markup=False)
     rows = [vars(r) for r in reports]
     if as_json:
         print_json(rows)
@@ -576,6 +579,19 @@ def cache_export(ctx: typer.Context, out_path: Path = typer.Option(..., "--out",
     with open_ws(ctx) as ws:
         count = export(ws, out_path)
     out.print(f"{count} queries written to {out_path}")
+
+
+@cache_app.command("import")
+def cache_import(ctx: typer.Context, path: Path = typer.Argument(..., metavar="FILE",
+                                                                 help="JSONL from `logdistill cache export`.")) -> None:
+    """Add another workspace's cached answers (from `cache export`) that this one lacks, so a prompt
+    answered there is not asked again here: e.g. a new workspace under new masking rules."""
+    from labeler.cache import import_
+
+    with open_ws(ctx, create=True) as ws, ws.run("cache import", {"path": str(path)}) as run:
+        added, present = import_(ws, path)
+        run.results = {"added": added, "already_present": present}
+    out.print(f"{added} answers added, {present} already present")
 
 
 @cache_app.command("clear")
@@ -1228,7 +1244,7 @@ def score(
                 + (f", {summary.unkeyed} lines without a session key" if grouping.pattern is not None else "")
                 ) if grouping is not None else ""
     err.print(f"{summary.lines} lines, {summary.anomalous} anomalous{sessions}, {summary.unique_texts} unique texts "
-              f"scored, mask cache {100 * summary.mask_cache_hit_rate:.1f} % hits", highlight=False)
+              f"scored ({summary.embeddings} embeddings), mask cache {100 * summary.mask_cache_hit_rate:.1f} % hits", highlight=False)
 
 
 @app.command(name="eval")

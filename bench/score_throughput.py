@@ -156,6 +156,35 @@ def bare_read_loop(path: Path) -> float:
     return time.perf_counter() - start
 
 
+ONE_REGEX = re.compile(r"\d+")
+
+
+def one_regex_loop(path: Path) -> float:
+    """The simplest masker anyone would write: every run of digits -> `<*>`, line by line (the yardstick)."""
+    start = time.perf_counter()
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            ONE_REGEX.sub("<*>", line)
+    return time.perf_counter() - start
+
+
+def embedding_rate(bundle_path: Path, count: int = 400) -> float:
+    """New-text embeddings per second, one process, one thread: `count` distinct masked texts of the
+    loghub samples the bundle never saw, each embedded as `score` embeds a text it meets first."""
+    from detector.mask import Masker
+    from detector.runtime import load_bundle
+    from streams import SYSTEMS, sample_bytes
+
+    bundle = load_bundle(bundle_path, threads=1)
+    masker = Masker.default()
+    texts = list(dict.fromkeys(masker.mask(line) for s in SYSTEMS if s != "BGL"
+                               for line in sample_bytes(s).decode("utf-8", "replace").splitlines()))[:count]
+    start = time.perf_counter()
+    for text in texts:
+        bundle.embedder.embed([bundle.embedding_text(text)])
+    return len(texts) / (time.perf_counter() - start)
+
+
 def simulated_hit_rate(tree: Path, path: Path, fmt_name: str | None) -> str:
     """For a tree whose `score` does not report it: the hit rate of its masking cache, replayed
     here in one process. Before issue 16 that was an LRU of 200,000 raw messages; a tree with
@@ -283,27 +312,35 @@ def main() -> None:
             extra = ["--format", fmt] if fmt else []
             runs: dict[str, list[Run]] = {label: [] for label, _, _, _ in variants}
             bare: list[float] = []
+            regex: list[float] = []
             for _ in range(args.repeat):
                 bare.append(bare_read_loop(stream))
+                regex.append(one_regex_loop(stream))
                 for label, tree, flags, bundle in variants:
                     runs[label].append(run_tree(tree, ["score", bundle, stream, *extra, *flags]))
             print(f"\n### stream `{kind}`: {lines:,} lines, {stream.stat().st_size / 1e6:.0f} MB"
                   f"{', --format ' + fmt if fmt else ''}")
-            print(f"bare read loop (text lines, this process): {lines / statistics.median(bare):,.0f} lines/s\n")
-            print("| variant | lines/s | seconds | CPU s | lines per CPU s | mask-cache hits | peak RSS (sum) MB "
-                  "| peak PSS (sum) MB | processes | load |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            print(f"bare read loop (text lines, this process): {lines / statistics.median(bare):,.0f} lines/s; "
+                  f"one-regex loop (`re.sub(r'\\d+', '<*>', line)`): {lines / statistics.median(regex):,.0f} lines/s\n")
+            print("| variant | lines/s | x one-regex loop | seconds | CPU s | lines per CPU s | new texts per 100k lines "
+                  "| mask-cache hits | peak RSS (sum) MB | peak PSS (sum) MB | processes | load |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for label, tree, _, _ in variants:
                 rs = runs[label]
                 seconds = statistics.median(r.seconds for r in rs)
                 cpu = statistics.median(r.cpu for r in rs)
                 hit = re.search(r"mask cache ([\d.]+) % hits", rs[-1].stderr)
                 hits = f"{float(hit.group(1)):.1f} %" if hit else simulated_hit_rate(tree, stream, fmt)
-                print(f"| {label} | {lines / seconds:,.0f} | {seconds:.2f} | {cpu:.2f} | {lines / cpu:,.0f} | {hits} "
+                scored = re.search(r"(\d+) unique texts scored", rs[-1].stderr)
+                new = f"{int(scored.group(1)) / lines * 1e5:,.0f}" if scored else "?"
+                print(f"| {label} | {lines / seconds:,.0f} | {statistics.median(regex) / seconds:.2f} | {seconds:.2f} "
+                      f"| {cpu:.2f} | {lines / cpu:,.0f} | {new} | {hits} "
                       f"| {max(r.rss_mb for r in rs):,.0f} "
                       f"| {max(r.pss_mb for r in rs):,.0f} | {max(r.processes for r in rs)} "
                       f"| {'/'.join(f'{r.load:.1f}' for r in rs)} |")
             stream.unlink()
+        print("\nnew-text embeddings/s (one process, one thread; texts of the other loghub samples): " + ", ".join(
+            f"{label.strip(' ()') or 'bundle'} {embedding_rate(bundle):,.0f}" for label, bundle in bundles.items()))
         if args.latency:
             print(f"\n### pipe latency: {args.latency} lines written one at a time (0.2 s apart) into `score -`\n")
             print("| variant | median ms | max ms | load |")

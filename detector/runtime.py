@@ -245,15 +245,20 @@ def new_session(model_bytes: bytes, threads: int = 0):
     return onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
+SCORE_CACHE_SIZE = 200_000  # scores kept per process: a key and a float, about 250 bytes each (50 MB when full)
+
+
 class CachedScorer:
     """masked text -> P(anomalous), embedding and scoring each masked text once.
 
     Masking caches inside the Masker (keyed by the digit-folded message); the scores are a
     bounded LRU, an OrderedDict keyed by masked text, or by (severity class, masked text) when
-    the model reads the line's level.
+    the model reads the line's level. `learn` takes scores another process computed (a text's
+    score does not depend on what it was scored with), so parallel workers embed a text once
+    between them, not once each.
     """
 
-    def __init__(self, bundle: Bundle, cache_size: int = 200_000):
+    def __init__(self, bundle: Bundle, cache_size: int = SCORE_CACHE_SIZE):
         self.bundle = bundle
         self.cache_size = cache_size
         self.mask = bundle.masker.mask
@@ -289,6 +294,16 @@ class CachedScorer:
         result = list(map(scores.__getitem__, keys))
         touch(scores, distinct, self.cache_size)
         return result
+
+    def new_scores(self) -> list[tuple]:
+        """(key, score) of the keys the last call scored, and forgets them as new."""
+        new, self.new_texts = self.new_texts, []
+        return [(key, self.scores[key]) for key in new if key in self.scores]
+
+    def learn(self, scored: list[tuple]) -> None:
+        """Keep scores computed elsewhere (by another worker) as if computed here."""
+        self.scores.update(scored)
+        touch(self.scores, [], self.cache_size)
 
 
 def open_input(path: str | Path | None) -> BinaryIO:
@@ -442,6 +457,7 @@ class ScoreSummary:
     anomalous_sessions: int = 0
     unkeyed: int = 0  # session output by key: lines that carry no key
     unique_texts: int = 0
+    embeddings: int = 0  # texts embedded, summed over workers (a text two workers met at once counts twice)
     mask_cache_hits: int = 0  # messages masked from the masker's cache (no regex run)
     mask_cache_misses: int = 0
 
@@ -560,7 +576,7 @@ def score_to(bundle: Bundle, stream: BinaryIO, out: TextIO, *, input_format: Inp
     for lines in line_batches(stream, chunk_bytes):
         writer.write(*work.run(lines, writer.summary.lines))
     summary = writer.finish()
-    summary.unique_texts = work.scorer.embedded
+    summary.unique_texts = summary.embeddings = work.scorer.embedded
     summary.mask_cache_hits, summary.mask_cache_misses = work.cache_counts()
     return summary
 
@@ -571,7 +587,8 @@ _FORKED_JOB: tuple | None = None  # what a forked worker inherits: (bundle, fmt,
 
 
 def _worker_main(inbox, outbox, inherited) -> None:
-    """A forked worker: batches (bytes, first position) in, (text, records, anomalous, scored, new texts) out."""
+    """A forked worker: batches (bytes, first position, scores other workers computed) in,
+    (text, records, anomalous, scored, the (key, score) pairs it computed) out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for conn in inherited:  # the other ends, so the parent's exit reads as end of input here
         conn.close()
@@ -585,12 +602,11 @@ def _worker_main(inbox, outbox, inherited) -> None:
             if task is None:
                 outbox.send(("done", *work.cache_counts()))
                 return
-            data, position = task
+            data, position, learned = task
+            work.scorer.learn(learned)
             try:
                 text, records, anomalous, scored = work.run(decode_lines(data), position)
-                # hash(): forked workers share the parent's hash seed, so the parent can count distinct texts
-                result = ("ok", text, records, anomalous, scored, [hash(t) for t in work.scorer.new_texts])
-                work.scorer.new_texts = []
+                result = ("ok", text, records, anomalous, scored, work.scorer.new_scores())
             except LogdistillError as e:
                 result = ("error", str(e))
             except Exception as e:  # reported by the parent as one line, like every other failure
@@ -603,7 +619,9 @@ def _worker_main(inbox, outbox, inherited) -> None:
 def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: InputFormat, threshold: float,
                     output: str, only_anomalies: bool, chunk_bytes: int, workers: int) -> ScoreSummary:
     """`workers` processes in all: this one scores every `workers`-th batch itself, forked
-    children the others (so two workers are two processes, and their memory two copies at most)."""
+    children the others (so two workers are two processes, and their memory two copies at most).
+    The scores each computes of texts new to it reach the others with their next batch, so a text
+    is embedded by two workers only when both meet it before either's result is back."""
     global _FORKED_JOB
     context = multiprocessing.get_context("fork")
     children = workers - 1
@@ -626,6 +644,9 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: Inpu
     task_ends = [task_pipe[1] for task_pipe, _ in pipes]
     result_ends = [result_pipe[0] for _, result_pipe in pipes]
     own = _BatchWork(bundle, fmt, threshold, output, only_anomalies)
+    # scores computed by one worker and not yet sent to each child; the reader thread sends them
+    learned: list[list[tuple]] = [[] for _ in range(children)]
+    learned_lock = threading.Lock()
 
     # A reader thread reads, numbers and hands out batches (batch k to worker k % workers;
     # worker 0 is this thread); this thread scores its own and writes every result in order.
@@ -652,7 +673,9 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: Inpu
                 else:
                     if not put((worker, count, None, position)):
                         return
-                    task_ends[worker - 1].send((data, position))
+                    with learned_lock:
+                        scores, learned[worker - 1] = learned[worker - 1], []
+                    task_ends[worker - 1].send((data, position, scores))
                 position += count
             put(None)
         except BaseException as e:  # handed to the writer, which raises it
@@ -660,7 +683,8 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: Inpu
 
     reader = threading.Thread(target=read, name="logdistill-score-reader", daemon=True)
     reader.start()
-    seen: set[int] = set()  # hash() of each masked text embedded: forked children share this hash seed
+    seen: set = set()  # the keys embedded by any worker
+    embeddings = 0
     try:
         while True:
             item = dispatched.get()
@@ -671,8 +695,7 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: Inpu
             worker, count, data, position = item
             if worker == 0:
                 text, records, anomalous, scored = own.run(decode_lines(data), position)
-                new = [hash(t) for t in own.scorer.new_texts]
-                own.scorer.new_texts = []
+                new = own.scorer.new_scores()
             else:
                 try:
                     result = result_ends[worker - 1].recv()
@@ -684,7 +707,16 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: Inpu
             if records != count:  # the positions already handed out would be wrong
                 raise LogdistillError(f"internal error: a batch of {count} records came back with {records}")
             writer.write(text, records, anomalous, scored)
-            seen.update(new)
+            embeddings += len(new)
+            new = [pair for pair in new if pair[0] not in seen]
+            seen.update(key for key, _ in new)
+            if new:
+                if worker != 0:
+                    own.scorer.learn(new)
+                with learned_lock:
+                    for child in range(children):
+                        if child != worker - 1:
+                            learned[child].extend(new)
         summary = writer.finish()
         summary.mask_cache_hits, summary.mask_cache_misses = own.cache_counts()
         for conn in task_ends:
@@ -702,5 +734,5 @@ def _score_parallel(bundle: Bundle, stream: BinaryIO, writer: _Output, fmt: Inpu
             if process.is_alive():
                 process.terminate()
                 process.join()
-    summary.unique_texts = len(seen)
+    summary.unique_texts, summary.embeddings = len(seen), embeddings
     return summary

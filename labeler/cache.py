@@ -233,6 +233,37 @@ def export(ws: Workspace, out: Path) -> int:
     return count
 
 
+IMPORTED_COLUMNS = ("key", "backend", "model", "params", "prompt_name", "prompt_version", "prompt", "response",
+                    "label", "p_anomalous", "prompt_tokens", "completion_tokens", "latency", "error", "endpoint",
+                    "created")
+
+
+def import_(ws: Workspace, path: Path) -> tuple[int, int]:
+    """Add the answers of a file written by `export` (another workspace's cache) that this one lacks:
+    a prompt asked there is not asked again here. (added, already present); a malformed file adds nothing."""
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("key"), str) or "response" not in row:
+                    raise ValueError("not a cached query (an object with a key and a response)")
+                row = {c: row.get(c) for c in IMPORTED_COLUMNS}
+                row["params"] = json.dumps(row["params"] or {}, sort_keys=True)
+                rows.append(row)
+    except OSError as e:
+        raise LogdistillError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LogdistillError(f"{path} line {number}: {e} (expected the JSONL of `logdistill cache export`)") from None
+    present = {r["key"] for r in ws.rows_where_in("select key from queries where key in ({})", [r["key"] for r in rows])}
+    new = [r for r in rows if r["key"] not in present]
+    with ws.transaction():
+        ws.db["queries"].insert_all(new, pk="key", ignore=True)
+    return len(new), len(rows) - len(new)
+
+
 def clear(ws: Workspace, model: str | None = None, before: str | None = None) -> int:
     """Delete cached queries (all, of one model, and/or created before a date). Labels stay."""
     sql, args = "delete from queries where 1 = 1", []

@@ -62,7 +62,7 @@ IN_CHUNK = 500  # values per `in (...)` look-up (Workspace.rows_where_in)
 # only to store the edited prompt, not while $EDITOR is open.
 WRITING_COMMANDS = frozenset({
     "ingest", "embed", "templates build", "lei build", "lei set", "lei review", "prompts set",
-    "prompts use", "cache clear", "label run", "label set", "label import", "label review", "train",
+    "prompts use", "cache clear", "cache import", "label run", "label set", "label import", "label review", "train",
     "export",
 })
 
@@ -438,6 +438,16 @@ class Workspace:
         """The masking rules this workspace was built with (the defaults until first ingest)."""
         stored = self.setting("mask_rules")
         return Masker.from_json(stored) if stored else Masker.default()
+
+    def masking_note(self) -> str | None:
+        """A line for a workspace that keeps masking rules older than the default (its texts stay keyed
+        by them, so its labels, vectors and models keep working; a new workspace masks by the default)."""
+        stored, default = self.masker, Masker.default()
+        if stored.version == default.version:
+            return None
+        return (f"this workspace masks with its own rules (version {stored.version}, kept since its first "
+                f"ingest), not the default ({default.version}); to mask by the default, ingest into a new "
+                f"workspace, where `logdistill cache import` takes this one's `cache export` so no answer is paid twice")
 
     # runs: every command that changes the workspace records its parameters (and results) here
     def start_run(self, command: str, params: dict[str, Any]) -> int:

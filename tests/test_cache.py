@@ -13,6 +13,7 @@ from detector.errors import LogdistillError
 from labeler.backends import make_backend
 from labeler.cache import Budget, ask, cache_key
 from labeler.workspace import open_workspace
+from conftest import Cli
 from tests.servers.openai_like import OpenAILikeServer
 
 KEY = "sk-cache-test-0123456789"
@@ -108,3 +109,30 @@ def test_cache_commands(cli, backend, tmp_path):
     assert "0 cached queries removed" in cli("cache", "clear", "--before", "2000-01-01").stdout
     assert "3 cached queries removed" in cli("cache", "clear", "--model", "gpt-4o-mini").stdout
     assert json.loads(cli("cache", "stats", "--json").stdout)["queries"] == 0
+
+
+def test_cache_import_takes_another_workspaces_answers_once(cli, backend, server, tmp_path):
+    """A new workspace (new masking rules, say) imports the old one's answers: asked there, not asked again here."""
+    with open_workspace(cli.workspace) as ws:
+        ask(ws, backend, ["Message: a", "Message: b"])
+    exported = tmp_path / "queries.jsonl"
+    assert cli("cache", "export", "--out", exported).exit_code == 0
+    other = Cli(tmp_path / "new.db")
+    r = other("cache", "import", exported)
+    assert r.exit_code == 0 and "2 answers added, 0 already present" in r.stdout
+    assert "0 answers added, 2 already present" in other("cache", "import", exported).stdout
+    before = len(server.requests)
+    with open_workspace(other.workspace) as ws:
+        asked = ask(ws, backend, ["Message: a", "Message: b", "Message: c"])
+    assert (asked.stats.cache_hits, asked.stats.calls) == (2, 1) and len(server.requests) == before + 1
+
+
+@pytest.mark.parametrize("content", ["not json\n", '{"prompt": "no key"}\n', '[1, 2]\n', '{"key": "k", "response": "x"}\n{'])
+def test_cache_import_of_a_malformed_file_is_one_error_and_adds_nothing(cli, tmp_path, content):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    r = cli("cache", "import", bad)
+    assert r.exit_code == 2 and "Traceback" not in r.output and "cache export" in r.output
+    with open_workspace(cli.workspace) as ws:
+        assert ws.db.execute("select count(*) from queries").fetchone()[0] == 0
+    assert cli("cache", "import", tmp_path / "missing.jsonl").exit_code == 2

@@ -282,3 +282,23 @@ def test_split_fast_path_parses_exactly_as_the_layout_regex(system):
     lines = loghub_file(system).read_text(errors="replace").split("\n")
     lines += [" a b", "x", "- a b c d e f g h i  ", "\t- 1 2 3 4 5 6 7 8 msg  ", "- 1 2 3 4 5 6 7 8   msg"]
     assert list(fmt.records(lines)) == list(fmt._regex_records(lines, strict=False))
+
+
+def test_a_workspace_keeps_the_masking_rules_it_was_built_with_and_says_so(cli, tmp_path):
+    """Older default rules (before tokens holding a digit were variables) stay the workspace's
+    key: its texts, labels and models keep working, and ingest says it masks by its own rules."""
+    from detector.mask import DEFAULT_RULES, Masker
+    from labeler.workspace import open_workspace
+
+    log = tmp_path / "net.log"
+    log.write_text("Link Up on en0\nLink Up on en1\n")
+    fresh = cli("ingest", log, "--domain", "net", "--format", "raw")
+    assert fresh.exit_code == 0 and "note:" not in fresh.stderr
+    older = Masker.from_rules([r for r in DEFAULT_RULES if r["name"] != "digit_word"])
+    other = tmp_path / "old.db"
+    with open_workspace(other) as ws:
+        ws.set_setting("mask_rules", older.to_json())
+    old = type(cli)(other)("ingest", log, "--domain", "net", "--format", "raw")
+    assert old.exit_code == 0 and f"own rules (version {older.version}" in old.stderr and "cache import" in old.stderr
+    texts = {n: domains_json(c)["net"]["unique_texts"] for n, c in (("fresh", cli), ("old", type(cli)(other)))}
+    assert texts == {"fresh": 1, "old": 2}

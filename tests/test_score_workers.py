@@ -96,6 +96,34 @@ def test_workers_write_exactly_what_one_process_writes(bundle, case):
     assert not multiprocessing.active_children()  # every worker was joined
 
 
+def test_workers_embed_a_text_once_between_them(bundle):
+    """The scores one worker computes reach the others: forty texts met once, then met again
+    far later (by whichever worker), are embedded about forty times, not eighty."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    texts = [f"{a} {b} subsystem state changed" for a in words[:4] for b in words]
+    filler = ["filler line of the same text"] * 400
+    data = "\n".join(texts + filler + texts[::-1]).encode()
+    options = {"chunk_bytes": 64, "input_format": parse_format("raw")}  # a line or two per batch
+    one, one_summary = _score(bundle, data, 1, **options)
+    many, summary = _score(bundle, data, 2, **options)
+    assert many == one and summary.unique_texts == one_summary.unique_texts == len(texts) + 1
+    assert summary.embeddings <= summary.unique_texts + 2  # only what both met before either's result was back
+
+
+def test_a_score_does_not_depend_on_the_texts_scored_with_it(bundle):
+    """Alone, among other new texts, or from the cache: the same score (within 1e-6)."""
+    from detector.runtime import CachedScorer
+
+    lines = loghub_file("Linux").read_text(encoding="utf-8", errors="replace").splitlines()[:300]
+    messages = [m for m in parse_format("loghub:Linux").columns(lines).messages]
+    together = CachedScorer(bundle).score(messages)
+    again = CachedScorer(bundle)
+    alone = [again.score([m])[0] for m in messages[:40]]
+    cached = again.score(messages[:40])
+    assert max(abs(a - b) for a, b in zip(alone, together)) <= 1e-6
+    assert cached == alone
+
+
 def test_errors_from_a_worker_are_the_same_one_line_errors(bundle):
     lines = [json.dumps({"text": f"service {i} started"}) for i in range(3000)]
     lines[2500] = "{not json"
