@@ -226,3 +226,24 @@ def test_train_level_encoding_one_hot_keeps_a_column_per_level_and_a_bad_one_fai
     assert result.exit_code == 2 and "unknown level encoding 'binary'" in result.stderr
     with open_workspace(copy) as ws:
         assert ws.db["models"].count_where("name = ?", ["bad"]) == 0
+
+
+def test_a_bundle_masks_by_the_rules_it_was_trained_under(tmp_path):
+    """A workspace made under older rules (before a token holding a digit was a variable) exports a
+    bundle that masks as it did: `L3` and `L7` stay two texts there, one under the default."""
+    from detector.mask import DEFAULT_RULES, Masker
+    from detector.runtime import CachedScorer
+
+    older = Masker.from_rules([r for r in DEFAULT_RULES if r["name"] != "digit_word"])
+    cli = Cli(tmp_path / "old.db")
+    with open_workspace(cli.workspace) as ws:
+        ws.set_setting("mask_rules", older.to_json())
+    for args in (("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL"), ("embed",),
+                 ("train", "--labels", "ground-truth", "--out", "bgl"), ("export", "bgl", "--out", tmp_path / "b.ldb")):
+        assert cli(*args).exit_code == 0
+    bundle = load_bundle(tmp_path / "b.ldb")
+    assert bundle.masker.version == older.version != Masker.default().version
+    lines = ["L3 EDRAM error(s) (dcr 0x0157) detected and corrected", "L7 EDRAM error(s) (dcr 0x0157) detected and corrected"]
+    masked, scores = CachedScorer(bundle).masked_and_scores(lines)
+    assert masked[0] != masked[1] and masked == [older.mask(line) for line in lines]
+    assert scores == [float(p) for p in bundle.score_masked(masked)]
