@@ -756,13 +756,17 @@ def label_set(
     match: Optional[str] = typer.Option(None, "--match", help="Every text whose masked form matches this regex."),
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only in these domains (repeatable)."),
 ) -> None:
-    """Label texts by hand (source `manual`, the highest weight)."""
-    from labeler.annotators import set_manual_labels
+    """Label texts by hand (source `manual`, the highest weight). Each label is an operator's answer:
+    it also moves its domain's cut and lends itself to close neighbours the annotators are unsure of
+    (source `spread`); `label review --undo` takes the latest one back."""
+    from labeler.answers import answer
 
     with open_ws(ctx) as ws, ws.run("label set", {"label": label, "text_id": text_id, "match": match,
-                                                  "domains": domain}):
-        rows = set_manual_labels(ws, label, text_id=text_id, match=match, domains=domain)
-    out.print(f"{len(rows)} texts labeled {'anomalous' if label else 'normal'} by hand")
+                                                  "domains": domain}) as run:
+        rows, spread = answer(ws, label, text_id=text_id, match=match, domains=domain)
+        run.results = {"labeled": len(rows), "spread": spread}
+    out.print(f"{len(rows)} texts labeled {'anomalous' if label else 'normal'} by hand; "
+              f"{spread} neighbours labeled by the answers")
 
 
 @label_app.command("status")
@@ -937,10 +941,40 @@ def label_review(
     ctx: typer.Context,
     limit: int = typer.Option(20, "--limit", "-n", help="How many of the most doubtful texts to show."),
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+    next_: bool = typer.Option(False, "--next", help="Print the one question worth asking now (its answer would "
+                               "settle the most: unsure, many lines, unsure neighbours, unlike what was asked) and "
+                               "exit; answer it with `label set --text-id ID --label L`."),
+    undo: bool = typer.Option(False, "--undo", help="Take back the latest answer and what it spread, and exit."),
+    as_json: bool = typer.Option(False, "--json", help="With --next or --undo: print JSON."),
 ) -> None:
     """Settle the most doubtful labels by hand: a anomalous, n normal, s skip, q quit (one key, or one
-    line per text on stdin for scripts). Answers become manual labels."""
+    line per text on stdin for scripts). Answers become manual labels that also move their domain's
+    cut and their close neighbours' labels."""
+    from labeler.answers import next_question, undo_answer
     from labeler.review import review_doubts
+
+    if next_ or undo:
+        if next_ and undo:
+            raise LogdistillError("give --next or --undo, not both")
+        with open_ws(ctx) as ws:
+            if next_:
+                found = next_question(ws, domain)
+                result = vars(found) if found else None
+            else:
+                with ws.run("label review", {"undo": True}) as run:
+                    result = undo_answer(ws)
+                    run.results = {"removed": result}
+        if as_json:
+            print_json(result)
+        elif result is None:
+            out.print("no answer to take back" if undo else "no unsettled text left to ask about")
+        elif undo:
+            out.print(f"answer taken back: {result['domain']} text {result['text_id']} label {result['label']}")
+        else:
+            out.print(f"{result['domain']} · text {result['text_id']} · label now {result['soft_label']:.2f} · "
+                      f"value {result['value']:.2f}\n{result['line']}\nmasked: {result['masked']}",
+                      highlight=False, markup=False)
+        return
 
     def show(number, total, d):
         out.rule(f"{number}/{total} · {d.domain} · text {d.text_id}")

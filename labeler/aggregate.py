@@ -17,6 +17,12 @@ asks texts its labels chose and (under the gate) only its flips vote, so its ans
 disagree with the others by selection (fitted, they drove BGL's label model to call no text
 anomalous after two rounds). A text the guard or an operator labeled is settled: neither
 fitted nor shifted.
+
+An operator's answers (manual labels) move the cut too: per domain, one log-odds offset fitted to
+them on the annotators' soft labels (`answer_offsets`), added to every unsettled text of the
+domain, so a dozen answers relabel every text on the wrong side of the cut, not a dozen texts;
+a domain without answers takes the offset fitted to all of them. No answers, no offset.
+Answers also lend their label to close neighbours (labeler.answers, source `spread`).
 """
 from __future__ import annotations
 
@@ -25,13 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.errors import LogdistillError
-from labeler.label_model import MISSING, LabelModelFit, count_cut, dawid_skene, shift
+from labeler.label_model import MISSING, LabelModelFit, count_cut, dawid_skene, log_odds, shift
 from labeler.workspace import Workspace
 
 RULE_WEIGHT = 1.0
 MANUAL_WEIGHT = 1000.0  # outweighs any realistic number of LLM rounds (sum of 1 + r over 42 rounds is 945)
 GUARD_WEIGHT = 500.0  # above the sum of 1 + r over 30 LLM rounds (495), below an operator's label
-NON_LLM_SOURCES = ("rule", "guard", "manual")  # every other label source is an LLM answer (round 0 or later)
+SPREAD_WEIGHT = 100.0  # a neighbour's answer (labeler.answers): above every round and the rules, below the guard
+CUT_PRIOR = 0.5  # the answers' offset has a standard normal prior: one answer moves the cut a little
+NON_LLM_SOURCES = ("rule", "guard", "manual", "spread")  # every other label source is an LLM answer
 # the guard's and an operator's labels settle a text (an SQL list)
 SETTLED_SOURCES = ", ".join(f"'{source}'" for source in NON_LLM_SOURCES if source != "rule")
 VOTES = "coalesce(p_anomalous, label) is not null and weight > 0"  # the `labels` rows that vote
@@ -66,15 +74,76 @@ def soft_labels(ws: Workspace, domains: list[str] | None = None,
     `through_round`: only the answers of rounds 0..r (the labels as they stood after round r).
     """
     means = _weighted_means(ws, domains, through_round)
-    if label_model(ws) == MEAN:
-        return means
-    round0 = _weighted_means(ws, domains, 0)
     shifted = dict(means)
-    for fit in annotator_fits(ws, domains):
-        cut = count_cut(np.array([round0[k] for k in fit.keys]), int((fit.model.posterior >= 0.5).sum()))
-        labeled = [k for k in fit.keys if k in means]
-        shifted.update(zip(labeled, shift(np.array([means[k] for k in labeled]), cut)))
+    if label_model(ws) != MEAN:
+        round0 = _weighted_means(ws, domains, 0)
+        for fit in annotator_fits(ws, domains):
+            cut = count_cut(np.array([round0[k] for k in fit.keys]), int((fit.model.posterior >= 0.5).sum()))
+            labeled = [k for k in fit.keys if k in means]
+            shifted.update(zip(labeled, shift(np.array([means[k] for k in labeled]), cut)))
+    offsets = answer_offsets(ws, sorted({d for d, _ in means}))
+    if offsets:
+        settled = settled_texts(ws, domains)
+        for domain, offset in offsets.items():
+            moved = [k for k in shifted if k[0] == domain and k not in settled]
+            shifted.update(zip(moved, shift(np.array([shifted[k] for k in moved]), -offset).tolist()))
     return shifted
+
+
+def operator_answers(ws: Workspace, domains: list[str] | None = None) -> list[dict]:
+    """The manual labels (domain, text_id, label, id), oldest first."""
+    scope, args = _scope(domains, None)
+    return [dict(r) for r in ws.db.query(
+        f"select id, domain, text_id, label from labels where source = 'manual'{scope} order by id", args)]
+
+
+def settled_texts(ws: Workspace, domains: list[str] | None = None) -> set[tuple[str, int]]:
+    """The texts the guard, an operator or an operator's neighbouring answer labeled."""
+    scope, args = _scope(domains, None)
+    return {(r["domain"], r["text_id"]) for r in ws.db.query(
+        f"select distinct domain, text_id from labels where {VOTES} and source in ({SETTLED_SOURCES}){scope}", args)}
+
+
+def answer_offsets(ws: Workspace, domains: list[str]) -> dict[str, float]:
+    """domain -> the log-odds offset that fits the operator's answers (module docstring): the
+    maximum a posteriori shift of the annotators' soft labels of the answered texts toward the
+    answers; a domain without answers gets the offset fitted to every answer. {} without answers."""
+    answers = operator_answers(ws)
+    if not answers:
+        return {}
+    keys = [(a["domain"], a["text_id"]) for a in answers]
+    annotators = _annotator_means(ws, sorted({d for d, _ in keys}))
+    fitted = [(d, float(log_odds(np.array(annotators[(d, t)]))), a["label"])
+              for (d, t), a in zip(keys, answers) if (d, t) in annotators]
+    if not fitted:
+        return {}
+    overall = _offset([z for _, z, _ in fitted], [y for _, _, y in fitted])
+    by_domain = {d: _offset([z for e, z, _ in fitted if e == d], [y for e, _, y in fitted if e == d])
+                 for d in {d for d, _, _ in fitted}}
+    return {d: by_domain.get(d, overall) for d in domains}
+
+
+def _offset(logits: list[float], answers: list[int]) -> float:
+    """argmin_b sum log(1 + exp(-s_i (z_i + b))) + CUT_PRIOR b^2, s_i = +-1 (Newton's method, convex)."""
+    z, s = np.array(logits), 2.0 * np.array(answers) - 1.0
+    b = 0.0
+    for _ in range(50):
+        q = 1.0 / (1.0 + np.exp(s * (z + b)))  # P(the answer is wrong) at offset b
+        gradient = -np.sum(s * q) + 2 * CUT_PRIOR * b
+        curvature = np.sum(q * (1 - q)) + 2 * CUT_PRIOR
+        step = gradient / curvature
+        b -= step
+        if abs(step) < 1e-9:
+            break
+    return float(b)
+
+
+def _annotator_means(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], float]:
+    """The weighted mean of the annotators' votes (every source but the settling ones), per text."""
+    scope, args = _scope(domains, None)
+    return {(r["domain"], r["text_id"]): r["soft"] for r in ws.db.query(
+        f"""select domain, text_id, sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
+            from labels where {VOTES} and source not in ({SETTLED_SOURCES}){scope} group by domain, text_id""", args)}
 
 
 def _weighted_means(ws: Workspace, domains: list[str] | None, through_round: int | None

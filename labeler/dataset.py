@@ -33,6 +33,7 @@ from detector.errors import LogdistillError
 from detector.formats import InputFormat
 from labeler.aggregate import GUARD_WEIGHT, MANUAL_WEIGHT, NON_LLM_SOURCES, RULE_WEIGHT, VOTES, hard_labels, soft_labels
 from labeler.annotators import write_manual_labels
+from labeler.answers import spread_answers
 from labeler.ingest import check_readable_log
 from labeler.quality import ground_truth
 from labeler.rounds import resolve_domain_option, resolve_domains
@@ -468,6 +469,7 @@ def import_labels(ws: Workspace, path: Path, *, text_field: str, label_field: st
     report.unchanged = report.texts - len(changes)
     if changes:
         write_manual_labels(ws, changes)
+        spread_answers(ws)
     return report
 
 

@@ -67,24 +67,24 @@ def dawid_skene(votes: np.ndarray, *, max_iter: int = 2000, tol: float = 1e-7,
 
 def count_cut(soft: np.ndarray, count: int) -> float:
     """The log-odds at which exactly `count` of `soft` lie at or above it (ties at the cut aside)."""
-    log_odds = np.sort(_log_odds(np.asarray(soft, dtype=float)))[::-1]
-    if len(log_odds) == 0:
+    ranked = np.sort(log_odds(np.asarray(soft, dtype=float)))[::-1]
+    if len(ranked) == 0:
         return 0.0
-    if int((log_odds >= 0).sum()) == count:
+    if int((ranked >= 0).sum()) == count:
         return 0.0  # already there: 0.5 stays the cut
     if count <= 0:
-        return float(log_odds[0] + 1.0)
-    if count >= len(log_odds):
-        return float(log_odds[-1] - 1.0)
-    return float((log_odds[count - 1] + log_odds[count]) / 2)
+        return float(ranked[0] + 1.0)
+    if count >= len(ranked):
+        return float(ranked[-1] - 1.0)
+    return float((ranked[count - 1] + ranked[count]) / 2)
 
 
 def shift(soft: np.ndarray, cut: float) -> np.ndarray:
     """`soft` moved by one log-odds offset so that `cut` becomes 0.5: the ranking is kept."""
     soft = np.asarray(soft, dtype=float)
-    return soft if cut == 0.0 else 1 / (1 + np.exp(-(_log_odds(soft) - cut)))
+    return soft if cut == 0.0 else 1 / (1 + np.exp(-(log_odds(soft) - cut)))
 
 
-def _log_odds(p: np.ndarray) -> np.ndarray:
+def log_odds(p: np.ndarray) -> np.ndarray:
     clipped = np.clip(p, SOFT_FLOOR, 1 - SOFT_FLOOR)
     return np.log(clipped / (1 - clipped))

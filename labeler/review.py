@@ -6,29 +6,18 @@ hand are not shown again (their labels still teach the verifier). Each settled t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from labeler.aggregate import soft_labels
+from labeler.answers import Doubt, answer, text_details
 from labeler.rounds import resolve_domains
 from labeler.vectors import embed_missing, load_vectors
 from labeler.verifier import verify
 from labeler.workspace import Workspace
 
 KEYS = {"a": 1, "n": 0}  # a: anomalous, n: normal; s skips, q quits
-
-
-@dataclass
-class Doubt:
-    domain: str
-    text_id: int
-    masked: str
-    line: str  # one raw line with this text
-    soft_label: float
-    verifier_p: float  # the verifier's P(anomalous)
-    answers: list[dict] = field(default_factory=list)  # source, round, label, p_anomalous, weight
 
 
 def doubtful_texts(ws: Workspace, domains: list[str] | None = None, limit: int = 20, seed: int = 0) -> list[Doubt]:
@@ -43,18 +32,8 @@ def doubtful_texts(ws: Workspace, domains: list[str] | None = None, limit: int =
     embed_missing(ws)
     X = load_vectors(ws, [t for _, t in keys])
     scores = verify(X, labels, np.array([d for d, _ in keys]), seed=seed)
-    doubts = []
     doubtful = [i for i in np.argsort(-scores.losses, kind="stable") if keys[i] not in manual]
-    for i in doubtful[:limit]:
-        domain, text_id = keys[i]
-        entry = ws.db.execute("""select e.raw, t.masked from entries e join texts t on t.id = e.text_id
-                                 where e.domain = ? and e.text_id = ? order by e.position limit 1""",
-                              [domain, text_id]).fetchone()
-        answers = [dict(r) for r in ws.db.query(
-            """select source, round, label, p_anomalous, weight from labels
-               where domain = ? and text_id = ? order by round, id""", [domain, text_id])]
-        doubts.append(Doubt(domain, text_id, entry[1], entry[0], soft[keys[i]], float(scores.p_anomalous[i]), answers))
-    return doubts
+    return [text_details(ws, keys[i], soft[keys[i]], float(scores.p_anomalous[i])) for i in doubtful[:limit]]
 
 
 def review_loop(items: list, *, show: Callable[[int, int, object], None], choose: Callable[[object], str],
@@ -84,13 +63,13 @@ def review_loop(items: list, *, show: Callable[[int, int, object], None], choose
 def review_doubts(ws: Workspace, domains: list[str] | None, limit: int, *,
                   show: Callable[[int, int, Doubt], None], choose: Callable[[Doubt], str]) -> int:
     """Walk the most doubtful texts (`review_loop`): a anomalous, n normal, s skip, q quit. Each a
-    or n becomes a manual label at once; returns how many texts were settled."""
-    from labeler.annotators import set_manual_labels
+    or n becomes an answer at once (labeler.answers: the cut and the neighbours move with it);
+    returns how many texts were settled."""
 
     def act(doubt: Doubt, key: str) -> tuple[str, None]:
         if key not in KEYS:
             return "skip", None
-        set_manual_labels(ws, KEYS[key], text_id=doubt.text_id, domains=[doubt.domain])
+        answer(ws, KEYS[key], text_id=doubt.text_id, domains=[doubt.domain])
         return "settled", None
 
     return review_loop(doubtful_texts(ws, domains, limit), show=show, choose=choose, act=act).get("settled", 0)

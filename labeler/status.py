@@ -6,11 +6,12 @@ labeled (the flat keys): a text's ground truth is 1 if any of its lines is anoma
 detector is judged, so a text logged 10,000 times weighs 10,000 times. AUROC scores the
 aggregated soft label; precision, recall and F1 score the hard label (soft >= 0.5).
 Beside them, whatever the workspace's label model: the Dawid-Skene estimates (labeler.label_model)
-of each annotator's sensitivity and specificity and of each domain's share of anomalies.
+of each annotator's sensitivity and specificity and of each domain's share of anomalies, and
+the log-odds offset the operator's answers put on the domain's cut (None without answers).
 """
 from __future__ import annotations
 
-from labeler.aggregate import NON_LLM_SOURCES, annotator_fits, label_model, soft_labels
+from labeler.aggregate import NON_LLM_SOURCES, annotator_fits, answer_offsets, label_model, soft_labels
 from labeler.quality import ground_truth, line_quality, text_quality
 from labeler.rounds import resolve_domains
 from labeler.workspace import Workspace
@@ -41,9 +42,11 @@ def label_status(ws: Workspace, domains: list[str] | None = None) -> list[dict]:
     soft = soft_labels(ws, domains)
     truth = ground_truth(ws, domains)
     fits = {fit.domain: fit for fit in annotator_fits(ws, domains)}
+    offsets = answer_offsets(ws, domains)
     rows = [domain_status(ws, d, soft, truth) for d in domains]
     for row in rows:
         row["label_model"] = label_model(ws)
+        row["answers_cut_offset"] = offsets.get(row["domain"])  # log-odds the operator's answers moved the cut by
         row.update(annotator_estimates(fits[row["domain"]]) if row["domain"] in fits else
                    {"estimated_anomaly_rate": None, "annotators": {}})
     return rows
