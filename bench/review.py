@@ -11,6 +11,15 @@ every text embedded), so no LLM runs here.
 
     python bench/review.py [--workspace bench/out/transfer/minilm.db] [--domains BGL,hpc,k8s,storage,syslog,web]
         [--budgets 0,5,10,20,50] [--seeds 3] [--out bench/results/review.md]
+
+The detector on answered labels: 20 chosen answers in every domain with ground truth of a copy
+of the transfer benchmark's workdir, then the transfer benchmark on it:
+
+    cp -r bench/out/transfer bench/out/transfer-answers && rm bench/out/transfer-answers/runs.json
+    python bench/review.py --answer-into bench/out/transfer-answers/minilm.db --budgets 20 \
+        --domains BGL,Hadoop,Zookeeper,hpc,k8s,storage,syslog,web
+    python bench/transfer.py --workdir bench/out/transfer-answers --out bench/results/transfer-answers.md \
+        --variants "linear, ordinal level: the default" --seeds 0
 """
 from __future__ import annotations
 
@@ -66,6 +75,20 @@ def simulate(source: Path, domain: str, budgets: list[int], strategy: str, seed:
     return results
 
 
+def answer_into(db: Path, domains: list[str], count: int) -> None:
+    """Give `count` chosen answers (the ground truth) in each domain of the workspace `db`, in place:
+    the labels a detector then trains on (`bench/transfer.py --workdir` on a copy of its workdir)."""
+    with open_workspace(db) as ws:
+        for domain in domains:
+            truth = ground_truth(ws, [domain])
+            for _ in range(count):
+                question = next_question(ws, [domain])
+                if question is None:
+                    break
+                answer(ws, truth[(domain, question.text_id)], text_id=question.text_id, domains=[domain])
+            print(f"{domain}: {count} answers", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=REPO / "bench" / "out" / "transfer" / "minilm.db")
@@ -73,7 +96,12 @@ def main() -> None:
     parser.add_argument("--budgets", default="0,5,10,20,50")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "review.md")
+    parser.add_argument("--answer-into", type=Path, metavar="DB",
+                        help="Instead: give --budgets' last number of chosen answers in each domain of DB, in place.")
     args = parser.parse_args()
+    if args.answer_into:
+        answer_into(args.answer_into, args.domains.split(","), int(args.budgets.split(",")[-1]))
+        return
     if not args.workspace.exists():
         sys.exit(f"{args.workspace} not found: run `python bench/transfer.py --label-only` and an embed first")
     budgets = [int(b) for b in args.budgets.split(",")]
