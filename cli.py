@@ -775,8 +775,10 @@ def label_status_command(
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Per domain: labeled texts, anomaly rate, label sources; AUROC/precision/recall/F1 where ground truth
-    exists, per unique text and per line (each line once, as a detector is judged; JSON key `per_line`)."""
+    """Per domain: labeled texts, anomaly rate, label sources (`manual`: the operator's answers, `spread`:
+    the neighbours they labeled), the log-odds the answers moved the cut by; AUROC/precision/recall/F1
+    where ground truth exists, per unique text and per line (each line once, as a detector is judged;
+    JSON key `per_line`)."""
     from labeler.quality import figure
     from labeler.status import label_status
 
@@ -789,11 +791,13 @@ def label_status_command(
     annotators = [{"domain": row["domain"], "annotator": name, **{k: figure(v) for k, v in estimate.items()},
                    "domain_anomaly_rate": figure(row["estimated_anomaly_rate"])}
                   for row in rows for name, estimate in row.pop("annotators").items()]
+    answered = any(row["answers_cut_offset"] is not None for row in rows)
     for row in rows + lines:
         row["sources"] = ", ".join(f"{s} {n}" for s, n in sorted(row.get("sources", {}).items()))
-        for key in ("anomaly_rate", "auroc", "precision", "recall", "f1"):
+        for key in ("anomaly_rate", "auroc", "precision", "recall", "f1", "answers_cut_offset"):
             row[key] = None if row.get(key) is None else f"{row[key]:.3f}"
     print_table(rows, ["domain", "texts", "labeled", "anomalous", "anomaly_rate", "sources",
+                       *(["answers_cut_offset"] if answered else []),
                        "ground_truth_texts", "auroc", "precision", "recall", "f1"], title="per unique text")
     if any(row["ground_truth_lines"] for row in lines):
         print_table(lines, ["domain", "ground_truth_lines", "auroc", "precision", "recall", "f1"],

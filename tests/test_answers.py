@@ -77,8 +77,12 @@ def test_the_loop_is_scriptable(small):
     with open_workspace(small.workspace) as ws:
         asked = next_question(ws, ["box"])
     assert asked is not None and asked.text_id != question["text_id"]
+    (row,) = json.loads(small("label", "status", "--json").stdout)
+    assert row["answers_cut_offset"] < 0 and row["sources"]["manual"] == 1
+    assert small("label", "status").exit_code == 0  # the table shows it as a column (wrapped at 80 columns)
     undone = json.loads(small("label", "review", "--undo", "--json").stdout)
     assert (undone["text_id"], undone["label"]) == (question["text_id"], 0)
     assert json.loads(small("label", "review", "--undo", "--json").stdout) is None
+    assert json.loads(small("label", "status", "--json").stdout)[0]["answers_cut_offset"] is None
     r = small("label", "review", "--next", "--undo")
     assert r.exit_code == 2 and "not both" in r.stderr
