@@ -112,7 +112,7 @@ def answer_offsets(ws: Workspace, domains: list[str]) -> dict[str, float]:
     if not answers:
         return {}
     keys = [(a["domain"], a["text_id"]) for a in answers]
-    annotators = _annotator_means(ws, sorted({d for d, _ in keys}))
+    annotators = _weighted_means(ws, sorted({d for d, _ in keys}), None, annotators_only=True)
     fitted = [(d, float(log_odds(np.array(annotators[(d, t)]))), a["label"])
               for (d, t), a in zip(keys, answers) if (d, t) in annotators]
     if not fitted:
@@ -138,20 +138,14 @@ def _offset(logits: list[float], answers: list[int]) -> float:
     return float(b)
 
 
-def _annotator_means(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], float]:
-    """The weighted mean of the annotators' votes (every source but the settling ones), per text."""
-    scope, args = _scope(domains, None)
-    return {(r["domain"], r["text_id"]): r["soft"] for r in ws.db.query(
-        f"""select domain, text_id, sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
-            from labels where {VOTES} and source not in ({SETTLED_SOURCES}){scope} group by domain, text_id""", args)}
-
-
-def _weighted_means(ws: Workspace, domains: list[str] | None, through_round: int | None
-                    ) -> dict[tuple[str, int], float]:
+def _weighted_means(ws: Workspace, domains: list[str] | None, through_round: int | None, *,
+                    annotators_only: bool = False) -> dict[tuple[str, int], float]:
+    """Eq. 4 per text; `annotators_only`: over the annotators' votes alone (no settling source)."""
     scope, args = _scope(domains, through_round)
+    annotators = f" and source not in ({SETTLED_SOURCES})" if annotators_only else ""
     return {(r["domain"], r["text_id"]): r["soft"] for r in ws.db.query(
         f"""select domain, text_id, sum(weight * coalesce(p_anomalous, label)) / sum(weight) as soft
-            from labels where {VOTES}{scope} group by domain, text_id""", args)}
+            from labels where {VOTES}{annotators}{scope} group by domain, text_id""", args)}
 
 
 def _scope(domains: list[str] | None, through_round: int | None) -> tuple[str, list]:

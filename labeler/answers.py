@@ -23,6 +23,7 @@ import numpy as np
 
 from labeler.aggregate import SPREAD_WEIGHT, operator_answers, settled_texts, soft_labels
 from labeler.annotators import set_manual_labels
+from labeler.quality import lines_per_text
 from labeler.rounds import resolve_domains
 from labeler.vectors import embed_missing, load_vectors
 from labeler.workspace import Workspace, now
@@ -115,9 +116,10 @@ def next_question(ws: Workspace, domains: list[str] | None = None) -> Doubt | No
     embed_missing(ws)
     p = np.array([soft[k] for k in keys])
     unsure = 1 - np.abs(2 * p - 1)
-    lines = _line_counts(ws, domains)
+    lines = lines_per_text(ws, domains)
     vectors = _unit(load_vectors(ws, [t for _, t in keys]))
-    same_domain = np.array([[a[0] == b[0] for b in keys] for a in keys])
+    domain_of = np.array([d for d, _ in keys])
+    same_domain = domain_of[:, None] == domain_of[None, :]
     near = (vectors @ vectors.T >= NEIGHBOUR_SIMILARITY) & same_domain
     spreads_to = (near & (np.abs(p - 0.5) < UNSURE)[None, :]).sum(axis=1) - (np.abs(p - 0.5) < UNSURE)
     answered = [a["text_id"] for a in operator_answers(ws, domains)]
@@ -125,12 +127,6 @@ def next_question(ws: Workspace, domains: list[str] | None = None) -> Doubt | No
     value = unsure * np.log1p([lines.get(k, 0) for k in keys]) * (1 + spreads_to) * np.maximum(novelty, 0.0)
     best = int(np.argmax(value))
     return text_details(ws, keys[best], float(p[best]), verifier_p=None, value=float(value[best]))
-
-
-def _line_counts(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], int]:
-    return {(r["domain"], r["text_id"]): r["lines"] for r in ws.db.query(
-        f"""select domain, text_id, count(*) as lines from entries where domain in ({', '.join('?' * len(domains))})
-            group by domain, text_id""", domains)}
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

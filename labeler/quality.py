@@ -27,6 +27,15 @@ def ground_truth(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], int
             group by domain, text_id""", list(domains))}
 
 
+def lines_per_text(ws: Workspace, domains: list[str]) -> dict[tuple[str, int], int]:
+    """(domain, text_id) -> how many of the domain's lines have this text."""
+    if not domains:
+        return {}
+    return {(r["domain"], r["text_id"]): r["n"] for r in ws.db.query(
+        f"""select domain, text_id, count(*) as n from entries where domain in ({', '.join('?' * len(domains))})
+            group by domain, text_id""", list(domains))}
+
+
 def quality(truth: list[int], soft: list[float], weights: list[int] | None = None) -> dict:
     """AUROC of the soft labels, precision/recall/F1 of the hard ones (None where undefined);
     `weights`: how many times each (truth, soft) pair counts."""

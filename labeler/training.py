@@ -24,7 +24,7 @@ from detector.formats import InputFormat, parse_format
 from detector.sessions import Grouping
 from detector.metrics import auroc
 from labeler.aggregate import hard_labels, label_model, soft_labels
-from labeler.quality import ground_truth
+from labeler.quality import ground_truth, lines_per_text
 from labeler.rounds import resolve_domains
 from labeler.vectors import load_vectors
 from labeler.workspace import Workspace, now
@@ -162,10 +162,7 @@ def _training_metrics(model, data: TrainingSet, ws: Workspace) -> dict:
 
 def line_counts(ws: Workspace, data: TrainingSet) -> np.ndarray:
     """How many lines of its domain each training row's text has (a detector is judged per line)."""
-    domains = sorted(set(data.domains.tolist()))
-    counts = {(r["domain"], r["text_id"]): r["n"] for r in ws.db.query(
-        f"""select domain, text_id, count(*) as n from entries where domain in ({', '.join('?' * len(domains))})
-            group by domain, text_id""", domains)}
+    counts = lines_per_text(ws, sorted(set(data.domains.tolist())))
     return np.array([counts.get((d, int(t)), 1) for d, t in zip(data.domains, data.text_ids)], dtype=np.float64)
 
 
