@@ -9,38 +9,44 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from detector import defaults
-from detector.errors import LogdistillError
+from detector.core import LogdistillError, missing_extra
+from detector.training import defaults
 
 out = Console()
 err = Console(stderr=True)
 
 
 class FriendlyErrors(TyperGroup):
-    """Turns LogdistillError (and a workspace that fails mid-command: corrupt, read-only, full)
-    into one line on stderr and exit code 2 (a traceback with --debug)."""
+    """Turns LogdistillError (and a workspace that fails mid-command: corrupt, read-only, full;
+    a module that only an install extra brings) into one line on stderr and exit code 2 (a
+    traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (LogdistillError, sqlite3.DatabaseError) as e:
+        except (LogdistillError, sqlite3.DatabaseError, ImportError) as e:
             if (ctx.obj or {}).get("debug"):
                 raise
+            if isinstance(e, ImportError):
+                e = missing_extra(e) or e
+                if not isinstance(e, LogdistillError):
+                    raise
             if isinstance(e, sqlite3.DatabaseError):
-                from labeler.workspace import sqlite_user_error
+                from labeler.store.workspace import sqlite_user_error
 
                 e = sqlite_user_error(e) or e
                 if not isinstance(e, LogdistillError):
                     raise
-            err.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -48,6 +54,13 @@ app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True, add_completion=False
                   pretty_exceptions_enable=False,
                   help="Turn an LLM into log anomaly labels, and the labels into a small detector "
                        "that needs no LLM.")
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of subcommands (`logdistill NAME ...`), with the app's one-line errors."""
+    group = typer.Typer(cls=FriendlyErrors, no_args_is_help=True, help=help)
+    app.add_typer(group, name=name)
+    return group
 
 
 @app.callback()
@@ -65,8 +78,8 @@ def main_options(
 
 def open_ws(ctx: typer.Context, create: bool = False):
     """The workspace, for this command; a command that writes holds it alone until it closes
-    (labeler.workspace.WRITING_COMMANDS)."""
-    from labeler.workspace import open_workspace
+    (labeler.store.workspace.WRITING_COMMANDS)."""
+    from labeler.store.workspace import open_workspace
 
     names, c = [], ctx
     while c.parent is not None:  # "label run": the command's name below the program's
@@ -78,30 +91,39 @@ def open_ws(ctx: typer.Context, create: bool = False):
                                                             soft_wrap=True))
 
 
+def from_ws(ctx: typer.Context, read: Callable, *args, create: bool = False, **kwargs):
+    """What `read(ws, ...)` returns, the workspace opened for it and closed again."""
+    with open_ws(ctx, create=create) as ws:
+        return read(ws, *args, **kwargs)
+
+
 MODEL_HELP = ("llamacpp: qwen2.5-coder-1.5b (default; $LOGDISTILL_MODEL overrides it), qwen2.5-coder-0.5b, "
               "gemma3-270m, smollm2 (`logdistill models` lists them) or a GGUF path; others: the server's model.")
 BASE_URL_HELP = ("openai/tgi: the server's URL. openai: repeat it, or give a comma list, for a pool of servers "
                  "of the same model (requests spread over them; one that stops answering is set aside).")
-# The backend options of every command that asks an LLM (labeler.backends.BackendSpec).
+# The backend options of every command that asks an LLM (labeler.label.backends.BackendSpec).
 BackendOption = Annotated[str, typer.Option("--backend", "-b", help="llamacpp (embedded, offline) | openai | tgi | vllm.")]
 ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)]
 BaseUrlOption = Annotated[Optional[list[str]], typer.Option("--base-url", help=BASE_URL_HELP)]
 ConcurrencyOption = Annotated[Optional[int], typer.Option("--concurrency", "-c",
                                                           help="openai/tgi: requests in flight (per server).")]
+OneDomainOption = Annotated[Optional[str], typer.Option("--domain", "-d", help="One domain (default: every domain).")]
+DomainsOption = Annotated[Optional[list[str]], typer.Option("--domain", "-d", help="Only these domains (repeatable).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def backend_spec(backend: str, model: Optional[str], base_url: Optional[list[str]], concurrency: Optional[int] = None):
     """The backend options as one BackendSpec; an embedded model is assembled first, with a progress bar."""
-    from labeler import models
-    from labeler.backends import BackendSpec
+    from labeler.label import llms
+    from labeler.label.backends import BackendSpec
 
     spec = BackendSpec(backend, model, tuple(base_url) if base_url else None, concurrency)
     spec.urls()  # a bad URL or pool fails before anything else
-    embedded = models.MODELS.get(model or models.default_model_name()) if backend == "llamacpp" else None
-    if embedded is not None and not models.is_ready(embedded):
+    embedded = llms.MODELS.get(model or llms.default_model_name()) if backend == "llamacpp" else None
+    if embedded is not None and not llms.is_ready(embedded):
         with progress_bar() as bar:
             task = bar.add_task(f"assembling {embedded.name} (once)", total=embedded.size)
-            models.gguf_path(embedded, on_bytes=lambda n: bar.advance(task, n))
+            llms.gguf_path(embedded, on_bytes=lambda n: bar.advance(task, n))
     return spec
 
 
@@ -129,8 +151,8 @@ def read_answer(prompt: str, *, single_key: bool = False) -> str:
 
 
 def progress_bar():
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                     MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -156,7 +178,7 @@ def ingest(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Read log files into the workspace as one domain (idempotent: re-ingesting a file adds nothing)."""
-    from detector.formats import parse_format
+    from detector.runtime.formats import parse_format
     from labeler import pipeline
     from labeler.ingest import check_readable_log
 
@@ -183,12 +205,11 @@ def ingest(
 
 
 @app.command()
-def domains(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def domains(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List the domains: lines, unique masked texts, ground-truth lines, sources, format."""
     from labeler.ingest import domain_table
 
-    with open_ws(ctx) as ws:
-        rows = domain_table(ws)
+    rows = from_ws(ctx, domain_table)
     if as_json:
         print_json(rows)
         return
@@ -227,15 +248,13 @@ def embed(
 
 # ---------------------------------------------------------------------------- templates
 
-templates_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
-                            help="Drain3 log templates per domain (the keys of the LEI table).")
-app.add_typer(templates_app, name="templates")
+templates_app = command_group("templates", "Drain3 log templates per domain (the keys of the LEI table).")
 
 
 @templates_app.command("build")
 def templates_build(
     ctx: typer.Context,
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    domain: OneDomainOption = None,
     sim_th: Optional[float] = typer.Option(None, "--sim-th",
                                            help="Drain similarity threshold (default 0.6, or the domain's stored one)."),
     depth: Optional[int] = typer.Option(None, "--depth", help="Drain parse-tree depth (default 5, or the stored one)."),
@@ -244,16 +263,14 @@ def templates_build(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Mine templates for lines not yet assigned one; earlier lines keep their template ids."""
-    from labeler.rounds import resolve_domain_option
-    from labeler.templates import build_domains
+    from labeler.lei.templates import build_domains
+    from labeler.store.workspace import resolve_domain_option
 
     with open_ws(ctx) as ws, progress_bar() as bar:
         names = resolve_domain_option(ws, domain)
         tasks = {name: bar.add_task(name, total=None) for name in names}
-        params = {"domain": domain, "sim_th": sim_th, "depth": depth, "rebuild": rebuild}
-        with ws.run("templates build", params):
-            reports = build_domains(ws, names, sim_th=sim_th, depth=depth, rebuild=rebuild,
-                                    on_progress=lambda name, d, t: bar.update(tasks[name], completed=d, total=t))
+        reports = build_domains(ws, names, sim_th=sim_th, depth=depth, rebuild=rebuild,
+                                on_progress=lambda name, d, t: bar.update(tasks[name], completed=d, total=t))
     if as_json:
         print_json(reports)
         return
@@ -264,16 +281,11 @@ def templates_build(
 
 
 @templates_app.command("list")
-def templates_list(
-    ctx: typer.Context,
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+def templates_list(ctx: typer.Context, domain: OneDomainOption = None, as_json: JsonOption = False) -> None:
     """List templates: id, template, line count, representative line (most frequent first)."""
-    from labeler.templates import list_templates
+    from labeler.lei.templates import list_templates
 
-    with open_ws(ctx) as ws:
-        rows = list_templates(ws, domain)
+    rows = from_ws(ctx, list_templates, domain)
     if as_json:
         print_json(rows)
         return
@@ -282,41 +294,36 @@ def templates_list(
 
 # ---------------------------------------------------------------------------- lei
 
-lei_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
-                      help="LEI table: an LLM interpretation per template, reviewed by an operator.")
-app.add_typer(lei_app, name="lei")
+lei_app = command_group("lei", "LEI table: an LLM interpretation per template, reviewed by an operator.")
 LEI_COLUMNS = ["domain", "template_id", "count", "status", "flags", "interpretation", "representative"]
 
 
 @lei_app.command("build")
 def lei_build(
     ctx: typer.Context,
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
-    backend: BackendOption = "llamacpp",
-    model: ModelOption = None,
-    base_url: BaseUrlOption = None,
-    concurrency: ConcurrencyOption = None,
+    domain: OneDomainOption = None,
+    backend: BackendOption = "llamacpp", model: ModelOption = None, base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,  # the backend options (BackendSpec)
     refresh: bool = typer.Option(False, "--refresh", help="Also re-ask pending rows (e.g. after a prompt edit)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the N most frequent such templates per domain."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Ask the LLM for one interpretation per template without one (status pending); cached answers are reused."""
-    from labeler import lei
+    from labeler.lei import table as lei_table
 
     with open_ws(ctx) as ws:
-        lei.ready_domains(ws, domain)
+        lei_table.ready_domains(ws, domain)
         spec = backend_spec(backend, model, base_url, concurrency)
         llm = spec.make()
-        params = {"domain": domain, **spec.to_params(llm), "refresh": refresh, "limit": limit}
         try:
-            with progress_bar() as bar, ws.run("lei build", params):
+            with progress_bar() as bar:
                 task = bar.add_task("interpreting", total=None)
 
                 def show(stats):
                     bar.update(task, total=stats.prompts, completed=stats.cache_hits + stats.calls,
                                description=f"interpreting · {stats.calls} calls · {stats.cache_hits} cached")
 
-                report = lei.build(ws, llm, domain, refresh=refresh, limit=limit, on_progress=show)
+                report = lei_table.build(ws, llm, domain, refresh=refresh, limit=limit, on_progress=show)
         finally:
             llm.close()
     if as_json:
@@ -331,17 +338,16 @@ def lei_build(
 @lei_app.command("list")
 def lei_list(
     ctx: typer.Context,
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    domain: OneDomainOption = None,
     status: Optional[str] = typer.Option(None, "--status", help="pending | accepted (includes edited) | edited | rejected."),
     flagged: bool = typer.Option(False, "--flagged",
                                  help="Only flagged rows (empty, too-long, repeats-line, copies-variable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """List LEI rows with their flags, most frequent template first."""
-    from labeler import lei
+    from labeler.lei import table as lei_table
 
-    with open_ws(ctx) as ws:
-        rows = lei.list_rows(ws, domain, status, flagged=flagged)
+    rows = from_ws(ctx, lei_table.list_rows, domain, status, flagged=flagged)
     if as_json:
         print_json(rows)
         return
@@ -358,23 +364,19 @@ def lei_set(
     note: Optional[str] = typer.Option(None, "--note", help="A reviewer's note."),
 ) -> None:
     """Record a review decision for one row, from a script."""
-    from labeler import lei
+    from labeler.lei import table as lei_table
 
     with open_ws(ctx) as ws:
-        row = lei.resolve(ws, ref, domain)
-        with ws.run("lei set", {"domain": row["domain"], "template_id": row["template_id"], "status": status,
-                                "text": text, "note": note}):
-            row = lei.set_row(ws, row, status=status, text=text, note=note)
+        row = lei_table.resolve(ws, ref, domain)
+        row = lei_table.set_row(ws, row, status=status, text=text, note=note)
     out.print(f"{row['domain']}:{row['template_id']} {row['status']}: {row['interpretation']}", highlight=False)
 
 
 @lei_app.command("review")
 def lei_review(
     ctx: typer.Context,
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
-    backend: BackendOption = "llamacpp",
-    model: ModelOption = None,
-    base_url: BaseUrlOption = None,
+    domain: OneDomainOption = None,
+    backend: BackendOption = "llamacpp", model: ModelOption = None, base_url: BaseUrlOption = None,
 ) -> None:
     """Walk the pending rows, one key each: a accept, e edit ($EDITOR, else the next stdin line), r regenerate, j reject, s skip, q quit.
     The backend options are for regenerate.
@@ -383,7 +385,7 @@ def lei_review(
     """
     import os
 
-    from labeler import lei
+    from labeler.lei import table as lei_table
 
     interactive = sys.stdin.isatty()
 
@@ -403,9 +405,8 @@ def lei_review(
             return edited.strip() if edited else None
         return typer.prompt("new text") if interactive else sys.stdin.readline().strip() or None
 
-    with open_ws(ctx) as ws, ws.run("lei review", {"domain": domain, "backend": backend, "model": model}):
-        counts = lei.review(ws, domain, choose=choose, edit_text=edit_text, show=show,
-                            backend=lambda: backend_spec(backend, model, base_url).make())
+    spec = backend_spec(backend, model, base_url)
+    counts = from_ws(ctx, lei_table.review, domain, choose=choose, edit_text=edit_text, show=show, backend=spec)
     out.print(", ".join(f"{n} {action}" + ("ed" if action in ("accept", "edit", "reject") else "")
                         for action, n in counts.items() if n and action != "quit"))
 
@@ -416,30 +417,26 @@ def lei_export(
     out_path: Path = typer.Option(..., "--out", "-o", help="The file to write."),
     format: str = typer.Option("csv", "--format", "-f", help="csv or jsonl."),
     status: Optional[str] = typer.Option(None, "--status", help="Only rows with this status (accepted includes edited)."),
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="One domain (default: every domain)."),
+    domain: OneDomainOption = None,
 ) -> None:
     """Write the LEI table keyed by (domain, template id): template, line, interpretation, model, prompt version, status."""
-    from labeler import lei
+    from labeler.lei import table as lei_table
 
-    with open_ws(ctx) as ws:
-        count = lei.export(ws, out_path, format, status=status, domain=domain)
+    count = from_ws(ctx, lei_table.export, out_path, format, status=status, domain=domain)
     out.print(f"{count} LEI rows written to {out_path}")
 
 
 # ---------------------------------------------------------------------------- prompts, cache, label
 
-prompts_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
-                          help="Versioned prompt templates ({system}, {log}, {examples}) and the rule set.")
-app.add_typer(prompts_app, name="prompts")
+prompts_app = command_group("prompts", "Versioned prompt templates ({system}, {log}, {examples}) and the rule set.")
 
 
 @prompts_app.command("list")
-def prompts_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def prompts_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List prompts: active version, number of versions, variables used."""
-    from labeler.prompts import list_prompts
+    from labeler.label.prompts import list_prompts
 
-    with open_ws(ctx, create=True) as ws:
-        rows = list_prompts(ws)
+    rows = from_ws(ctx, list_prompts, create=True)
     if as_json:
         print_json(rows)
         return
@@ -451,10 +448,9 @@ def prompts_show(ctx: typer.Context, name: str = typer.Argument(..., help="Promp
                  version: Optional[str] = typer.Option(None, "--version", help="A version hash (or prefix); default: active."),
                  ) -> None:
     """Print a prompt's body."""
-    from labeler.prompts import get_prompt
+    from labeler.label.prompts import get_prompt
 
-    with open_ws(ctx, create=True) as ws:
-        prompt = get_prompt(ws, name, version)
+    prompt = from_ws(ctx, get_prompt, name, version, create=True)
     sys.stdout.write(prompt.body)
 
 
@@ -462,13 +458,13 @@ def prompts_show(ctx: typer.Context, name: str = typer.Argument(..., help="Promp
 def prompts_set(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
                 file: Path = typer.Option(..., "--file", "-f", help="File holding the new body.")) -> None:
     """Store a file as a new version of a prompt and make it active."""
-    from labeler.prompts import set_prompt
+    from labeler.label.prompts import set_prompt
 
     try:
         body = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise LogdistillError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
-    with open_ws(ctx, create=True) as ws, ws.run("prompts set", {"name": name, "file": str(file)}):
+    with open_ws(ctx, create=True) as ws:
         prompt, is_new = set_prompt(ws, name, body)
     out.print(f"{name}: version {prompt.version} is active{'' if is_new else ' (an existing version)'}")
 
@@ -476,7 +472,7 @@ def prompts_set(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt
 @prompts_app.command("edit")
 def prompts_edit(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name.")) -> None:
     """Edit the active version in $EDITOR; saving a change stores and activates a new version."""
-    from labeler.prompts import get_prompt, set_prompt
+    from labeler.label.prompts import get_prompt, set_prompt
 
     with open_ws(ctx, create=True) as ws:
         current = get_prompt(ws, name)
@@ -484,16 +480,15 @@ def prompts_edit(ctx: typer.Context, name: str = typer.Argument(..., help="Promp
         if edited is None or edited == current.body:
             out.print(f"{name}: unchanged (version {current.version})")
             return
-        with ws.run("prompts edit", {"name": name}):
-            prompt, _ = set_prompt(ws, name, edited)
+        prompt, _ = set_prompt(ws, name, edited)
     out.print(f"{name}: version {prompt.version} is active")
 
 
 @prompts_app.command("history")
 def prompts_history(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
-                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                    as_json: JsonOption = False) -> None:
     """List every version of a prompt, oldest first."""
-    from labeler.prompts import history
+    from labeler.label.prompts import history
 
     with open_ws(ctx, create=True) as ws:
         rows = [{"version": p.version, "created": p.created, "active": "*" if p.active else "",
@@ -508,7 +503,7 @@ def prompts_history(ctx: typer.Context, name: str = typer.Argument(..., help="Pr
 def prompts_diff(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
                  v1: str = typer.Argument(..., help="Old version."), v2: str = typer.Argument(..., help="New version.")) -> None:
     """Unified diff between two versions of a prompt."""
-    from labeler.prompts import diff
+    from labeler.label.prompts import diff
 
     with open_ws(ctx, create=True) as ws:
         sys.stdout.write(diff(ws, name, v1, v2))
@@ -518,25 +513,21 @@ def prompts_diff(ctx: typer.Context, name: str = typer.Argument(..., help="Promp
 def prompts_use(ctx: typer.Context, name: str = typer.Argument(..., help="Prompt name."),
                 version: str = typer.Argument(..., help="Version hash (or prefix) to make active.")) -> None:
     """Make an earlier version the active one."""
-    from labeler.prompts import use_prompt
+    from labeler.label.prompts import use_prompt
 
-    with open_ws(ctx, create=True) as ws, ws.run("prompts use", {"name": name, "version": version}):
-        prompt = use_prompt(ws, name, version)
+    prompt = from_ws(ctx, use_prompt, name, version, create=True)
     out.print(f"{name}: version {prompt.version} is active")
 
 
-cache_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
-                        help="The LLM call cache (the `queries` table): inspect, export, clear.")
-app.add_typer(cache_app, name="cache")
+cache_app = command_group("cache", "The LLM call cache (the `queries` table): inspect, export, clear.")
 
 
 @cache_app.command("stats")
-def cache_stats(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def cache_stats(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Cached queries, errors, unparsed answers and tokens, per backend and model."""
-    from labeler.cache import stats
+    from labeler.label.cache import stats
 
-    with open_ws(ctx) as ws:
-        data = stats(ws)
+    data = from_ws(ctx, stats)
     if as_json:
         print_json(data)
         return
@@ -548,12 +539,11 @@ def cache_stats(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 
 @cache_app.command("list")
 def cache_list(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first."),
-               as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+               as_json: JsonOption = False) -> None:
     """The most recent cached queries."""
-    from labeler.cache import LIST_COLUMNS, list_queries
+    from labeler.label.cache import LIST_COLUMNS, list_queries
 
-    with open_ws(ctx) as ws:
-        rows = list_queries(ws, limit)
+    rows = from_ws(ctx, list_queries, limit)
     if as_json:
         print_json(rows)
         return
@@ -565,7 +555,7 @@ def cache_list(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n"
 @cache_app.command("show")
 def cache_show(ctx: typer.Context, key: str = typer.Argument(..., help="A cache key or a unique prefix.")) -> None:
     """One cached query in full (prompt, response, parameters), as JSON."""
-    from labeler.cache import show
+    from labeler.label.cache import show
 
     with open_ws(ctx) as ws:
         print_json(show(ws, key))
@@ -574,10 +564,9 @@ def cache_show(ctx: typer.Context, key: str = typer.Argument(..., help="A cache 
 @cache_app.command("export")
 def cache_export(ctx: typer.Context, out_path: Path = typer.Option(..., "--out", "-o", help="The JSONL file to write.")) -> None:
     """Write every cached query as JSON lines (the file appears whole or not at all)."""
-    from labeler.cache import export
+    from labeler.label.cache import export
 
-    with open_ws(ctx) as ws:
-        count = export(ws, out_path)
+    count = from_ws(ctx, export, out_path)
     out.print(f"{count} queries written to {out_path}")
 
 
@@ -586,11 +575,10 @@ def cache_import(ctx: typer.Context, path: Path = typer.Argument(..., metavar="F
                                                                  help="JSONL from `logdistill cache export`.")) -> None:
     """Add another workspace's cached answers (from `cache export`) that this one lacks, so a prompt
     answered there is not asked again here: e.g. a new workspace under new masking rules."""
-    from labeler.cache import import_
+    from labeler.label.cache import import_
 
-    with open_ws(ctx, create=True) as ws, ws.run("cache import", {"path": str(path)}) as run:
+    with open_ws(ctx, create=True) as ws:
         added, present = import_(ws, path)
-        run.results = {"added": added, "already_present": present}
     out.print(f"{added} answers added, {present} already present")
 
 
@@ -599,27 +587,22 @@ def cache_clear(ctx: typer.Context, model: Optional[str] = typer.Option(None, "-
                 before: Optional[str] = typer.Option(None, "--before", help="Only queries created before this date (YYYY-MM-DD)."),
                 ) -> None:
     """Delete cached queries (labels already written stay); the next run asks again."""
-    from labeler.cache import clear
+    from labeler.label.cache import clear
 
-    with open_ws(ctx) as ws, ws.run("cache clear", {"model": model, "before": before}):
-        removed = clear(ws, model=model, before=before)
+    removed = from_ws(ctx, clear, model=model, before=before)
     out.print(f"{removed} cached queries removed")
 
 
-label_app = typer.Typer(cls=FriendlyErrors, no_args_is_help=True,
-                        help="Label unique masked texts: LLM rounds, rules, manual labels, status.")
-app.add_typer(label_app, name="label")
+label_app = command_group("label", "Label unique masked texts: LLM rounds, rules, manual labels, status.")
 
 
 @label_app.command("run")
 def label_run(
     ctx: typer.Context,
     rounds: int = typer.Option(0, "--rounds", help="Run rounds 0..N (0: every unique text asked once)."),
-    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
-    backend: BackendOption = "llamacpp",
-    model: ModelOption = None,
-    base_url: BaseUrlOption = None,
-    concurrency: ConcurrencyOption = None,
+    domain: DomainsOption = None,
+    backend: BackendOption = "llamacpp", model: ModelOption = None, base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,  # the backend options (BackendSpec)
     llm: bool = typer.Option(True, "--llm/--no-llm", help="Ask the LLM (--no-llm with --rules: rules alone)."),
     review_model: Optional[str] = typer.Option(
         None, "--review-model",
@@ -628,7 +611,7 @@ def label_run(
     rules: bool = typer.Option(False, "--rules", help="Add the severity rule set (prompt `rules`) as an annotator."),
     rules_weight: float = typer.Option(1.0, "--rules-weight", help="Weight of a rule label (an LLM round-0 answer weighs 1)."),
     debias: bool = typer.Option(True, "--debias/--no-debias",
-                                help="Calibrate the LLM's p_anomalous against the prompt's lean (labeler/debias.py): "
+                                help="Calibrate the LLM's p_anomalous against the prompt's lean (labeler/label/debias.py): "
                                      "in round 0 per domain (see --prior), in later rounds per kind of question "
                                      "(see --round-lean)."),
     prior: str = typer.Option("batch", "--prior",
@@ -682,8 +665,8 @@ def label_run(
     induce/filter/refine re-asking). Continues from the last finished round; cached answers are
     reused, so a re-run after a crash asks only what is missing."""
     from labeler import pipeline
-    from labeler.cache import Budget
-    from labeler.calibration import CalibrationOptions
+    from labeler.calibration.rounds import CalibrationOptions
+    from labeler.label.cache import Budget
 
     options = pipeline.LabelOptions(
         rounds=rounds, domains=domain, llm=llm, review_model=review_model, rules=rules, rules_weight=rules_weight,
@@ -714,7 +697,7 @@ def label_run(
                   f"{r0.llm_labels} LLM labels ({a.calls} calls, {a.cache_hits} cached, {a.tokens} tokens, "
                   f"{a.calls_per_second:.1f} calls/s, {r0.unparsed} unparsed, {a.errors} errors), "
                   f"{r0.rule_labels} rule labels"
-                  + (f", {r0.guard_labels} texts that address the labeler labeled anomalous (labeler/guard.py)"
+                  + (f", {r0.guard_labels} texts that address the labeler labeled anomalous (labeler/label/guard.py)"
                      if r0.guard_labels else ""))
         known = {d: q for d, q in r0.priors.items() if q is not None}
         if known:
@@ -734,9 +717,9 @@ def label_run(
 
 
 @app.command("models")
-def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def models_list(as_json: JsonOption = False) -> None:
     """The embedded LLMs (backend llamacpp): name, packages, size, whether installed and assembled, path."""
-    from labeler.models import listing
+    from labeler.label.llms import listing
 
     rows = listing()
     if as_json:
@@ -759,31 +742,24 @@ def label_set(
     """Label texts by hand (source `manual`, the highest weight). Each label is an operator's answer:
     it also moves its domain's cut and lends itself to close neighbours the annotators are unsure of
     (source `spread`); `label review --undo` takes the latest one back."""
-    from labeler.answers import answer
+    from labeler.calibration.answers import answer
 
-    with open_ws(ctx) as ws, ws.run("label set", {"label": label, "text_id": text_id, "match": match,
-                                                  "domains": domain}) as run:
+    with open_ws(ctx) as ws:
         rows, spread = answer(ws, label, text_id=text_id, match=match, domains=domain)
-        run.results = {"labeled": len(rows), "spread": spread}
     out.print(f"{len(rows)} texts labeled {'anomalous' if label else 'normal'} by hand; "
               f"{spread} neighbours labeled by the answers")
 
 
 @label_app.command("status")
-def label_status_command(
-    ctx: typer.Context,
-    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+def label_status_command(ctx: typer.Context, domain: DomainsOption = None, as_json: JsonOption = False) -> None:
     """Per domain: labeled texts, anomaly rate, label sources (`manual`: the operator's answers, `spread`:
     the neighbours they labeled), the log-odds the answers moved the cut by; AUROC/precision/recall/F1
     where ground truth exists, per unique text and per line (each line once, as a detector is judged;
     JSON key `per_line`)."""
-    from labeler.quality import figure
-    from labeler.status import label_status
+    from labeler.store.quality import figure
+    from labeler.store.status import label_status
 
-    with open_ws(ctx) as ws:
-        rows = label_status(ws, domain)
+    rows = from_ws(ctx, label_status, domain)
     if as_json:
         print_json(rows)
         return
@@ -818,14 +794,14 @@ def label_export(
                                          help="csv | jsonl | parquet (default: from the file's suffix, else csv)."),
     level: str = typer.Option("text", "--level", help="text: one row per unique (domain, masked text); "
                                                       "line: one row per ingested line."),
-    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+    domain: DomainsOption = None,
     through_round: Optional[int] = typer.Option(None, "--round", help="The labels as they stood after this round."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Write the labeled data set: soft and hard labels, votes per source and round, ground truth.
     Provenance (models, prompt versions, rounds, logdistill version) goes into Parquet key-value
     metadata (key `logdistill`), or for CSV/JSONL into a sidecar FILE.meta.json."""
-    from labeler.dataset import export_labels
+    from labeler.store.dataset import export_labels
 
     with open_ws(ctx) as ws, progress_bar() as bar:
         task = bar.add_task(f"export {level} rows", total=None)
@@ -855,11 +831,9 @@ def label_import(
     """Manual labels from a file, in one transaction: each text whose label in the file differs from its
     current one gets a manual label. Rows match by text id when present, else by masked text;
     unmatched rows are counted and reported."""
-    from labeler.dataset import import_labels
+    from labeler.store.dataset import import_labels
 
-    params = {"path": str(path), "text_field": text_field, "label_field": label_field, "domain": domain,
-              "id_field": id_field, "format": format, "every_row": every_row}
-    with open_ws(ctx) as ws, ws.run("label import", params):
+    with open_ws(ctx) as ws:
         report = import_labels(ws, path, text_field=text_field, label_field=label_field, domain=domain,
                                id_field=id_field or None, fmt=format, every_row=every_row)
     if as_json:
@@ -889,11 +863,10 @@ ROUND_COLUMNS = {"round": ("number",), "candidates": ("candidates",),
 
 
 def _print_round_table(ctx: typer.Context, domain: Optional[list[str]]) -> None:
-    from labeler.quality import figure
-    from labeler.round_report import round_table
+    from labeler.calibration.report import round_table
+    from labeler.store.quality import figure
 
-    with open_ws(ctx) as ws:
-        rows = round_table(ws, domain)
+    rows = from_ws(ctx, round_table, domain)
     if not rows:
         return
     shown = [{column: " / ".join(figure(row[k]) for k in keys) for column, keys in ROUND_COLUMNS.items()}
@@ -909,14 +882,14 @@ def _print_round_table(ctx: typer.Context, domain: Optional[list[str]]) -> None:
 def label_rounds(
     ctx: typer.Context,
     domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains' label quality (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """The round table: candidates, flips applied and held back both ways (to anomalous / to normal), whether
     the round was applied, calls, cache hits, tokens, seconds, verifier loss; the label error of candidates
     vs. support as the verifier estimates it (no ground truth needed) and how often the round's answers agree
     with the verifier and the rules; with ground truth, label precision/recall/F1 after each round and the
     true error rate of candidates vs. support."""
-    from labeler.round_report import round_table
+    from labeler.calibration.report import round_table
 
     if as_json:
         with open_ws(ctx) as ws:
@@ -929,13 +902,12 @@ def label_rounds(
 def label_plot(
     ctx: typer.Context,
     out_path: Path = typer.Option(Path("rounds.png"), "--out", "-o", help="The image to write (PNG, SVG or PDF)."),
-    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+    domain: DomainsOption = None,
 ) -> None:
     """Plot label quality (precision, recall, F1, AUROC against ground truth) per round, as MaidLog's Fig. 5."""
-    from labeler.round_report import plot_rounds, round_table
+    from labeler.calibration.report import plot_rounds, round_table
 
-    with open_ws(ctx) as ws:
-        rows = round_table(ws, domain)
+    rows = from_ws(ctx, round_table, domain)
     plot_rounds(rows, str(out_path))
     out.print(f"label quality of {sum(r['f1'] is not None for r in rows)} rounds written to {out_path}")
 
@@ -944,7 +916,7 @@ def label_plot(
 def label_review(
     ctx: typer.Context,
     limit: int = typer.Option(20, "--limit", "-n", help="How many of the most doubtful texts to show."),
-    domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="Only these domains (repeatable)."),
+    domain: DomainsOption = None,
     next_: bool = typer.Option(False, "--next", help="Print the one question worth asking now (its answer would "
                                "settle the most: unsure, many lines, unsure neighbours, unlike what was asked) and "
                                "exit; answer it with `label set --text-id ID --label L`."),
@@ -954,8 +926,8 @@ def label_review(
     """Settle the most doubtful labels by hand: a anomalous, n normal, s skip, q quit (one key, or one
     line per text on stdin for scripts). Answers become manual labels that also move their domain's
     cut and their close neighbours' labels."""
-    from labeler.answers import next_question, undo_answer
-    from labeler.review import review_doubts
+    from labeler.calibration.answers import next_question, undo_answer
+    from labeler.calibration.review import review_doubts
 
     if next_ or undo:
         if next_ and undo:
@@ -965,9 +937,7 @@ def label_review(
                 found = next_question(ws, domain)
                 result = vars(found) if found else None
             else:
-                with ws.run("label review", {"undo": True}) as run:
-                    result = undo_answer(ws)
-                    run.results = {"removed": result}
+                result = undo_answer(ws)
         if as_json:
             print_json(result)
         elif result is None:
@@ -995,8 +965,7 @@ def label_review(
             out.print(typed.strip().lower()[:1])
         return typed
 
-    with open_ws(ctx) as ws, ws.run("label review", {"limit": limit, "domains": domain}):
-        settled = review_doubts(ws, domain, limit, show=show, choose=choose)
+    settled = from_ws(ctx, review_doubts, domain, limit, show=show, choose=choose)
     out.print(f"{settled} texts labeled by hand")
 
 
@@ -1034,7 +1003,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help=f"[maidlog] AdamW learning rate (default {defaults.LR})."),
     beta: Optional[float] = typer.Option(None, "--beta", min=0.0,
                                          help=f"[maidlog] Weight of the domain (adversarial) loss, eq. 10 (default "
-                                              f"{defaults.BETA}; MaidLog: 1; see detector/model.py)."),
+                                              f"{defaults.BETA}; MaidLog: 1; see detector/training/estimators.py)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", min=0.0,
                                           help=f"[maidlog] Focal loss gamma, eq. 7, of the classification and domain "
                                                f"losses (default {defaults.GAMMA}: plain cross-entropy on the soft "
@@ -1162,7 +1131,7 @@ def _printed_as_json(row: dict, as_json: bool) -> bool:
 
 def _train_sequence(ctx: typer.Context, name: Optional[str], domains: Optional[list[str]], session: Optional[str],
                     window: Optional[int], step: Optional[int], train_on: str, given: dict, as_json: bool) -> None:
-    from detector.sessions import Grouping
+    from detector.runtime.sessions import Grouping
     from labeler import pipeline
 
     grouping = Grouping.of(session=session, window=window, step=step)
@@ -1201,8 +1170,7 @@ def export_command(
     """Write a trained model as one bundle file: ONNX graph, embedder, masking rules, metadata."""
     from labeler import pipeline
 
-    with open_ws(ctx) as ws:
-        meta = pipeline.export(ws, name, out_path, threshold=threshold, int8=int8, sequence=sequence)
+    meta = from_ws(ctx, pipeline.export, name, out_path, threshold=threshold, int8=int8, sequence=sequence)
     if as_json:
         print_json(meta)
         return
@@ -1215,7 +1183,7 @@ def export_command(
 def _input_format(format: Optional[str], log_format: Optional[str], text_field: Optional[str],
                   label_field: Optional[str]):
     """The --format options, or None to use the bundle's own input format."""
-    from detector.formats import parse_format
+    from detector.runtime.formats import parse_format
 
     if format is None and log_format is None and text_field is None and label_field is None:
         return None
@@ -1235,6 +1203,11 @@ WindowOption = Annotated[Optional[int], typer.Option(
     "--window", metavar="N", help="Group lines into windows of N consecutive lines instead (per input).")]
 StepOption = Annotated[Optional[int], typer.Option(
     "--step", metavar="S", help="With --window: a window starts every S lines (default N: no overlap).")]
+SessionLabelsOption = Annotated[Optional[Path], typer.Option(
+    "--session-labels", metavar="CSV",
+    help="With --session: each session's label, as CSV rows 'key,label' (0/1, normal/anomalous, or "
+         "Normal/Anomaly as in HDFS's anomaly_label.csv; a header row is skipped). Without it a session "
+         "is anomalous if any of its labeled lines is.")]
 
 
 @app.command()
@@ -1266,8 +1239,11 @@ def score(
 
     Output keeps input order; lines arriving on a pipe are answered as they arrive. With --session
     or --window, sessions are printed instead, each as it closes."""
-    from detector.runtime import usable_cores, load_bundle, open_input, score_to
-    from detector.sessions import Grouping
+    from detector.runtime.bundle import load_bundle
+    from detector.runtime.score import score_to
+    from detector.runtime.sessions import Grouping
+    from detector.runtime.stream import open_input
+    from detector.runtime.workers import usable_cores
 
     grouping = Grouping.of(session, window, step, session_timeout)
     output = output or ("sessions" if grouping is not None else "jsonl")
@@ -1299,21 +1275,17 @@ def eval_command(
     session: SessionOption = None,
     window: WindowOption = None,
     step: StepOption = None,
-    session_labels: Optional[Path] = typer.Option(
-        None, "--session-labels", metavar="CSV",
-        help="With --session: each session's label, as CSV rows 'key,label' (0/1, normal/anomalous, or "
-             "Normal/Anomaly as in HDFS's anomaly_label.csv; a header row is skipped). Without it a session "
-             "is anomalous if any of its labeled lines is."),
+    session_labels: SessionLabelsOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (sessions under 'sessions')."),
 ) -> None:
     """AUROC, AUPRC, best F1 and F1 at the threshold of a bundle on labeled logs, per file; with
     --session or --window, per session too."""
-    from detector.sessions import Grouping
-    from labeler import pipeline
+    from detector.runtime.evaluate import evaluate_bundle
+    from detector.runtime.sessions import Grouping
 
-    result, _ = pipeline.evaluate(bundle_path, paths, _input_format(format, log_format, text_field, label_field),
-                                  threshold=threshold, plot=plot, lookup=not no_lookup,
-                                  grouping=Grouping.of(session, window, step), session_labels=session_labels)
+    result, _ = evaluate_bundle(bundle_path, paths, _input_format(format, log_format, text_field, label_field),
+                                threshold=threshold, plot=plot, lookup=not no_lookup,
+                                grouping=Grouping.of(session, window, step), session_labels=session_labels)
     if as_json:
         print_json(result)
         return

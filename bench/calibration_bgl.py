@@ -4,7 +4,7 @@ For each setting (without and with the severity rules), a fresh workspace: inges
 with --corpus demo, make demo's four source systems, every line labeled),
 round 0 with the default teacher, then calibration rounds until `--until-stable` or --rounds.
 No manual label and no ground truth reaches the loop; the ground truth only grades it.
-Printed per setting: the round table (labeler.calibration.round_table: candidates, flips,
+Printed per setting: the round table (labeler.calibration.rounds.round_table: candidates, flips,
 calls, AUROC/precision/recall/F1 after the round, the candidates' and the support's error
 rates before it), and per augmentation how many re-asked texts had their hard label flipped
 right (to the truth) or wrong. Writes a markdown table and the plot per setting to --out.
@@ -24,14 +24,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from detector.formats import parse_format  # noqa: E402
-from labeler.aggregate import HARD_VOTE, LABEL_MODELS, MEAN, VOTES, hard_labels  # noqa: E402
-from labeler.backends import make_backend  # noqa: E402
+from detector.runtime.formats import parse_format  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.calibration import CalibrationOptions  # noqa: E402
-from labeler.round_report import plot_rounds, round_table  # noqa: E402
-from labeler.quality import figure, ground_truth, quality  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.calibration.report import plot_rounds, round_table  # noqa: E402
+from labeler.calibration.rounds import CalibrationOptions  # noqa: E402
+from labeler.label.aggregate import HARD_VOTE, LABEL_MODELS, MEAN, VOTES, hard_labels  # noqa: E402
+from labeler.label.backends import make_backend  # noqa: E402
+from labeler.store.quality import figure, ground_truth, quality  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
 

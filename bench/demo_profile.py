@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import labeler.backends.llamacpp as llamacpp  # noqa: E402
+import labeler.label.backends.llamacpp as llamacpp  # noqa: E402
 from labeler.demo import job  # noqa: E402
 
 

@@ -37,15 +37,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from detector.evaluate import metrics  # noqa: E402
-from detector.formats import parse_format  # noqa: E402
+from detector.runtime.evaluate import evaluate_bundle, metrics  # noqa: E402
+from detector.runtime.formats import parse_format  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.backends import BackendSpec  # noqa: E402
 from labeler.baselines import line_scores, llm_text_scores, rule_scores  # noqa: E402
 from labeler.demo.job import round0_summary  # noqa: E402
-from labeler.quality import figure  # noqa: E402
-from labeler.status import label_status  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.label.backends import BackendSpec  # noqa: E402
+from labeler.store.quality import figure  # noqa: E402
+from labeler.store.status import label_status  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
 DESCRIPTIONS = {
@@ -83,15 +83,15 @@ class Timer:
 def build_lei(ws, llm, sources: list[str], limit: int) -> int:
     """Templates and LEI rows for the `limit` most frequent templates of each source, all accepted
     (unreviewed: a benchmark has no operator); returns the LLM calls made."""
-    from labeler import lei
-    from labeler.templates import build_templates
+    from labeler.lei import table as lei_table
+    from labeler.lei.templates import build_templates
 
     calls = 0
     for source in sources:
         build_templates(ws, source)
-        calls += lei.build(ws, llm, source, limit=limit)["calls"]
-        for row in lei.list_rows(ws, source, status="pending"):
-            lei.set_row(ws, row, status="accepted", note="accepted unreviewed by bench/e2e_loghub.py")
+        calls += lei_table.build(ws, llm, source, limit=limit)["calls"]
+        for row in lei_table.list_rows(ws, source, status="pending"):
+            lei_table.set_row(ws, row, status="accepted", note="accepted unreviewed by bench/e2e_loghub.py")
     return calls
 
 
@@ -126,13 +126,13 @@ def main() -> None:
     results: dict[str, dict] = {}
     spec = BackendSpec(args.backend, args.model, (args.base_url,) if args.base_url else None)
     llm = spec.make()
-    base: dict = {}  # the default detector (detector.defaults)
+    base: dict = {}  # the default detector (detector.training.defaults)
 
     def label(ws, domains: list[str], rounds: int = 0, rules: bool = False) -> pipeline.LabelReport:
         return pipeline.label(ws, spec, pipeline.LabelOptions(rounds=rounds, domains=domains, rules=rules), llm=llm)
 
     def score_target(bundle: Path) -> dict:
-        (result,) = pipeline.evaluate(bundle, [target_log], target_format)[0]["domains"].values()
+        (result,) = evaluate_bundle(bundle, [target_log], target_format)[0]["domains"].values()
         return result
 
     def train_and_score(ws, key: str, name: str, params: dict, features: str = "masked") -> None:

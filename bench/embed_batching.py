@@ -30,10 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detector.embed import MiniLMEmbedder, export_minilm  # noqa: E402
-from detector.mask import Masker  # noqa: E402
-from labeler.vectors import minilm_encoder  # noqa: E402
 from streams import SYSTEMS, sample_bytes  # noqa: E402
+
+from detector.runtime.embed import MiniLMEmbedder  # noqa: E402
+from detector.runtime.mask import Masker  # noqa: E402
+from detector.training.embedder_export import export_minilm
+from labeler.store.vectors import minilm_encoder  # noqa: E402
 
 
 def loghub_texts(count: int) -> list[str]:

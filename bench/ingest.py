@@ -52,7 +52,7 @@ def main() -> None:
     trees = [("current", REPO)] + [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree]
     fmt = STREAM_FORMAT[args.stream] or "loghub:BGL"
     print(f"stream {args.stream} (--format {fmt}), median of {args.repeat}")
-    print(f"| variant | lines | file MB | seconds | lines/s | peak RSS MiB | workspace MB | load |")
+    print("| variant | lines | file MB | seconds | lines/s | peak RSS MiB | workspace MB | load |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         for lines in map(int, args.sizes.split(",")):

@@ -3,7 +3,7 @@
 For every model and corpus (BGL_2k: real labels; the demo corpus's labeled systems hpc and
 k8s), per unique masked text:
 
-  zero-shot   the task prompt (round 0), p_anomalous raw and debiased (labeler.debias)
+  zero-shot   the task prompt (round 0), p_anomalous raw and debiased (labeler.label.debias)
   reworded    (--wordings) the same question worded differently (WORDINGS: generic, no corpus in
               mind), asked zero-shot of every text and debiased like round 0; alone, as a second
               annotator beside the task prompt (mean of the two), and beside the task prompt and
@@ -16,7 +16,7 @@ k8s), per unique masked text:
               round 0's debiased labels (--examples round0: what a first round really sees);
               raw and debiased against a content-free twin (--twins)
 
-AUROC of p_anomalous, precision/recall/F1 at 0.5 (labeler.quality.quality). Answers are cached
+AUROC of p_anomalous, precision/recall/F1 at 0.5 (labeler.store.quality.quality). Answers are cached
 in one workspace per corpus under --workdir, so a re-run asks nothing twice.
 
     python bench/label_quality.py [--models qwen2.5-coder-1.5b] [--corpora bgl,demo]
@@ -36,24 +36,25 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from detector.formats import parse_format  # noqa: E402
-from labeler import prompts  # noqa: E402
-from labeler.aggregate import hard_labels  # noqa: E402
-from labeler.augment import Augmented, examples_for  # noqa: E402
-from labeler.backends import make_backend  # noqa: E402
-from labeler.cache import ask  # noqa: E402
-from labeler.calibration import render_plan  # noqa: E402
-from labeler.annotators import rule_labels  # noqa: E402
-from labeler.debias import CONTENT_FREE, batch_prior, calibrate, prior  # noqa: E402
-from labeler.label_model import dawid_skene, count_cut, shift  # noqa: E402
-from detector.severity import parse_rules  # noqa: E402
+from report import write_report  # noqa: E402
+
+from detector.runtime.formats import parse_format  # noqa: E402
+from detector.runtime.severity import parse_rules  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.retrieval import SupportIndex  # noqa: E402
-from labeler.rounds import unique_texts  # noqa: E402
+from labeler.calibration.augment import Augmented, examples_for  # noqa: E402
+from labeler.calibration.retrieval import SupportIndex  # noqa: E402
+from labeler.calibration.rounds import render_plan  # noqa: E402
 from labeler.demo.corpus import write_corpus  # noqa: E402
-from labeler.quality import figure, ground_truth, quality  # noqa: E402
-from labeler.vectors import load_vectors  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.label import prompts  # noqa: E402
+from labeler.label.aggregate import hard_labels  # noqa: E402
+from labeler.label.annotators import rule_labels  # noqa: E402
+from labeler.label.backends import make_backend  # noqa: E402
+from labeler.label.cache import ask  # noqa: E402
+from labeler.label.debias import CONTENT_FREE, batch_prior, calibrate, prior  # noqa: E402
+from labeler.label.label_model import count_cut, dawid_skene, shift  # noqa: E402
+from labeler.store.quality import figure, ground_truth, quality  # noqa: E402
+from labeler.store.vectors import load_vectors  # noqa: E402
+from labeler.store.workspace import open_workspace, unique_texts  # noqa: E402
 
 # Other wordings of the round-0 question (chat models), written for no particular log.
 WORDINGS = {
@@ -234,9 +235,7 @@ def main() -> None:
         finally:
             llm.close()
     table = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table, encoding="utf-8")
-    print(table)
+    write_report(args.out, table)
 
 
 if __name__ == "__main__":

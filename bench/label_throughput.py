@@ -40,14 +40,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from detector.formats import parse_format  # noqa: E402
-from labeler import models, pipeline  # noqa: E402
-from labeler.backends import make_backend  # noqa: E402
-from labeler.backends.llamacpp import PARALLEL, LlamaCppBackend  # noqa: E402
-from labeler.prompts import as_data, prompt_name, render  # noqa: E402
-from labeler.quality import ground_truth, quality  # noqa: E402
-from labeler.rounds import unique_texts  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from detector.runtime.formats import parse_format  # noqa: E402
+from labeler import pipeline
+from labeler.label import llms  # noqa: E402
+from labeler.label.backends import make_backend  # noqa: E402
+from labeler.label.backends.llamacpp import PARALLEL, LlamaCppBackend  # noqa: E402
+from labeler.label.prompts import as_data, prompt_name, render  # noqa: E402
+from labeler.store.quality import ground_truth, quality  # noqa: E402
+from labeler.store.workspace import open_workspace, unique_texts  # noqa: E402
 from prompts import default_prompt  # noqa: E402
 from tests.servers.llama_server import llama_cpp_server  # noqa: E402
 
@@ -264,7 +264,7 @@ def main() -> None:
             f"one prompt at a time from scratch (largest p_anomalous difference between the two: {largest:.4f})")
     if not args.skip_openai:
         remote = prompts[: args.openai_limit]
-        with llama_cpp_server(models.gguf_path(models.MODELS[SMALL_MODEL]), SMALL_MODEL) as url:
+        with llama_cpp_server(llms.gguf_path(llms.MODELS[SMALL_MODEL]), SMALL_MODEL) as url:
             backends = {concurrency: make_backend("openai", SMALL_MODEL, base_url=url, endpoint="completions",
                                                   concurrency=concurrency, logprobs=args.logprobs, max_tokens=1)
                         for concurrency in (1, 4)}
@@ -287,7 +287,7 @@ def pool_speed(prompts: list[str], warm: list[str], logprobs: int) -> None:
     only what a second, independent request stream wins over one stream's threading (matrix
     work of a 270M model on short prompts scales poorly past one thread).
     """
-    path = models.gguf_path(models.MODELS[SMALL_MODEL])
+    path = llms.gguf_path(llms.MODELS[SMALL_MODEL])
     with llama_cpp_server(path, SMALL_MODEL, n_threads=1) as a, llama_cpp_server(path, SMALL_MODEL, n_threads=1) as b, \
             llama_cpp_server(path, SMALL_MODEL, n_threads=2) as wide:
         common = {"endpoint": "completions", "logprobs": logprobs, "max_tokens": 1}

@@ -18,12 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from transfer import REPO, benchmark_targets
 
-from detector.model import make_detector  # noqa: E402
+from detector.runtime.evaluate import evaluate_bundle  # noqa: E402
+from detector.training.estimators import make_detector  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
             for system in scored:
                 for lookup in (True, False):
                     target = targets[system]
-                    (m,) = pipeline.evaluate(bundle, [target.path], target.format, lookup=lookup)[0]["domains"].values()
+                    (m,) = evaluate_bundle(bundle, [target.path], target.format, lookup=lookup)[0]["domains"].values()
                     results.setdefault((system, lookup), []).append(m)
     print("| scored stream (also a source) | AUROC with lookup | model only | best F1 with lookup | model only |")
     print("|---|---:|---:|---:|---:|")

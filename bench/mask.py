@@ -31,9 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detector.formats import parse_format  # noqa: E402
-from detector.mask import Masker  # noqa: E402
 from streams import STREAM_FORMAT, STREAMS, write_stream  # noqa: E402
+
+from detector.runtime.formats import parse_format  # noqa: E402
+from detector.runtime.mask import Masker  # noqa: E402
 
 LOGHUB = Path(os.environ.get("LOGDISTILL_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub-2k"))
 SYSTEMS = ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Mac",

@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO))
 from injection import DESIGN, HELD_OUT, PREFIX_PAYLOADS, anomalous_lines, corpora, with_payload  # noqa: E402
 from transfer import LOGHUB_ALL  # noqa: E402
 
-from detector.evaluate import score_labeled  # noqa: E402
-from detector.runtime import load_bundle  # noqa: E402
+from detector.runtime.bundle import load_bundle  # noqa: E402
+from detector.runtime.evaluate import score_labeled  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 
 def main() -> None:

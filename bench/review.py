@@ -2,7 +2,7 @@
 
 The operator is the ground truth (BGL's labels; the demo corpus's): asked about a text, it answers
 1 if any of the text's lines is anomalous. Each answer goes through the library as `label set`
-gives it (labeler.answers.answer: the manual label, the domain's cut refitted, the neighbours
+gives it (labeler.calibration.answers.answer: the manual label, the domain's cut refitted, the neighbours
 spread), one at a time, each used before the next pick. Questions are either `next_question`'s
 (the value of the answer; deterministic, so one run) or a random order of the unsettled texts
 (seeds 0..S-1). Per domain: label F1 and AUROC per unique text and per line, as `label status`
@@ -37,10 +37,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from labeler.aggregate import settled_texts, soft_labels  # noqa: E402
-from labeler.answers import answer, next_question  # noqa: E402
-from labeler.quality import ground_truth, line_quality, text_quality  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.calibration.answers import answer, next_question  # noqa: E402
+from labeler.label.aggregate import settled_texts, soft_labels  # noqa: E402
+from labeler.store.quality import ground_truth, line_quality, text_quality  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 
 def simulate(source: Path, domain: str, budgets: list[int], strategy: str, seed: int) -> dict[int, dict]:

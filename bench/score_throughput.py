@@ -58,9 +58,9 @@ def make_bundle(folder: Path, embedder: str) -> Path:
     code = f"""
 import sys; sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from detector.formats import parse_format
+from detector.runtime.formats import parse_format
 from labeler import pipeline
-from labeler.workspace import open_workspace
+from labeler.store.workspace import open_workspace
 folder = Path({str(folder)!r})
 with open_workspace(folder / "{embedder}.db") as ws:
     pipeline.ingest(ws, [Path({str(BGL)!r})], "bgl", parse_format("loghub:BGL"))
@@ -171,9 +171,10 @@ def one_regex_loop(path: Path) -> float:
 def embedding_rate(bundle_path: Path, count: int = 400) -> float:
     """New-text embeddings per second, one process, one thread: `count` distinct masked texts of the
     loghub samples the bundle never saw, each embedded as `score` embeds a text it meets first."""
-    from detector.mask import Masker
-    from detector.runtime import load_bundle
     from streams import SYSTEMS, sample_bytes
+
+    from detector.runtime.bundle import load_bundle
+    from detector.runtime.mask import Masker
 
     bundle = load_bundle(bundle_path, threads=1)
     masker = Masker.default()
@@ -189,8 +190,8 @@ def simulated_hit_rate(tree: Path, path: Path, fmt_name: str | None) -> str:
     """For a tree whose `score` does not report it: the hit rate of its masking cache, replayed
     here in one process. Before issue 16 that was an LRU of 200,000 raw messages; a tree with
     the folding masker (but an older `score`) has this checkout's masker cache."""
-    from detector.formats import parse_format
-    from detector.mask import Masker
+    from detector.runtime.formats import parse_format
+    from detector.runtime.mask import Masker
 
     folding = "mask_reference" in (tree / "detector" / "mask.py").read_text()
     fmt = parse_format(fmt_name or "loghub:BGL")
@@ -213,8 +214,8 @@ def model_only(bundle_path: Path, embeddings_n: int, repeat: int) -> None:
     import numpy as np
     import onnxruntime
 
-    from detector.export import quantize_int8
-    from detector.runtime import MODEL_MEMBER, load_bundle
+    from detector.runtime.bundle import MODEL_MEMBER, load_bundle
+    from detector.training.export import quantize_int8
 
     bundle = load_bundle(bundle_path)
     rng = np.random.default_rng(0)

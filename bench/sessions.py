@@ -5,7 +5,7 @@ system with the other four and the loghub samples), label-free as there: every d
 once by the teacher's round 0 and the severity rules, every LLM answer cached in the transfer
 workspace. Each target's lines are cut into windows of --window lines (`--step`, default no
 overlap); a window is anomalous if any of its lines is, as BGL windows are judged. Each scorer
-gives a window the highest score of its lines (detector.sessions):
+gives a window the highest score of its lines (detector.runtime.sessions):
 
 - the default detector, trained on the target's sources with each seed (bench/transfer.py's
   default variant), scored through its bundle as `logdistill eval --window N` does;
@@ -26,9 +26,9 @@ rules. Per target, every scorer's session score, all through the bundle as `logd
 - the line detector trained on the target's labels, max over the session;
 - the sequence detector (`train --sequence`, variants: entmax/softmax attention, mixture/
   reconstruction energy) trained on the target's sessions its labels call normal, alone and
-  combined with the line detector (the larger of the two, detector.sequence.combined); and
+  combined with the line detector (the larger of the two, detector.runtime.sequence.combined); and
   trained on the other targets' normal sessions only (MLAD's several systems for one never seen);
-- a DeepLog-style next-template LSTM (labeler.deeplog) on the same sessions (every one, as the
+- a DeepLog-style next-template LSTM (detector.training.deeplog) on the same sessions (every one, as the
   sequence detector's default, and the labeled-normal ones);
 - the teacher's p, the calibrated labels, the severity rules and the rarity of the rarest text,
   max over the session.
@@ -51,18 +51,31 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from transfer import (DESCRIPTIONS, LOGHUB, VARIANTS, bench_arguments, benchmark_targets,  # noqa: E402
-                      ingest_all, mean, run_key, run_variant, spread)
+from transfer import (  # noqa: E402
+    DESCRIPTIONS,
+    LOGHUB,
+    VARIANTS,
+    bench_arguments,
+    benchmark_targets,
+    ingest_all,
+    mean,
+    run_key,
+    run_variant,
+    spread,
+)
 
-from detector.evaluate import cut_at_false_positive_rate, session_metrics  # noqa: E402
-from detector.formats import parse_format  # noqa: E402
-from detector.sessions import Grouping, labeled_sessions, sessions_of  # noqa: E402
+from detector.runtime.evaluate import (  # noqa: E402
+    cut_at_false_positive_rate,
+    evaluate_bundle,  # noqa: E402
+    session_metrics,
+)
+from detector.runtime.formats import parse_format  # noqa: E402
+from detector.runtime.sessions import Grouping, labeled_sessions, sessions_of  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.aggregate import soft_labels  # noqa: E402
-from labeler.backends import BackendSpec  # noqa: E402
-from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_scores, rarity_scores,  # noqa: E402
-                               rule_scores)
-from labeler.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
+from labeler.baselines import isolation_forest_scores, line_scores, llm_text_scores, rarity_scores, rule_scores  # noqa: E402
+from labeler.label.aggregate import soft_labels  # noqa: E402
+from labeler.label.backends import BackendSpec  # noqa: E402
+from labeler.store.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
 
 DEFAULT = "linear, ordinal level: the default"
 DETECTOR = "detector (default), max over the window"
@@ -184,9 +197,9 @@ def _judge(scores: dict[str, float], truths: dict[str, int], threshold: float = 
 
 def own_target_runs(ws: Workspace, workdir: Path, target: OwnTarget, others: list[str], seeds: list[int]) -> dict:
     """Every scorer's per-session metrics on one target's own sessions (module docstring), with costs."""
-    from labeler.deeplog import NextTemplateModel
-    from detector.sessions import read_session_labels, session_members
-    from labeler.training import sequence_training_sessions
+    from detector.runtime.sessions import read_session_labels, session_members
+    from detector.training.deeplog import NextTemplateModel
+    from labeler.distill import sequence_training_sessions
 
     rows = ws.db.execute("select raw, text_id, ground_truth from entries where domain = ? order by position",
                          [target.domain]).fetchall()
@@ -222,8 +235,8 @@ def own_target_runs(ws: Workspace, workdir: Path, target: OwnTarget, others: lis
         bundle = bundles / f"{sequence}.ldb"
         pipeline.export(ws, line_model, bundle, sequence=sequence)
         started = time.perf_counter()
-        _, (scored,) = pipeline.evaluate(bundle, [target.path], target.format, grouping=target.grouping,
-                                         session_labels=target.session_labels)
+        _, (scored,) = evaluate_bundle(bundle, [target.path], target.format, grouping=target.grouping,
+                                       session_labels=target.session_labels)
         costs.setdefault(f"{label}: score s", []).append(time.perf_counter() - started)
         bundle.unlink()
         return _session_scores(scored)

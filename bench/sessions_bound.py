@@ -2,7 +2,7 @@
 
 MLAD (F1 0.918 on BGL) trains on windows known to be normal, from millions of lines. Here BGL_2k's
 100 windows of 20 lines (28 anomalous, anomalous if any line is) are scored by the sequence detector
-(detector.sequence_model, the defaults) trained on windows every 10 lines, three ways:
+(detector.training.sequence_model, the defaults) trained on windows every 10 lines, three ways:
 
 - in sample: trained on every window known to be normal (ground truth), scored on all 100 windows,
   the normal ones among them seen in training: what MLAD's setting gives at best on this sample;
@@ -12,7 +12,7 @@ MLAD (F1 0.918 on BGL) trains on windows known to be normal, from millions of li
   (teacher round 0 and the rules) call normal: the label-free setting;
 
 each alone and combined with the calibrated labels' max over the window (the larger of the two,
-detector.sequence.combined), beside the labels' max alone. Seeds --seeds; mean (min-max).
+detector.runtime.sequence.combined), beside the labels' max alone. Seeds --seeds; mean (min-max).
 Reads the labels and embeddings of bench/sessions.py --own's workspace (run that first).
 
     python bench/sessions_bound.py [--workdir bench/out/sequences] [--seeds 0,1,2]
@@ -30,14 +30,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from report import write_report  # noqa: E402
 from sessions import calibrated_labels  # noqa: E402
 
-from detector.evaluate import session_metrics  # noqa: E402
-from detector.sequence import combined  # noqa: E402
-from detector.sequence_model import SequenceDetector  # noqa: E402
-from detector.sessions import Grouping, session_members  # noqa: E402
-from labeler.vectors import load_vectors  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from detector.runtime.evaluate import session_metrics  # noqa: E402
+from detector.runtime.sequence import combined  # noqa: E402
+from detector.runtime.sessions import Grouping, session_members  # noqa: E402
+from detector.training.sequence_model import SequenceDetector  # noqa: E402
+from labeler.store.vectors import load_vectors  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 METRICS = ("auroc", "auprc", "best_f1", "f1")
 
@@ -109,9 +110,7 @@ def main() -> None:
             cells.append(f"{np.mean(values):.3f}" + (f" ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    write_report(args.out, text)
 
 
 if __name__ == "__main__":

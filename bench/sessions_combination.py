@@ -27,14 +27,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from report import write_report  # noqa: E402
 from sessions import block_sessions_target, own_targets  # noqa: E402
 
-from detector.errors import LogdistillError  # noqa: E402
-from detector.evaluate import session_metrics  # noqa: E402
-from detector.sessions import read_session_labels, session_members  # noqa: E402
+from detector.core import LogdistillError  # noqa: E402
+from detector.runtime.evaluate import evaluate_bundle, session_metrics  # noqa: E402
+from detector.runtime.sessions import read_session_labels, session_members  # noqa: E402
 from labeler import pipeline  # noqa: E402
 from labeler.demo.corpus import write_corpus  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 WORKDIR = REPO / "bench" / "out" / "sequences"
 VARIANTS = {"default": ({}, "trained on every session (the default)"),
@@ -102,9 +103,9 @@ def collect(pairs_path: Path, seeds: list[int]) -> dict:
                     else:
                         bundle = bundles / f"{name}.ldb"
                         entry["threshold"] = pipeline.export(ws, line_model, bundle, sequence=name)["threshold"]
-                        _, (scored,) = pipeline.evaluate(bundle, [target.path], target.format,
-                                                         grouping=target.grouping,
-                                                         session_labels=target.session_labels)
+                        _, (scored,) = evaluate_bundle(bundle, [target.path], target.format,
+                                                       grouping=target.grouping,
+                                                       session_labels=target.session_labels)
                         bundle.unlink()
                         entry["runs"][run] = {s.key: [s.line_score, s.sequence_score or 0.0, s.score]
                                               for s in scored.sessions}
@@ -240,9 +241,7 @@ def main() -> None:
               "sessions, letting the sequence score only break the line max's ties is level with the line max "
               "alone, and every rule that lets it weigh more loses on BGL."]
     text = report(found, seeds, header)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    write_report(args.out, text)
 
 
 if __name__ == "__main__":

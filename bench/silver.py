@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.formats import LOGHUB_LAYOUTS, InputFormat, parse_format
+from detector.runtime.formats import LOGHUB_LAYOUTS, InputFormat, parse_format
 
 SILVER_SYSTEMS = ("Hadoop", "Zookeeper")
 

@@ -100,7 +100,7 @@ def timed_udf(bundle: str, threshold: float, seconds):
     """score_udf's work, with the seconds spent inside it added to an accumulator."""
     from pyspark.sql.functions import pandas_udf
 
-    from detector.spark import RESULT_TYPE, score_series
+    from detector.runtime.spark import RESULT_TYPE, score_series
 
     @pandas_udf(RESULT_TYPE)
     def score(lines):
@@ -116,7 +116,7 @@ def constant_udf():
     """A pandas UDF with score_udf's input and output but no work: the cost of Spark and Arrow."""
     from pyspark.sql.functions import pandas_udf
 
-    from detector.spark import RESULT_TYPE
+    from detector.runtime.spark import RESULT_TYPE
 
     @pandas_udf(RESULT_TYPE)
     def constant(lines):
@@ -148,7 +148,7 @@ def run_score_sessions(bundle: Path, stream: Path, threshold: float, workers: in
 
 def spark_sessions_job(spark, stream: Path, bundle: str, threshold: float, partitions_bytes: int,
                        grouping: dict) -> tuple[float, int]:
-    from detector.spark import numbered, score_sessions
+    from detector.runtime.spark import numbered, score_sessions
 
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(partitions_bytes))
     started = time.perf_counter()
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--sessions", action="store_true", help="time sessions instead of lines (module docstring)")
     args = parser.parse_args()
 
-    from detector.spark import score_udf
+    from detector.runtime.spark import score_udf
 
     folder = Path(tempfile.mkdtemp(prefix="logdistill-spark-bench-"))
     try:

@@ -11,7 +11,7 @@ template assignment with the sample's `EventId` column (`<System>_2k.log_structu
 
 Usage: .venv/bin/python bench/templates_accuracy.py [--grid] [--loghub DIR]
   --grid also sweeps Drain's sim_th x depth and prints mean GA per setting (how the
-  defaults in labeler/templates.py were chosen).
+  defaults in labeler/lei/templates.py were chosen).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detector.formats import parse_format  # noqa: E402
+from detector.runtime.formats import parse_format  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.templates import DEFAULT_DEPTH, DEFAULT_SIM_TH, build_templates, template_of_texts  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.lei.templates import DEFAULT_DEPTH, DEFAULT_SIM_TH, build_templates, template_of_texts  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 
 SYSTEMS = ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Mac",
            "OpenSSH", "OpenStack", "Proxifier", "Spark", "Thunderbird", "Windows", "Zookeeper"]

@@ -48,16 +48,15 @@ sys.path.insert(0, str(REPO))
 from e2e_loghub import DESCRIPTIONS, LOGHUB, peak_mb  # noqa: E402
 from silver import SILVER_SYSTEMS, SilverTarget, silver_target  # noqa: E402
 
-from detector.evaluate import metrics  # noqa: E402
-from detector.formats import parse_format  # noqa: E402
-from detector.sessions import Grouping  # noqa: E402
+from detector.runtime.evaluate import evaluate_bundle, metrics  # noqa: E402
+from detector.runtime.formats import parse_format  # noqa: E402
+from detector.runtime.sessions import Grouping  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.aggregate import DAWID_SKENE, MEAN, set_label_model  # noqa: E402
-from labeler.backends import BackendSpec  # noqa: E402
-from labeler.baselines import (isolation_forest_scores, line_scores, llm_text_scores, rarity_scores,  # noqa: E402
-                               rule_scores)
+from labeler.baselines import isolation_forest_scores, line_scores, llm_text_scores, rarity_scores, rule_scores  # noqa: E402
 from labeler.demo.corpus import write_corpus  # noqa: E402
-from labeler.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
+from labeler.label.aggregate import DAWID_SKENE, MEAN, set_label_model  # noqa: E402
+from labeler.label.backends import BackendSpec  # noqa: E402
+from labeler.store.workspace import Workspace, copy_workspace, open_workspace  # noqa: E402
 
 SILVER = Path(os.environ.get("LOGDISTILL_SILVER_DIR", LOGHUB.parent / "loghub-2k-silver"))
 LOGHUB_ALL = sorted(DESCRIPTIONS)  # the sixteen loghub-2k samples
@@ -68,7 +67,7 @@ LOGHUB_SOURCES = ["Apache", "HDFS", "HPC", "Hadoop", "HealthApp", "Linux", "Open
 
 
 # The model settings every variant starts from (the grid's base; MaidLog's but for beta, the batch
-# and the epochs, see detector/model.py); a variant names what it changes. Keys are the settings in
+# and the epochs, see detector/training/estimators.py); a variant names what it changes. Keys are the settings in
 # full, so a result stays attached to what produced it when the library's defaults move.
 BASE_MODEL = {"epochs": 150, "gamma": 2.0, "beta": 0.3, "adversarial": True, "single_head": False, "swa": True,
               "batch_size": None}
@@ -81,7 +80,7 @@ class Variant:
     embedder: str = "minilm"
     rule_feature: bool = False
     level_feature: bool = False
-    level_encoding: str = "one-hot"  # with level_feature: detector.features' encoding
+    level_encoding: str = "one-hot"  # with level_feature: detector.runtime.features' encoding
     params: dict = field(default_factory=dict)  # what differs from BASE_MODEL
     adapt: bool = False  # the target's own (unlabeled) lines as a `train --adapt` domain
     own: bool = False  # the target's own texts, labeled by the teacher and the rules, trained on beside the sources
@@ -138,7 +137,7 @@ VARIANTS: dict[str, Variant] = {
     # around the default
     "default, 600 epochs (MaidLog)": Variant(**FULL, params={**PLAIN, "epochs": 600}),
     "default, 50 epochs": Variant(**FULL, params={**PLAIN, "epochs": 50}),
-    # the linear detector (detector.model.LinearDetector; deterministic: every seed repeats one fit)
+    # the linear detector (detector.training.estimators.LinearDetector; deterministic: every seed repeats one fit)
     "linear, C 0.1, one-hot level (the default before)": Variant(**FULL, detector="linear", params={"c": 0.1}),
     "linear, C 0.03": Variant(**FULL, detector="linear", params={"c": 0.03}),
     "linear, C 0.3": Variant(**FULL, detector="linear", params={"c": 0.3}),
@@ -266,7 +265,7 @@ def run_variant(ws: Workspace, workdir: Path, variant: Variant, target: Target, 
     bundle.parent.mkdir(exist_ok=True)
     pipeline.export(ws, model, bundle)
     started = time.perf_counter()
-    evaluated, (scored,) = pipeline.evaluate(bundle, [target.path], target.format, grouping=grouping)
+    evaluated, (scored,) = evaluate_bundle(bundle, [target.path], target.format, grouping=grouping)
     (result,) = evaluated["domains"].values()
     if grouping is not None:
         (result["sessions"],) = evaluated["sessions"]["domains"].values()
@@ -502,7 +501,7 @@ def main() -> None:
               f"Teacher: {args.backend} {model_name}, round 0 with the severity rules, no ground truth "
               f"({texts} (domain, text) pairs labeled). Detector variants: MaidLog's MLP with BASE_MODEL "
               f"{json.dumps(BASE_MODEL)} and what the name says changed, or the linear detector "
-              f"(detector.model.LinearDetector, deterministic: every seed repeats one fit); "
+              f"(detector.training.estimators.LinearDetector, deterministic: every seed repeats one fit); "
               f"seeds {', '.join(map(str, seeds))}.", "",
               f"Command: `python bench/transfer.py --variants '{args.variants}' --seeds {args.seeds} "
               f"--targets {args.targets} --out {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}`",

@@ -38,12 +38,11 @@ sys.path.insert(0, str(REPO))
 
 from transfer import LOGHUB_ALL, REAL_TARGETS, source_draws  # noqa: E402
 
-from detector.evaluate import metrics  # noqa: E402
-from detector.metrics import best_f1  # noqa: E402
-from detector.model import LinearDetector, logit  # noqa: E402
-from labeler.rounds import unique_texts  # noqa: E402
-from labeler.training import feature_rows, input_spec, line_counts, training_set  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from detector.runtime.evaluate import metrics  # noqa: E402
+from detector.runtime.metrics import best_f1  # noqa: E402
+from detector.training.estimators import LinearDetector, logit  # noqa: E402
+from labeler.distill import feature_rows, input_spec, line_counts, training_set  # noqa: E402
+from labeler.store.workspace import open_workspace, unique_texts  # noqa: E402
 
 REPRESENTATIONS = ("as is", "centered", "centered, rules too", "standardized")
 THRESHOLDS = ("median over folds", "median over domains", "mean over domains", "stream z")

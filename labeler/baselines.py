@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-from labeler.workspace import Workspace
+from labeler.store.workspace import Workspace
 
 
 def line_scores(ws: Workspace, domain: str, text_scores: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -29,9 +29,9 @@ def llm_text_scores(ws: Workspace, domain: str) -> dict[int, float]:
 
 def rule_scores(ws: Workspace, domain: str) -> dict[int, float]:
     """text_id -> p_anomalous of the workspace's severity rule set, for every text of `domain` (no LLM)."""
-    from labeler import prompts
-    from detector.severity import parse_rules
-    from labeler.rounds import unique_texts
+    from detector.runtime.severity import parse_rules
+    from labeler.label import prompts
+    from labeler.store.workspace import unique_texts
 
     rules = parse_rules(prompts.get_prompt(ws, prompts.RULES).body)
     return {t["text_id"]: rules.score(t["masked"]) for t in unique_texts(ws, [domain])}

@@ -16,9 +16,9 @@ from itertools import islice, repeat
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from detector.errors import LogdistillError
-from detector.formats import Columns, InputFormat
-from labeler.workspace import Workspace, now
+from detector.core import LogdistillError
+from detector.runtime.formats import Columns, InputFormat
+from labeler.store.workspace import Workspace, now
 
 BATCH = 5000
 GZIP_MAGIC = b"\x1f\x8b"

@@ -9,8 +9,8 @@ with its results, whoever calls it: the CLI, the demo or a benchmark. A step mak
 inputs the same way: what is missing (the vectors `train` needs) is computed first, as its
 own recorded `embed` step, and reported through the same progress callback.
 
-The steps themselves live in the modules named for them (labeler.ingest, labeler.vectors,
-labeler.rounds, labeler.calibration, labeler.training, detector.evaluate); this module only
+The steps themselves live in the modules named for them (labeler.ingest, labeler.store.vectors,
+labeler.label.round0, labeler.calibration.rounds, labeler.distill, detector.runtime.evaluate); this module only
 puts them together.
 """
 from __future__ import annotations
@@ -20,17 +20,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from detector.errors import LogdistillError
-from detector.formats import InputFormat
-from detector.sessions import Grouping
-from labeler.aggregate import LABEL_MODELS, RULE_WEIGHT, label_model, set_label_model
-from labeler.backends import Backend, BackendSpec
-from labeler.cache import AskStats, Budget
-from labeler.calibration import CalibrationOptions, RoundReport, round0_complete, run_calibration
-from labeler.debias import BATCH
+from detector.core import LogdistillError
+from detector.runtime.formats import InputFormat
+from detector.runtime.sessions import Grouping
+from labeler.calibration.rounds import CalibrationOptions, RoundReport, round0_complete, run_calibration
 from labeler.ingest import SourceReport, ingest_paths
-from labeler.rounds import Round0Report, run_round0
-from labeler.workspace import Workspace
+from labeler.label.aggregate import LABEL_MODELS, RULE_WEIGHT, label_model, set_label_model
+from labeler.label.backends import Backend, BackendSpec
+from labeler.label.cache import AskStats, Budget
+from labeler.label.debias import BATCH
+from labeler.label.round0 import Round0Report, run_round0
+from labeler.store.workspace import Workspace
 
 Counter = Callable[[int, int], None]  # (done, total)
 
@@ -63,9 +63,9 @@ class EmbedReport:
 def embed(ws: Workspace, *, embedder: str | None = None, fasttext_model: str | Path | None = None, dim: int = 300,
           on_progress: Counter | None = None) -> EmbedReport:
     """One vector per unique text from the workspace's embedder (`embedder`: choose a new one;
-    `fasttext_model`: a user's fastText file; none chosen yet: detector.defaults.EMBEDDER)."""
-    from detector import defaults
-    from labeler.vectors import embed_missing, set_embedder
+    `fasttext_model`: a user's fastText file; none chosen yet: detector.training.defaults.EMBEDDER)."""
+    from detector.training import defaults
+    from labeler.store.vectors import embed_missing, set_embedder
 
     params = {"embedder": embedder, "fasttext_model": fasttext_model and str(fasttext_model), "dim": dim}
     with ws.run("embed", params) as run:
@@ -81,7 +81,7 @@ def embed(ws: Workspace, *, embedder: str | None = None, fasttext_model: str | P
 
 def ensure_embedded(ws: Workspace, on_progress: Counter | None = None) -> EmbedReport | None:
     """Run the `embed` step when some text has no vector yet (None: nothing was missing)."""
-    from labeler.vectors import texts_without_vectors
+    from labeler.store.vectors import texts_without_vectors
 
     if ws.setting("embedder") is not None and not texts_without_vectors(ws):
         return None
@@ -102,14 +102,14 @@ class LabelOptions:
     rules: bool = False
     rules_weight: float = RULE_WEIGHT
     debias: bool = True
-    prior: str = BATCH  # round 0's lean: "batch" or "content-free" (labeler.debias)
-    core_check: bool = True  # round 0 asks again about a text without its commentary (labeler.guard.core_text)
+    prior: str = BATCH  # round 0's lean: "batch" or "content-free" (labeler.label.debias)
+    core_check: bool = True  # round 0 asks again about a text without its commentary (labeler.label.guard.core_text)
     budget: Budget = field(default_factory=Budget)
     until_stable: bool = False
     stable_flips: float = 0.01
     patience: int = 2
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
-    label_model: str | None = None  # labeler.aggregate.LABEL_MODELS; None: the workspace's, as it is
+    label_model: str | None = None  # labeler.label.aggregate.LABEL_MODELS; None: the workspace's, as it is
 
     def __post_init__(self) -> None:
         if self.label_model is not None and self.label_model not in LABEL_MODELS:
@@ -218,13 +218,13 @@ def train(ws: Workspace, name: str | None = None, *, domains: list[str] | None =
           on_threshold: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a detector on the workspace's labels (embedding what has no vector yet); returns its models row.
     `rule_feature`, `level_feature`, `level_encoding`: the rules' score and the line's level as inputs
-    (detector.features; None: detector.defaults);
-    `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.training);
+    (detector.runtime.features; None: detector.training.defaults);
+    `adapt`: unlabeled domains for the discriminator (label-free adaptation, labeler.distill);
     `threshold`: the bundle's decision threshold (None: chosen on held-out source domains,
-    labeler.training.held_out_threshold, whose fits report to `on_threshold`);
+    labeler.distill.held_out_threshold, whose fits report to `on_threshold`);
     `ensemble`: score with those fits beside the full model (None: the detector kind's default,
-    detector.defaults.FOLD_ENSEMBLE); `params`: the detector's (detector.model.make_detector)."""
-    from labeler.training import train_detector
+    detector.training.defaults.FOLD_ENSEMBLE); `params`: the detector's (detector.training.estimators.make_detector)."""
+    from labeler.distill import train_detector
 
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
@@ -246,8 +246,8 @@ def train_sequence(ws: Workspace, name: str | None = None, *, grouping: Grouping
                    params: dict | None = None, sessions: str = "all",
                    on_epoch: Callable[[int, int, float], None] | None = None, on_embed: Counter | None = None) -> dict:
     """Train the sequence detector on the sessions or windows (`grouping`) of `domains` that the labels
-    call normal, or on all of them (`sessions`; labeler.training.train_sequence_detector); returns its models row."""
-    from labeler.training import train_sequence_detector
+    call normal, or on all of them (`sessions`; labeler.distill.train_sequence_detector); returns its models row."""
+    from labeler.distill import train_sequence_detector
 
     ensure_embedded(ws, on_embed)
     params = dict(params or {})
@@ -264,7 +264,7 @@ def export(ws: Workspace, name: str, out_path: str | Path, *, threshold: float |
            int8: bool = False, sequence: str | None = None) -> dict:
     """Write model `name` as a bundle; returns the bundle's metadata. `threshold`: the bundle's
     decision threshold (None: the one training chose); `sequence`: a sequence model to carry beside it."""
-    from labeler.training import export_detector
+    from labeler.distill import export_detector
 
     with ws.run("export", {"name": name, "out": str(out_path), "threshold": threshold, "int8": int8,
                            "sequence": sequence}) as run:
@@ -275,37 +275,16 @@ def export(ws: Workspace, name: str, out_path: str | Path, *, threshold: float |
 
 
 def evaluate(bundle_path: str | Path, paths: list[Path], input_format: InputFormat | None = None, *,
-             threshold: float | None = None, plot: Path | None = None, ws: Workspace | None = None,
-             lookup: bool = True, grouping: Grouping | None = None, session_labels: Path | None = None):
-    """(report, scored files) of a bundle on labeled logs: AUROC, AUPRC, best F1 and F1 at the
-    threshold (default: the bundle's) per file and over all of them (detector.evaluate).
-    With `ws`, recorded there as an `evaluate` run (a bundle needs no workspace to be judged).
-    `lookup` False: known texts too are scored by the model alone (`--no-lookup`).
-    `grouping` (detector.sessions): per session too, judged by `session_labels` (a key,label CSV)
-    where given, else by the sessions' lines."""
-    from detector.evaluate import plot_curves, report, score_labeled
-    from detector.runtime import load_bundle
-    from detector.sessions import read_session_labels
+             ws: Workspace, **options):
+    """`detector.runtime.evaluate.evaluate_bundle`, recorded in `ws` as an `evaluate` run (a bundle
+    needs no workspace to be judged: call that function directly)."""
+    from detector.runtime.evaluate import evaluate_bundle
 
-    if session_labels is not None and grouping is None:
-        raise LogdistillError("--session-labels needs --session REGEX (or --window N)")
-
-    def judge() -> tuple[dict, list]:
-        labels = read_session_labels(session_labels) if session_labels is not None else None
-        bundle = load_bundle(bundle_path, lookup=lookup)
-        scored = score_labeled(bundle, [Path(p) for p in paths], input_format, grouping=grouping,
-                               line_truth=labels is None)
-        if plot is not None:
-            plot_curves(scored, plot)
-        return report(scored, bundle.threshold if threshold is None else threshold, grouping, labels), scored
-
-    if ws is None:
-        return judge()
     params = {"bundle": str(bundle_path), "paths": [str(p) for p in paths],
-              "format": input_format and input_format.name, "threshold": threshold, "plot": plot and str(plot),
-              "lookup": lookup, "grouping": grouping and grouping.describe(),
-              "session_labels": session_labels and str(session_labels)}
+              "format": input_format and input_format.name,
+              **{k: (v.describe() if isinstance(v, Grouping) else str(v) if isinstance(v, Path) else v)
+                 for k, v in options.items()}}
     with ws.run("evaluate", params) as run:
-        result, scored = judge()
+        result, scored = evaluate_bundle(bundle_path, paths, input_format, **options)
         run.results = result
     return result, scored

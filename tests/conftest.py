@@ -70,21 +70,29 @@ def cli(workspace: Path) -> Cli:
     return Cli(workspace)
 
 
-BLOCK_TORCH = """
+# A process with the package's core install only: every module that an install extra brings
+# (detector.core.EXTRA_OF_MODULE) fails to import, as on a machine where only `pip install logdistill` ran.
+RUNTIME_ONLY = """
 import sys
+from detector.core import EXTRA_OF_MODULE
 
-class BlockTorch:
+BLOCKED = set(EXTRA_OF_MODULE) | {"sentence_transformers"}
+
+
+class CoreInstallOnly:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
-            raise ImportError(f"{name.split('.')[0]} is blocked for this test")
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: core install only)", name=name)
 
-sys.meta_path.insert(0, BlockTorch())
+
+sys.meta_path.insert(0, CoreInstallOnly())
 """
 
 
 @pytest.fixture
-def torch_free_env(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
+def runtime_only_env(tmp_path):
+    """The environment of a subprocess that sees the core install alone (RUNTIME_ONLY)."""
+    (tmp_path / "sitecustomize.py").write_text(RUNTIME_ONLY)
     return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
 
 

@@ -1,15 +1,15 @@
-"""Operator answers (labeler.answers): an answer moves its domain's cut and its close neighbours'
+"""Operator answers (labeler.calibration.answers): an answer moves its domain's cut and its close neighbours'
 labels, `--undo` restores the labels exactly, no answer changes nothing, and the loop is scriptable
 (`label review --next --json`, `label set --text-id`). Real MiniLM vectors on a small workspace;
 the annotators' labels are written as round 0 would write them."""
 import json
 
 import pytest
-
 from conftest import Cli
-from labeler.aggregate import answer_offsets, soft_labels
-from labeler.answers import answer, next_question, spread_answers, undo_answer
-from labeler.workspace import open_workspace, now
+
+from labeler.calibration.answers import answer, next_question, spread_answers, undo_answer
+from labeler.label.aggregate import answer_offsets, soft_labels
+from labeler.store.workspace import now, open_workspace
 
 # masked text -> the annotators' P(anomalous): every text near the cut, two pairs of near twins
 TEXTS = {

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from detector.errors import LogdistillError
-from labeler.backends import make_backend
-from labeler.backends.base import p_anomalous_from_logprobs, p_anomalous_from_top_tokens
+from detector.core import LogdistillError
+from labeler.label.backends import make_backend
+from labeler.label.backends.base import p_anomalous_from_logprobs, p_anomalous_from_top_tokens
 
 # A completion-style prompt shaped like prompts/task.txt: shared instruction first, log line last.
 TASK = ("The following message was written to the log of BGL, a supercomputer. An anomalous message "
@@ -59,8 +59,8 @@ def test_llamacpp_prefix_reuse_changes_nothing_and_batches_agree(model):
     kernels sum in another order for another number or position of rows, and the layers carry that to p
     (BGL, 122 texts: largest difference 0.05, mean 0.013 with the 1.5B teacher; 0.064 with Gemma;
     the earlier one-at-a-time code differed from itself by 0.021 between kept prefix and scratch)."""
-    from labeler.backends.llamacpp import LlamaCppBackend
-    from labeler.prompts import prompt_name, render
+    from labeler.label.backends.llamacpp import LlamaCppBackend
+    from labeler.label.prompts import prompt_name, render
     from prompts import default_prompt
 
     backends = {"scratch": LlamaCppBackend(model, prefix_reuse=False), "one": LlamaCppBackend(model, parallel=1),
@@ -84,7 +84,7 @@ def test_llamacpp_prefix_reuse_changes_nothing_and_batches_agree(model):
 
 @pytest.mark.slow
 def test_llamacpp_a_batch_with_an_over_long_text_answers_every_text():
-    from labeler.backends.llamacpp import LlamaCppBackend
+    from labeler.label.backends.llamacpp import LlamaCppBackend
 
     backend = LlamaCppBackend("gemma3-270m", n_ctx=512, parallel=4)
     try:
@@ -172,7 +172,7 @@ def test_vllm_missing_is_a_clear_error(monkeypatch):
 
 
 def test_vllm_sampling_request():
-    from labeler.backends.vllm import sampling_kwargs
+    from labeler.label.backends.vllm import sampling_kwargs
 
     assert sampling_kwargs("logprobs", 4, 5) == {"temperature": 0.0, "max_tokens": 4, "logprobs": 5}
     assert sampling_kwargs("choice", 4, 5)["structured_outputs"] == {"choice": ["normal", "anomalous"]}
@@ -181,7 +181,7 @@ def test_vllm_sampling_request():
 
 
 def test_vllm_answer_parsing():
-    from labeler.backends.vllm import answer_from_output
+    from labeler.label.backends.vllm import answer_from_output
 
     def output(text, top):  # the shape of vllm.RequestOutput / CompletionOutput / Logprob
         logprobs = [{i: SimpleNamespace(logprob=lp, rank=i + 1, decoded_token=t) for i, (t, lp) in enumerate(top)}]

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from detector.errors import LogdistillError
-from labeler.backends import make_backend
-from labeler import models
+from detector.core import LogdistillError
+from labeler.label import llms
+from labeler.label.backends import make_backend
 from tests.servers.llama_server import free_port, llama_cpp_server
 from tests.servers.openai_like import OpenAILikeServer
 from tests.servers.tgi_like import TGILikeServer
@@ -27,7 +27,7 @@ FAST = {"attempts": 3, "max_wait": 0.01}  # retries without waiting seconds in t
 
 @pytest.fixture(scope="session")
 def llama_server_url():
-    with llama_cpp_server(models.gguf_path(models.MODELS[SMALL_MODEL]), SMALL_MODEL) as url:
+    with llama_cpp_server(llms.gguf_path(llms.MODELS[SMALL_MODEL]), SMALL_MODEL) as url:
         yield url
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import Cli, loghub_file
-from detector import defaults
-from detector.errors import LogdistillError
-from detector.runtime import content_hash, load_bundle
-from labeler.workspace import open_workspace
+
+from detector.core import LogdistillError
+from detector.runtime.bundle import content_hash, load_bundle
+from detector.training import defaults
+from labeler.store.workspace import open_workspace
 
 
 def test_bundle_holds_everything_and_is_small(bgl_bundle):
@@ -162,7 +162,7 @@ def test_train_right_after_label_run_embeds_what_is_missing(cli):
 def test_a_known_text_scores_with_its_label_an_unknown_one_with_the_model(bgl_bundle):
     """The lookup: a text the bundle was trained on gets LOOKUP_WEIGHT of its training label; `lookup=False`
     (`score --no-lookup`) and a text the bundle never saw get the model alone."""
-    from detector.runtime import LOOKUP_WEIGHT
+    from detector.runtime.bundle import LOOKUP_WEIGHT
 
     _, path = bgl_bundle
     with_lookup, model_only = load_bundle(path), load_bundle(path, lookup=False)
@@ -231,8 +231,8 @@ def test_train_level_encoding_one_hot_keeps_a_column_per_level_and_a_bad_one_fai
 def test_a_bundle_masks_by_the_rules_it_was_trained_under(tmp_path):
     """A workspace made under older rules (before a token holding a digit was a variable) exports a
     bundle that masks as it did: `L3` and `L7` stay two texts there, one under the default."""
-    from detector.mask import DEFAULT_RULES, Masker
-    from detector.runtime import CachedScorer
+    from detector.runtime.mask import DEFAULT_RULES, Masker
+    from detector.runtime.scorer import CachedScorer
 
     older = Masker.from_rules([r for r in DEFAULT_RULES if r["name"] != "digit_word"])
     cli = Cli(tmp_path / "old.db")

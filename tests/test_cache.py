@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from detector.errors import LogdistillError
-from labeler.backends import make_backend
-from labeler.cache import Budget, ask, cache_key
-from labeler.workspace import open_workspace
 from conftest import Cli
+
+from detector.core import LogdistillError
+from labeler.label.backends import make_backend
+from labeler.label.cache import Budget, ask, cache_key
+from labeler.store.workspace import open_workspace
 from tests.servers.openai_like import OpenAILikeServer
 
 KEY = "sk-cache-test-0123456789"

@@ -1,11 +1,11 @@
-"""Mislabel candidates and the support set (labeler.candidates)."""
+"""Mislabel candidates and the support set (labeler.calibration.candidates)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from detector.errors import LogdistillError
-from labeler.candidates import candidate_portion, select_candidates
+from detector.core import LogdistillError
+from labeler.calibration.candidates import candidate_portion, select_candidates
 
 
 def test_portion_decreases_each_round_down_to_a_floor():
@@ -93,7 +93,7 @@ def test_out_of_fold_verifier_keeps_its_folds_when_a_domain_has_one_anomalous_te
     """Folds are bounded by the rarer class, not by the rarest (domain, label) group: a workspace
     of many domains nearly always has one with a single anomalous text, which used to turn
     `--verifier-folds 5` silently into the in-sample verifier."""
-    from labeler.verifier import verify
+    from labeler.calibration.verifier import verify
 
     rng = np.random.default_rng(0)
     domains = np.array(["a"] * 40 + ["b"] * 40)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labeler.workspace import LOCK_SUFFIX, WRITING_COMMANDS, WorkspaceBusy, WorkspaceLock, open_workspace
+from labeler.store.workspace import LOCK_SUFFIX, WRITING_COMMANDS, WorkspaceLock, open_workspace
 from tests.conftest import REPO, loghub_file, run_logdistill
 from tests.servers.openai_like import OpenAIHandler, OpenAILikeServer
 
@@ -225,7 +225,7 @@ def test_lock_in_one_process_nests_and_names_a_dead_holder(tmp_path):
                 assert again.lock is not None
         # another process cannot take it
         probe = subprocess.run([sys.executable, "-c", (
-            "import sys; from labeler.workspace import WorkspaceLock, WorkspaceBusy\n"
+            "import sys; from labeler.store.workspace import WorkspaceLock, WorkspaceBusy\n"
             "try: WorkspaceLock(sys.argv[1]).acquire('train')\n"
             "except WorkspaceBusy as e: print(e); sys.exit(3)\n"), str(workspace)],
             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
@@ -237,11 +237,13 @@ def test_lock_in_one_process_nests_and_names_a_dead_holder(tmp_path):
 
 
 def test_every_command_that_records_a_run_holds_the_workspace():
-    """cli.py and the pipeline steps it calls: each `ws.run("name", ...)` is a writing command, so it locks
-    the workspace from the moment it opens it (before it reads what to do), except `prompts edit`, which
-    locks only to store its edit, and `evaluate`, recorded only by a caller that holds its workspace
-    already (the demo; `logdistill eval` judges a bundle without one)."""
-    source = (REPO / "cli.py").read_text() + (REPO / "labeler" / "pipeline.py").read_text()
-    recorded = set(re.findall(r'ws\.run\("([a-z ]+)"', source))
-    assert "evaluate" in recorded
-    assert recorded - {"prompts edit", "evaluate"} == set(WRITING_COMMANDS) - {"prompts edit"}
+    """Every recorded step (`ws.run("name", ...)` or a `@recorded("name")` library function, whoever
+    calls it) is a writing command, so the CLI locks the workspace from the moment it opens it (before
+    it reads what to do), except `evaluate`, recorded only by a caller that holds its workspace already
+    (the demo; `logdistill eval` judges a bundle without one)."""
+    sources = [REPO / "cli.py", *sorted((REPO / "labeler").rglob("*.py"))]
+    source = "".join(path.read_text() for path in sources)
+    recorded = set(re.findall(r'(?:ws\.run|@recorded)\("([a-z ]+)"', source))
+    assert "evaluate" in recorded and "label set" in recorded
+    assert recorded - {"evaluate"} == set(WRITING_COMMANDS)
+    assert not re.findall(r'ws\.run\(', (REPO / "cli.py").read_text())  # runs open in the library

@@ -1,4 +1,4 @@
-"""`label export` / `label import` (labeler.dataset) and per-line quality in `label status`, on the real
+"""`label export` / `label import` (labeler.store.dataset) and per-line quality in `label status`, on the real
 BGL sample in a real workspace, labeled by the rule annotator and by hand (no LLM)."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from labeler import dataset
-from labeler.aggregate import answer_offsets, hard_labels, soft_labels
-from labeler.workspace import open_workspace
+from labeler.label.aggregate import answer_offsets, hard_labels, soft_labels
+from labeler.store import dataset
+from labeler.store.workspace import open_workspace
 from tests.conftest import loghub_file, workspace_dump
 
 
@@ -65,7 +65,7 @@ def flip_three(rows: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("fmt,match_by", [("csv", "text_id"), ("jsonl", "masked")])
 def test_round_trip_three_flipped_labels_become_manual_answers_and_nothing_else_changes(labeled, tmp_path, fmt,
                                                                                        match_by):
-    """Imported labels are operator answers (labeler.answers): besides the three manual rows, the
+    """Imported labels are operator answers (labeler.calibration.answers): besides the three manual rows, the
     only rows added are the labels they spread, and every other text moves only by them and by
     the domain's cut they refit, which the soft labels show; no other table changes but the
     vectors the spreading needed."""

@@ -1,9 +1,9 @@
-"""Contextual calibration (labeler.debias): the lean of a prompt is divided out of its answers."""
+"""Contextual calibration (labeler.label.debias): the lean of a prompt is divided out of its answers."""
 import math
 
 import pytest
 
-from labeler.debias import PRIOR_FLOOR, calibrate, debiased_answer, prior
+from labeler.label.debias import PRIOR_FLOOR, calibrate, debiased_answer, prior
 
 
 def test_an_answer_as_anomalous_as_the_content_free_one_becomes_even():
@@ -33,7 +33,7 @@ def test_a_debiased_answer_takes_its_label_from_the_calibrated_probability():
 
 
 def test_batch_prior_is_the_mean_log_odds():
-    from labeler.debias import batch_prior
+    from labeler.label.debias import batch_prior
 
     assert batch_prior([0.5, 0.5]) == pytest.approx(0.5)
     assert batch_prior([0.9, 0.1]) == pytest.approx(0.5)  # a probability mean would say 0.5 too
@@ -42,7 +42,7 @@ def test_batch_prior_is_the_mean_log_odds():
 
 
 def test_a_kind_of_question_s_lean_is_its_median_shift_from_round_0():
-    from labeler.debias import shift_prior
+    from labeler.label.debias import shift_prior
 
     def logit(p):
         return math.log(p / (1 - p))

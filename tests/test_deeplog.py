@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from detector.errors import LogdistillError
-from detector.metrics import auroc
-from labeler.deeplog import NextTemplateModel
+from detector.core import LogdistillError
+from detector.runtime.metrics import auroc
+from detector.training.deeplog import NextTemplateModel
 
 START, A, B1, B2, C, END, NEVER = 7, -3, 42, 1_000_003, 55, 12, 999  # template ids are any ints
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from labeler.ingest import domain_table, ingest_paths
 from labeler.demo.corpus import SYSTEMS, write_corpus
-from labeler.workspace import open_workspace
+from labeler.ingest import domain_table, ingest_paths
+from labeler.store.workspace import open_workspace
 
 
 @pytest.fixture(scope="module")

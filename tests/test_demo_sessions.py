@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.mask import Masker
-from detector.sessions import Grouping, read_session_labels, session_members
+from detector.runtime.mask import Masker
+from detector.runtime.sessions import Grouping, read_session_labels, session_members
 from labeler.demo.corpus import BLOCK_FAULTS, SYSTEMS, write_corpus
 
 LINES, BLOCKS = 300, 120

@@ -2,14 +2,14 @@
 import numpy as np
 import onnxruntime
 import pytest
-
 from conftest import loghub_file
 
-from detector.errors import LogdistillError
-from detector.export import onnx_graph
-from detector.model import (DetectorEnsemble, DomainAdversarialDetector, LinearDetector, grl_lambda, logit,
-                            make_detector)
-from detector.runtime import INPUT_NAME
+from detector.core import LogdistillError
+from detector.runtime.bundle import INPUT_NAME
+from detector.training.estimators import (DetectorEnsemble, DomainAdversarialDetector, LinearDetector, logit,
+                                          detector_params, make_detector)
+from detector.training.export import onnx_graph
+from detector.training.nets import grl_lambda
 
 
 def synthetic(n=600, dim=32, seed=0):
@@ -81,7 +81,7 @@ def test_the_linear_detector_minimizes_soft_cross_entropy_with_each_domain_weigh
 def test_the_linear_and_blended_detectors_in_onnx_saved_and_in_an_ensemble_with_maidlogs(tmp_path):
     X, y, domains = synthetic()
     linear = make_detector({"kind": "linear"}).fit(X, y, domains)
-    assert isinstance(linear, LinearDetector) and linear.get_params() == {"kind": "linear", "c": 0.1}
+    assert isinstance(linear, LinearDetector) and detector_params(linear) == {"kind": "linear", "c": 0.1}
     session = onnxruntime.InferenceSession(onnx_graph(linear).SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.abs(session.run(None, {INPUT_NAME: X})[0] - linear.predict_proba(X)[:, 1]).max() <= 1e-5
     mlp = make_detector({"kind": "maidlog", "epochs": 4, "batch_size": 128}).fit(X, y, domains)
@@ -202,8 +202,8 @@ def test_in_domain_sanity_on_bgl(cli):
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    from labeler.training import training_set
-    from labeler.workspace import open_workspace
+    from labeler.distill import training_set
+    from labeler.store.workspace import open_workspace
 
     assert cli("ingest", loghub_file("BGL"), "--domain", "bgl", "--format", "loghub:BGL").exit_code == 0
     assert cli("embed", "--embedder", "minilm").exit_code == 0
@@ -216,3 +216,19 @@ def test_in_domain_sanity_on_bgl(cli):
     p = model.predict_proba(data.X[held_out])[:, 1]
     weights = [lines[t] for t in data.text_ids[held_out]]
     assert roc_auc_score(hard[held_out], p, sample_weight=weights) >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["linear", "maidlog", "linear+maidlog"])
+def test_detectors_are_scikit_learn_estimators_that_clone_accepts(kind):
+    """get_params/set_params as scikit-learn writes them: clone makes an unfitted twin with the same
+    parameters, set_params reaches a blend's parts, and an unfitted detector says so in one line."""
+    from sklearn.base import clone
+
+    model = make_detector({"kind": kind})
+    model.set_params(epochs=3) if kind != "linear" else model.set_params(c=0.5)
+    twin = clone(model)
+    assert type(twin) is type(model) and twin is not model
+    assert detector_params(twin) == detector_params(model)
+    assert detector_params(make_detector(detector_params(model))) == detector_params(model)
+    with pytest.raises(LogdistillError, match="not trained yet"):
+        twin.predict_proba(np.zeros((1, 4), dtype=np.float32))

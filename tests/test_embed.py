@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import workspace_dump
-from detector.embed import FastTextEmbedder, min_count_for
-from labeler.workspace import open_workspace
+
+from detector.runtime.embed import FastTextEmbedder, min_count_for
+from labeler.store.workspace import open_workspace
 
 LINES = [f"user {i} logged in from 10.0.0.{i}" for i in range(40)] + \
         [f"disk sd{c} failed with error {i}" for i, c in enumerate("abcdefgh")] + \
@@ -32,7 +32,7 @@ def embed_json(cli, *args):
 
 
 def stored_vectors(workspace: Path) -> tuple[list[int], np.ndarray]:
-    from labeler.vectors import load_vectors
+    from labeler.store.vectors import load_vectors
 
     with open_workspace(workspace, create=False) as ws:
         ids = [r["id"] for r in ws.db.query("select id from texts order by id")]

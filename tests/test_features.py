@@ -1,15 +1,15 @@
-"""The detector's extra inputs (detector.features): the severity rules' score and the line's level,
+"""The detector's extra inputs (detector.runtime.features): the severity rules' score and the line's level,
 read the same way in training (the workspace) and in scoring (the runtime's columns)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import LOGHUB_SYSTEMS, loghub_file
-from detector.errors import LogdistillError
-from detector.features import SEVERITY_CLASSES, InputSpec, severity_class
-from detector.formats import parse_format
-from detector.severity import parse_rules
+
+from detector.core import LogdistillError
+from detector.runtime.features import SEVERITY_CLASSES, InputSpec, severity_class
+from detector.runtime.formats import parse_format
+from detector.runtime.severity import parse_rules
 
 
 @pytest.mark.parametrize("level, expected", [

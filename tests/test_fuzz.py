@@ -13,18 +13,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import Cli, examples, loghub_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Cli, examples, loghub_file
-from detector.errors import LogdistillError
-from detector.formats import LOGHUB_LAYOUTS, Columns, layout_matcher, layout_regex, parse_format
-from detector.mask import MASK_LIMIT, Masker
-from detector.runtime import load_bundle
-from labeler.annotators import write_manual_labels
-from labeler.dataset import import_labels
+from detector.core import LogdistillError
+from detector.runtime.bundle import load_bundle
+from detector.runtime.formats import LOGHUB_LAYOUTS, Columns, layout_matcher, layout_regex, parse_format
+from detector.runtime.mask import MASK_LIMIT, Masker
 from labeler.ingest import check_readable_log, ingest_paths, iter_text_lines
-from labeler.workspace import copy_workspace, open_workspace
+from labeler.label.annotators import write_manual_labels
+from labeler.store.dataset import import_labels
+from labeler.store.workspace import copy_workspace, open_workspace
 
 # Examples per property (each parametrized case runs this many); see the module's report in README.
 FORMAT_EXAMPLES = examples(100)

@@ -1,4 +1,4 @@
-"""The calibration rounds' gate (labeler.calibration): a re-asked answer votes only where it flips its
+"""The calibration rounds' gate (labeler.calibration.rounds): a re-asked answer votes only where it flips its
 text's label and at least half of the annotators that did not cast it (the round's verifier, the
 rules) side with the flip; a round where no flip gets through is not applied and leaves the labels
 exactly as they were.
@@ -12,12 +12,12 @@ import json
 
 import pytest
 
-from labeler.aggregate import hard_labels, llm_weight, soft_labels
-from labeler.augment import Augmented
-from labeler.calibration import RoundReport, _finish_round, _round_row, plan_round, CalibrationOptions
-from labeler.workspace import open_workspace
-from tests.test_rounds import copy_workspace
+from labeler.calibration.augment import Augmented
+from labeler.calibration.rounds import CalibrationOptions, RoundReport, _finish_round, _round_row, plan_round
+from labeler.label.aggregate import hard_labels, llm_weight, soft_labels
+from labeler.store.workspace import open_workspace
 from tests.test_round0 import ingest_bgl
+from tests.test_rounds import copy_workspace
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from labeler.demo.corpus import write_corpus
-from labeler.guard import core_text, injection_signatures
-from labeler.workspace import open_workspace
+from labeler.label.guard import core_text, injection_signatures
+from labeler.store.workspace import open_workspace
 from tests.conftest import LOGHUB
 
 INJECTIONS = [
@@ -100,8 +100,8 @@ def test_core_text_leaves_an_event_s_own_data(text):
 
 def test_at_most_three_in_ten_ordinary_texts_carry_commentary(tmp_path):
     """The core check's cost in questions, on every loghub sample's distinct messages."""
-    from detector.formats import parse_format
-    from detector.mask import Masker
+    from detector.runtime.formats import parse_format
+    from detector.runtime.mask import Masker
 
     masker, texts = Masker.default(), set()
     for path in sorted(Path(LOGHUB).glob("*/*_2k.log")):

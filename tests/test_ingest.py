@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import LOGHUB_SYSTEMS, loghub_file, workspace_dump
 
 
@@ -262,8 +261,9 @@ def test_subprocess_error_has_no_traceback(tmp_path):
 def test_help_describes_every_option(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0
-    from cli import app
     import typer.main
+
+    from cli import app
 
     click_command = typer.main.get_command(app).commands[command]
     for param in click_command.params:
@@ -275,7 +275,7 @@ def test_help_describes_every_option(cli, command):
 def test_split_fast_path_parses_exactly_as_the_layout_regex(system):
     """Layouts of space-separated fields are parsed by str.split; it must agree with the regex,
     odd lines included (leading white space, too few fields, empty message)."""
-    from detector.formats import parse_format, space_separated_fields
+    from detector.runtime.formats import parse_format, space_separated_fields
 
     fmt = parse_format(f"loghub:{system}")
     assert space_separated_fields(fmt.layout)
@@ -287,8 +287,8 @@ def test_split_fast_path_parses_exactly_as_the_layout_regex(system):
 def test_a_workspace_keeps_the_masking_rules_it_was_built_with_and_says_so(cli, tmp_path):
     """Older default rules (before tokens holding a digit were variables) stay the workspace's
     key: its texts, labels and models keep working, and ingest says it masks by its own rules."""
-    from detector.mask import DEFAULT_RULES, Masker
-    from labeler.workspace import open_workspace
+    from detector.runtime.mask import DEFAULT_RULES, Masker
+    from labeler.store.workspace import open_workspace
 
     log = tmp_path / "net.log"
     log.write_text("Link Up on en0\nLink Up on en1\n")

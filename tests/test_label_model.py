@@ -1,4 +1,4 @@
-"""The Dawid-Skene label model (labeler.label_model) and the cut it gives the soft labels (labeler.aggregate)."""
+"""The Dawid-Skene label model (labeler.label.label_model) and the cut it gives the soft labels (labeler.label.aggregate)."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from labeler.aggregate import DAWID_SKENE, MEAN, annotator_fits, set_label_model, soft_labels
-from labeler.label_model import MISSING, count_cut, dawid_skene, shift
-from labeler.workspace import open_workspace
+from labeler.label.aggregate import DAWID_SKENE, MEAN, annotator_fits, set_label_model, soft_labels
+from labeler.label.label_model import MISSING, count_cut, dawid_skene, shift
+from labeler.store.workspace import open_workspace
 from tests.conftest import loghub_file
 
 # (sensitivity, specificity) per synthetic annotator: good, lenient, strict, near chance, good

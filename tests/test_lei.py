@@ -7,13 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import loghub_file
 from typer.testing import CliRunner
 
-from conftest import loghub_file
-
-from labeler import lei
-from labeler.prompts import get_prompt
-from labeler.workspace import now, open_workspace
+from labeler.label.prompts import get_prompt
+from labeler.lei import table as lei_table
+from labeler.store.workspace import now, open_workspace
 
 
 def _cli(workspace: Path):
@@ -67,7 +66,7 @@ def ws_path(built: Path, tmp_path: Path) -> Path:
 def test_build_then_export_end_to_end(ws_path: Path, tmp_path: Path):
     run = _cli(ws_path)
     with open_workspace(ws_path) as ws:
-        rows = lei.list_rows(ws, "web")
+        rows = lei_table.list_rows(ws, "web")
         version = get_prompt(ws, "lei").version
         queries = list(ws.db.query("select prompt, response from queries where prompt_name = 'lei'"))
     assert len(rows) == 3 and {r["status"] for r in rows} == {"pending"}
@@ -75,7 +74,7 @@ def test_build_then_export_end_to_end(ws_path: Path, tmp_path: Path):
     assert sum(bool(r["interpretation"]) for r in rows) >= 2  # a 270M model may say nothing once
     assert all("\n" not in r["interpretation"] and "Log:" not in r["interpretation"] for r in rows)
     assert len(queries) == 3 and all("an OpenSSH server" in q["prompt"] for q in queries)
-    # the prompt shows the representative line quoted (labeler.prompts.quoted)
+    # the prompt shows the representative line quoted (labeler.label.prompts.quoted)
     assert {r["representative"] for r in rows} <= {json.loads(q["prompt"].rsplit("Log: ", 1)[1].split("\n")[0])
                                                    for q in queries}
 
@@ -83,17 +82,17 @@ def test_build_then_export_end_to_end(ws_path: Path, tmp_path: Path):
     again = json.loads(run("lei", "build", "-d", "web", "--refresh", "--json").stdout)
     assert again["calls"] == 0 and again["cache_hits"] == 3 and again["written"] == 3
 
-    result = run("lei", "export", "--format", "csv", "--out", tmp_path / "lei.csv")
+    result = run("lei", "export", "--format", "csv", "--out", tmp_path / "lei_table.csv")
     assert result.exit_code == 0, result.output
-    with (tmp_path / "lei.csv").open(newline="") as f:
+    with (tmp_path / "lei_table.csv").open(newline="") as f:
         exported = list(csv.DictReader(f))
-    assert len(exported) == 3 and set(exported[0]) == set(lei.EXPORT_COLUMNS)
+    assert len(exported) == 3 and set(exported[0]) == set(lei_table.EXPORT_COLUMNS)
     by_key = {(r["domain"], int(r["template_id"])): r for r in exported}
     assert all(by_key[("web", r["template_id"])]["interpretation"] == r["interpretation"] for r in rows)
 
     assert run("lei", "set", "web:1", "--status", "accepted").exit_code == 0
-    assert run("lei", "export", "-f", "jsonl", "-o", tmp_path / "lei.jsonl", "--status", "accepted").exit_code == 0
-    lines = [json.loads(line) for line in (tmp_path / "lei.jsonl").read_text().splitlines()]
+    assert run("lei", "export", "-f", "jsonl", "-o", tmp_path / "lei_table.jsonl", "--status", "accepted").exit_code == 0
+    lines = [json.loads(line) for line in (tmp_path / "lei_table.jsonl").read_text().splitlines()]
     assert [(r["domain"], r["template_id"], r["status"]) for r in lines] == [("web", 1, "accepted")]
 
 
@@ -104,11 +103,11 @@ def test_review_from_stdin_and_set(ws_path: Path):
     assert result.exit_code == 0, result.output
     assert "1 accepted" in result.stdout and "1 rejected" in result.stdout and "1 edited" in result.stdout
     with open_workspace(ws_path) as ws:
-        rows = lei.list_rows(ws, "web")  # most frequent first: the order review walked them in
+        rows = lei_table.list_rows(ws, "web")  # most frequent first: the order review walked them in
         assert [r["status"] for r in rows] == ["accepted", "rejected", "edited"]
         assert rows[2]["interpretation"] == "A login was tried for an unknown user."
         # Only accepted and edited rows reach transfer models, for every text of their template.
-        approved = lei.approved_interpretations(ws, "web")
+        approved = lei_table.approved_interpretations(ws, "web")
         assert set(approved.values()) == {rows[0]["interpretation"], rows[2]["interpretation"]}
     assert "no pending LEI rows" in run("lei", "review", "-d", "web").stderr
 
@@ -117,20 +116,20 @@ def test_review_from_stdin_and_set(ws_path: Path):
     result = run("lei", "set", "web:3", "--status", "accepted", "--note", "checked")
     assert result.exit_code == 0
     with open_workspace(ws_path) as ws:
-        row = lei.resolve(ws, "3", "web")
+        row = lei_table.resolve(ws, "3", "web")
     assert (row["status"], row["note"]) == ("accepted", "checked")
 
 
 @pytest.mark.slow
 def test_regenerate_asks_about_another_line(ws_path: Path):
-    from labeler.backends import make_backend
+    from labeler.label.backends import make_backend
 
     with open_workspace(ws_path) as ws:
         # The most frequent template ("Invalid user <*> from <*>") spans three masked texts.
-        row = lei.list_rows(ws, "web")[0]
+        row = lei_table.list_rows(ws, "web")[0]
         backend = make_backend("llamacpp")
         try:
-            new = lei.regenerate(ws, backend, row)
+            new = lei_table.regenerate(ws, backend, row)
         finally:
             backend.close()
         asked = ws.db.execute("select count(*) from queries where prompt_name = 'lei'").fetchone()[0]
@@ -141,14 +140,14 @@ def test_regenerate_asks_about_another_line(ws_path: Path):
 def test_flags_and_cleaning():
     row = {"representative": "[Sun Dec 04 04:47:44 2005] [error] mod_jk child workerEnv in error state 6",
            "template": "mod_jk child workerEnv in error state <*>"}
-    assert lei.flags({**row, "interpretation": "  "}) == ["empty"]
-    assert lei.flags({**row, "interpretation": "mod_jk child workerEnv in error state 6"}) == ["repeats-line"]
-    assert lei.flags({**row, "interpretation": "A web server worker is in an error state."}) == []
-    assert lei.flags({**row, "interpretation": " ".join(["word"] * 31)}) == ["too-long"]
+    assert lei_table.flags({**row, "interpretation": "  "}) == ["empty"]
+    assert lei_table.flags({**row, "interpretation": "mod_jk child workerEnv in error state 6"}) == ["repeats-line"]
+    assert lei_table.flags({**row, "interpretation": "A web server worker is in an error state."}) == []
+    assert lei_table.flags({**row, "interpretation": " ".join(["word"] * 31)}) == ["too-long"]
     node = {"representative": "2552992 node-212 node temperature 1072633140 1 ambient=30", "template": "ambient=<*>"}
-    assert lei.flags({**node, "interpretation": "The node is running at 1072633140."}) == ["copies-variable"]
-    assert lei.clean_interpretation(" 1. The disk failed.\n2. The disk failed.") == "The disk failed."
-    assert lei.clean_interpretation('\n "A job started."\n\nLog: next') == "A job started."
+    assert lei_table.flags({**node, "interpretation": "The node is running at 1072633140."}) == ["copies-variable"]
+    assert lei_table.clean_interpretation(" 1. The disk failed.\n2. The disk failed.") == "The disk failed."
+    assert lei_table.clean_interpretation('\n "A job started."\n\nLog: next') == "A job started."
 
 
 def test_bad_input(cli, workspace, tmp_path):
@@ -178,7 +177,7 @@ def test_bad_input(cli, workspace, tmp_path):
 
 
 def test_template_matcher():
-    from detector.lei_features import TemplateInterpretations
+    from detector.runtime.lei_features import TemplateInterpretations
 
     table = TemplateInterpretations([("Invalid user <*> from <*>", "A login named an unknown user."),
                                      ("Invalid user admin from <*>", None),
@@ -194,7 +193,7 @@ def test_template_matcher():
 
 @pytest.mark.slow
 def test_feature_vectors_use_approved_interpretations(ws_path: Path):
-    from labeler.vectors import embed_missing, load_vectors
+    from labeler.store.vectors import embed_missing, load_vectors
 
     run = _cli(ws_path)
     assert run("lei", "set", "web:1", "--text", "A login named a user that does not exist.").exit_code == 0
@@ -204,8 +203,8 @@ def test_feature_vectors_use_approved_interpretations(ws_path: Path):
         text_ids = [r[0] for r in ws.db.execute(
             "select distinct text_id from entries where domain = 'web' order by text_id")]
         of_template_1 = {r[0] for r in ws.db.execute("select text_id from template_texts where template_id = 1")}
-        table = lei.interpretation_table(ws)
-        X = lei.feature_vectors(ws, text_ids, table)
+        table = lei_table.interpretation_table(ws)
+        X = lei_table.feature_vectors(ws, text_ids, table)
         masked_vectors = load_vectors(ws, text_ids)
     for i, text_id in enumerate(text_ids):
         same = bool((X[i] == masked_vectors[i]).all())
@@ -217,7 +216,8 @@ def test_feature_vectors_use_approved_interpretations(ws_path: Path):
 
 @pytest.mark.slow
 def test_train_bundle_score_with_lei_features(ws_path: Path, tmp_path: Path):
-    from detector.runtime import CachedScorer, load_bundle
+    from detector.runtime.bundle import load_bundle
+    from detector.runtime.scorer import CachedScorer
 
     run = _cli(ws_path)
     sentence = "A login named a user that does not exist."
@@ -227,10 +227,10 @@ def test_train_bundle_score_with_lei_features(ws_path: Path, tmp_path: Path):
                  ["label", "set", "--match", "^(Connection closed|pam_unix)", "--label", "0"],
                  ["embed"],
                  ["train", "--features", "lei", "--out", "with-lei"],
-                 ["export", "with-lei", "--out", tmp_path / "lei.bundle"]):
+                 ["export", "with-lei", "--out", tmp_path / "lei_table.bundle"]):
         result = run(*args)
         assert result.exit_code == 0, (args, result.output)
-    bundle = load_bundle(tmp_path / "lei.bundle")
+    bundle = load_bundle(tmp_path / "lei_table.bundle")
     assert bundle.meta["features"] == "lei" and len(bundle.interpretations) == 1
     # A line of the accepted template, even one never seen, is embedded as the sentence.
     assert bundle.embedding_text("Invalid user nobody from <*>") == sentence

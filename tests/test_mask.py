@@ -5,11 +5,11 @@ import re
 from collections import defaultdict
 
 import pytest
-
 from conftest import LOGHUB_SYSTEMS, loghub_file
-from detector.errors import LogdistillError
-from detector.formats import parse_format
-from detector.mask import DEFAULT_RULES, PLACEHOLDER, Masker
+
+from detector.core import LogdistillError
+from detector.runtime.formats import parse_format
+from detector.runtime.mask import DEFAULT_RULES, PLACEHOLDER, Masker
 
 MASK = Masker.default()
 

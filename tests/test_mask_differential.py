@@ -8,12 +8,12 @@ change what a detector sees.
 import random
 
 import pytest
+from conftest import LOGHUB_SYSTEMS, examples, loghub_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import LOGHUB_SYSTEMS, examples, loghub_file
-from detector.formats import parse_format
-from detector.mask import DEFAULT_RULES, Masker, _FastMask, digit_fold
+from detector.runtime.formats import parse_format
+from detector.runtime.mask import DEFAULT_RULES, Masker, _FastMask, digit_fold
 
 CASES = {"generated": 0, "generated_variants": 0, "custom_rules": 0}
 GENERATED_EXAMPLES = examples(3000)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from detector.errors import LogdistillError
-from labeler import models
-from labeler.backends.llamacpp import resolve_model
-from labeler.models import EmbeddedModel
+from detector.core import LogdistillError
+from labeler.label import llms
+from labeler.label.backends.llamacpp import resolve_model
+from labeler.label.llms import EmbeddedModel
 
 
 def _chunk_packages(root, prefix: str, chunks: list[bytes]) -> EmbeddedModel:
@@ -37,19 +37,19 @@ def model_dir(tmp_path, monkeypatch):
 def test_assembles_once_in_part_order(tmp_path, model_dir):
     chunks = [b"GGUF" + b"a" * 10, b"b" * 7, b"c" * 3]
     model = _chunk_packages(tmp_path / "site", "tiny_part", chunks)
-    assert not models.is_ready(model)
-    path = models.assemble(model)
+    assert not llms.is_ready(model)
+    path = llms.assemble(model)
     assert path == model_dir / "tiny.gguf" and path.read_bytes() == b"".join(chunks)
     assert list(model_dir.iterdir()) == [path]  # no temporary file left beside it
     mtime = path.stat().st_mtime_ns
-    assert models.assemble(model) == path and path.stat().st_mtime_ns == mtime  # not assembled again
+    assert llms.assemble(model) == path and path.stat().st_mtime_ns == mtime  # not assembled again
 
 
 def test_hash_mismatch_is_one_error_and_leaves_no_file(tmp_path, model_dir):
     model = _chunk_packages(tmp_path / "site", "bad_part", [b"GGUF" + b"x" * 8, b"y" * 4])
     (tmp_path / "site" / "bad_part2" / "data" / "part02.bin").write_bytes(b"z" * 4)  # same size, other bytes
     with pytest.raises(LogdistillError, match=r"chunks of tiny assemble to sha256 .* bad-part1==1.0 bad-part2==1.0 are corrupt"):
-        models.assemble(model)
+        llms.assemble(model)
     assert not model_dir.exists() or list(model_dir.iterdir()) == []
 
 
@@ -57,7 +57,7 @@ def test_missing_chunk_package_is_named(tmp_path, model_dir):
     model = _chunk_packages(tmp_path / "site", "gone_part", [b"GGUF", b"1", b"2"])
     (tmp_path / "site" / "gone_part2" / "data" / "part02.bin").unlink()
     with pytest.raises(LogdistillError, match=r"missing: gone-part2 \(pip install gone-part2==1.0\)"):
-        models.assemble(model)
+        llms.assemble(model)
 
 
 def test_killed_assembly_leaves_no_half_file(tmp_path, model_dir):
@@ -67,9 +67,9 @@ def test_killed_assembly_leaves_no_half_file(tmp_path, model_dir):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        models.assemble(model, on_bytes=interrupt)
+        llms.assemble(model, on_bytes=interrupt)
     assert list(model_dir.iterdir()) == []
-    assert models.assemble(model).stat().st_size == model.size
+    assert llms.assemble(model).stat().st_size == model.size
 
 
 def test_unknown_model_name_is_one_clear_error(cli, workspace):
@@ -80,7 +80,7 @@ def test_unknown_model_name_is_one_clear_error(cli, workspace):
     assert result.exit_code == 2
     assert "neither a GGUF file nor an embedded model" in result.output and "Traceback" not in result.output
     with pytest.raises(LogdistillError, match="'nope' is neither a GGUF file nor an embedded model"):
-        resolve_model("nope")  # the one look-up of a --model value (labeler.backends.llamacpp)
+        resolve_model("nope")  # the one look-up of a --model value (labeler.label.backends.llamacpp)
 
 
 def test_models_listing_names_the_real_packages(cli, monkeypatch):
@@ -97,8 +97,8 @@ def test_models_listing_names_the_real_packages(cli, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"])
 def test_real_chunks_assemble_to_the_pinned_hash(name):
-    model = models.MODELS[name]
-    path = models.gguf_path(model)
+    model = llms.MODELS[name]
+    path = llms.gguf_path(model)
     assert path.stat().st_size == model.size
     with open(path, "rb") as f:
         assert f.read(4) == b"GGUF"

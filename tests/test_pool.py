@@ -11,11 +11,11 @@ import time
 import pytest
 import sqlite_utils
 
-from detector.errors import LogdistillError
-from labeler.backends import make_backend
-from labeler.backends.remote import parse_base_urls
-from labeler.cache import ask
-from labeler.workspace import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, open_workspace
+from detector.core import LogdistillError
+from labeler.label.backends import make_backend
+from labeler.label.backends.remote import parse_base_urls
+from labeler.label.cache import ask
+from labeler.store.workspace import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, open_workspace
 from tests.servers.llama_server import free_port, llama_cpp_server
 from tests.servers.openai_like import OpenAIHandler, OpenAILikeServer
 
@@ -207,7 +207,7 @@ def _killer(workspace, server, after: int, done: threading.Event):
 
 @pytest.mark.slow
 def test_round0_finishes_on_the_other_server_when_one_is_killed(texts_workspace, tmp_path):
-    from labeler.models import MODELS, gguf_path
+    from labeler.label.llms import MODELS, gguf_path
 
     cli = texts_workspace
     path = gguf_path(MODELS[SMALL])
@@ -246,7 +246,7 @@ def test_round0_finishes_on_the_other_server_when_one_is_killed(texts_workspace,
 
 def test_a_pool_is_asked_in_batches_that_fill_every_slot():
     """`label run` hands the backend four prompts per request it can have in flight, over all servers."""
-    from labeler.backends import BackendSpec
+    from labeler.label.backends import BackendSpec
 
     spec = BackendSpec("openai", MODEL, ("http://127.0.0.1:1,http://127.0.0.1:2", "http://127.0.0.1:3"), 5)
     backend = spec.make()  # builds clients only; nothing is asked

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from detector.errors import LogdistillError
-from labeler import prompts
-from detector.severity import parse_rules
-from labeler.workspace import open_workspace
+from detector.core import LogdistillError
+from detector.runtime.severity import parse_rules
+from labeler.label import prompts
+from labeler.store.workspace import open_workspace
 from prompts import default_prompt
 
 TASK_V2 = "Log line from {system}: {log}\nVerdict (normal or anomalous):"
@@ -146,6 +146,6 @@ def test_prompts_show_the_severity_level_of_a_text(cli):
 def test_a_huge_log_line_is_cut_for_the_prompt_and_the_cut_is_marked():
     huge = "x" * (prompts.MAX_SHOWN_CHARS + 5000)
     text = prompts.render("task_chat", default_prompt("task_chat"), system="a cluster", log=huge)
-    assert f"x [... 5000 more characters cut]" in text and len(text) < prompts.MAX_SHOWN_CHARS + 1000
+    assert "x [... 5000 more characters cut]" in text and len(text) < prompts.MAX_SHOWN_CHARS + 1000
     block = prompts.format_examples([(huge, 1)] * 6)
     assert len(block) < 7 * (prompts.MAX_SHOWN_CHARS + 100)

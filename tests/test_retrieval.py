@@ -1,13 +1,12 @@
-"""FAISS support retrieval (labeler.retrieval) and the augmentation builders (labeler.augment)."""
+"""FAISS support retrieval (labeler.calibration.retrieval) and the augmentation builders (labeler.calibration.augment)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from detector.errors import LogdistillError
-from labeler.augment import (Augmented, filter_examples, induce_examples, plan_augmentations,
-                             refine_examples)
-from labeler.retrieval import SupportIndex
+from detector.core import LogdistillError
+from labeler.calibration.augment import Augmented, filter_examples, induce_examples, plan_augmentations, refine_examples
+from labeler.calibration.retrieval import SupportIndex
 
 
 def _support():
@@ -67,7 +66,7 @@ def test_induce_and_filter_examples():
 
 
 def _ingested(workspace, tmp_path):
-    from labeler.workspace import open_workspace
+    from labeler.store.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with ws.transaction():

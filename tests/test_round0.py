@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from labeler.debias import CONTENT_FREE, batch_prior, calibrate
-from labeler.workspace import open_workspace
+from labeler.label.debias import CONTENT_FREE, batch_prior, calibrate
+from labeler.store.workspace import open_workspace
 from tests.conftest import REPO, loghub_file, run_logdistill
 from tests.servers.openai_like import OpenAILikeServer
 
@@ -142,7 +142,7 @@ def test_rules_and_manual_labels(cli, tmp_path):
     r = cli("label", "set", "--match", "^generating core", "--label", "1", "--domain", "BGL")
     assert r.exit_code == 0 and "1 texts labeled anomalous" in r.stdout
     with open_workspace(cli.workspace) as ws:
-        from labeler.aggregate import soft_labels
+        from labeler.label.aggregate import soft_labels
 
         text_id = ws.db.execute("select id from texts where masked like 'generating core%'").fetchone()[0]
         assert soft_labels(ws)[("BGL", text_id)] > 0.99  # the manual label outweighs the rule's 0.1

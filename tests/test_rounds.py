@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from labeler.aggregate import hard_labels, llm_weight, soft_labels
-from labeler.augment import Augmented
-from labeler.calibration import render_plan
-from labeler.debias import CONTENT_FREE, MIN_SHIFTS, calibrate, prior, shift_prior
-from labeler.workspace import open_workspace
+from labeler.calibration.augment import Augmented
+from labeler.calibration.rounds import render_plan
+from labeler.label.aggregate import hard_labels, llm_weight, soft_labels
+from labeler.label.debias import CONTENT_FREE, MIN_SHIFTS, calibrate, prior, shift_prior
+from labeler.store.workspace import open_workspace
 from tests.conftest import REPO, Cli
 from tests.test_round0 import ingest_bgl, queries
 
@@ -226,8 +226,8 @@ def test_a_review_model_that_does_not_exist_is_one_line_and_starts_no_round(afte
 def test_annotator_conflicts_are_asked_first_and_never_shown_as_evidence(after_round0, tmp_path):
     """--annotator-conflicts: a text the LLM and the rules vote on both ways is a candidate ahead
     of the verifier's picks and never support (planned only: no LLM call)."""
-    from labeler.aggregate import conflicting_texts
-    from labeler.calibration import CalibrationOptions, _labeled, plan_round
+    from labeler.calibration.rounds import CalibrationOptions, _labeled, plan_round
+    from labeler.label.aggregate import conflicting_texts
 
     cli = copy_workspace(after_round0, tmp_path)
     with open_workspace(cli.workspace) as ws:

@@ -7,18 +7,17 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, Cli, loghub_file, run_logdistill
 
 
 @pytest.mark.parametrize("which", ["bgl_bundle", "fasttext_bundle"])
-def test_score_runs_without_torch(which, torch_free_env, request):
-    """Both embedders run from the bundle alone: no torch, no transformers, no hub."""
+def test_score_runs_on_the_core_install(which, runtime_only_env, request):
+    """Both embedders run from the bundle and the core install alone: no torch, no transformers, no hub."""
     _, bundle = request.getfixturevalue(which)
-    blocked = subprocess.run([sys.executable, "-c", "import torch"], env={**os.environ, **torch_free_env},
+    blocked = subprocess.run([sys.executable, "-c", "import torch"], env={**os.environ, **runtime_only_env},
                              capture_output=True, text=True)
-    assert blocked.returncode != 0 and "torch is blocked" in blocked.stderr
-    env = {**torch_free_env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(REPO / "no-such-hub")}
+    assert blocked.returncode != 0 and "core install only" in blocked.stderr
+    env = {**runtime_only_env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(REPO / "no-such-hub")}
     result = run_logdistill("score", bundle, loghub_file("BGL"), env=env)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -29,14 +28,15 @@ def test_score_runs_without_torch(which, torch_free_env, request):
     assert "2000 lines" in result.stderr and "unique texts scored" in result.stderr
 
 
-def test_a_minilm_bundle_scores_as_in_process_and_reads_the_level(bgl_bundle, torch_free_env):
+def test_a_minilm_bundle_scores_as_in_process_and_reads_the_level(bgl_bundle, runtime_only_env):
     """The default bundle: the same scores in a torch-free `score` as in this process, and the line's
     level is an input (the same message scores otherwise at another level)."""
-    from detector.evaluate import score_labeled
-    from detector.runtime import CachedScorer, load_bundle
+    from detector.runtime.bundle import load_bundle
+    from detector.runtime.evaluate import score_labeled
+    from detector.runtime.scorer import CachedScorer
 
     _, bundle_path = bgl_bundle
-    result = run_logdistill("score", bundle_path, loghub_file("BGL"), env=torch_free_env)
+    result = run_logdistill("score", bundle_path, loghub_file("BGL"), env=runtime_only_env)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     bundle = load_bundle(bundle_path, lookup=False)
@@ -49,13 +49,13 @@ def test_a_minilm_bundle_scores_as_in_process_and_reads_the_level(bgl_bundle, to
     assert info != fatal and unknown == scorer.score([message], [None])[0]
 
 
-def test_score_streams_stdin_batch_by_batch(bgl_bundle, torch_free_env):
+def test_score_streams_stdin_batch_by_batch(bgl_bundle, runtime_only_env):
     """Output for the lines written so far arrives while stdin is still open (`tail -f | score`)."""
     _, bundle = bgl_bundle
     lines = loghub_file("BGL").read_text().splitlines(keepends=True)
     process = subprocess.Popen([sys.executable, "-m", "cli", "score", str(bundle), "-", "--output", "csv"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, **torch_free_env})
+                               env={**os.environ, **runtime_only_env})
     try:
         process.stdin.write("".join(lines[:3]).encode())
         process.stdin.flush()

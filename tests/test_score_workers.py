@@ -11,13 +11,15 @@ import sys
 import time
 
 import pytest
+from conftest import LOGHUB_SYSTEMS, REPO, Cli, examples, loghub_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import LOGHUB_SYSTEMS, REPO, Cli, examples, loghub_file
-from detector.errors import LogdistillError
-from detector.formats import parse_format
-from detector.runtime import count_records, decode_lines, load_bundle, score_to
+from detector.core import LogdistillError
+from detector.runtime.bundle import load_bundle
+from detector.runtime.formats import parse_format
+from detector.runtime.score import score_to
+from detector.runtime.stream import count_records, decode_lines
 
 COUNT_EXAMPLES = examples(2000)
 
@@ -112,7 +114,7 @@ def test_workers_embed_a_text_once_between_them(bundle):
 
 def test_a_score_does_not_depend_on_the_texts_scored_with_it(bundle):
     """Alone, among other new texts, or from the cache: the same score (within 1e-6)."""
-    from detector.runtime import CachedScorer
+    from detector.runtime.scorer import CachedScorer
 
     lines = loghub_file("Linux").read_text(encoding="utf-8", errors="replace").splitlines()[:300]
     messages = [m for m in parse_format("loghub:Linux").columns(lines).messages]

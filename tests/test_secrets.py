@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, loghub_file, run_logdistill
+
 from tests.servers.openai_like import OpenAILikeServer
 from tests.servers.tgi_like import TGIHandler, TGILikeServer
 
@@ -132,7 +132,7 @@ class TokenTGIHandler(TGIHandler):
 
 @pytest.mark.slow
 def test_hf_token_never_stored_or_printed(tmp_path):
-    from labeler.backends import make_backend
+    from labeler.label.backends import make_backend
 
     token = secret("hf_")
     workspace = tmp_path / "cache.db"
@@ -170,7 +170,7 @@ def test_loading_and_scoring_a_bundle_unpickles_nothing(bgl_bundle, tmp_path):
         "def refuse(*args, **kwargs):\n"
         "    raise SystemExit('forbidden: unpickling')\n"
         "pickle.load = pickle.loads = pickle.Unpickler = _pickle.load = _pickle.loads = refuse\n"
-        "from detector.runtime import load_bundle, CachedScorer\n"
+        "from detector.runtime.bundle import load_bundle\nfrom detector.runtime.scorer import CachedScorer\n"
         "bundle = load_bundle(sys.argv[1])\n"
         "print(CachedScorer(bundle).score(['RAS KERNEL FATAL data TLB error interrupt', 'generating core.1']))\n")
     r = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True,

@@ -5,15 +5,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
 from conftest import Cli, examples, loghub_file, run_logdistill
-from detector.errors import LogdistillError
-from detector.evaluate import cut_at_false_positive_rate
-from detector.metrics import auroc
-from detector.sequence import EnergyCalibration, SequenceReader, SequenceScorer, chunk_bounds
-from detector.sequence_model import SequenceDetector, entmax15
-from detector.sessions import Grouping, SessionTracker, session_members, sessions_of, to_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.core import LogdistillError
+from detector.runtime.evaluate import cut_at_false_positive_rate
+from detector.runtime.metrics import auroc
+from detector.runtime.sequence import EnergyCalibration, SequenceReader, SequenceScorer, chunk_bounds
+from detector.runtime.sessions import Grouping, SessionTracker, session_members, sessions_of, to_json
+from detector.training.sequence_model import SequenceDetector, entmax15
 
 BGL = loghub_file("BGL")
 
@@ -159,7 +160,7 @@ def labeled_bgl(tmp_path):
     return cli
 
 
-def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl, tmp_path, torch_free_env):
+def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl, tmp_path, runtime_only_env):
     cli = labeled_bgl
     result = cli("train", "--sequence", "--window", "20", "--epochs", "5", "--train-on", "normal", "--out", "seq", "--json")
     assert result.exit_code == 0, result.output
@@ -186,7 +187,7 @@ def test_train_sequence_export_and_score_sessions_through_the_bundle(labeled_bgl
     sessions = json.loads(result.stdout)["sessions"]["domains"]["BGL_2k.log"]
     assert sessions["sessions"] == 100 and sessions["auroc"] > 0.5
     torch_free = run_logdistill("score", bundle, BGL, "--format", "loghub:BGL", "--window", "20", "--output", "sessions",
-                                env=torch_free_env)  # a deployed bundle scores sessions without torch
+                                env=runtime_only_env)  # a deployed bundle scores sessions without torch
     assert torch_free.returncode == 0, torch_free.stderr
     assert [json.loads(line) for line in torch_free.stdout.splitlines()] == records
 
@@ -213,7 +214,7 @@ def test_the_demo_block_faults_are_missed_by_the_line_detector_and_found_by_the_
     """The demo corpus's block sessions whose every line is routine: a line model's max cannot tell
     them from normal ones; a sequence model trained on the sessions (label-free: the rules call every
     line normal) ranks each of them above the normal ones it is held to, at most 5 % of normal flagged."""
-    from detector.sessions import read_session_labels
+    from detector.runtime.sessions import read_session_labels
     from labeler.demo.corpus import write_corpus
 
     storage = next(s for s in write_corpus(tmp_path / "corpus", lines=400) if s.system == "storage")

@@ -8,11 +8,12 @@ import sys
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import Cli, examples, loghub_file
-from detector.errors import LogdistillError
-from detector.sessions import Grouping, Session, SessionTracker, read_session_labels, sessions_of, to_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.core import LogdistillError
+from detector.runtime.sessions import Grouping, Session, SessionTracker, read_session_labels, sessions_of, to_json
 
 HDFS_BLOCK = r"blk_-?\d+"
 
@@ -136,14 +137,14 @@ def test_score_prints_each_window_with_its_most_anomalous_line(bgl_bundle, tmp_p
     assert only == [s for s in sessions if s["anomalous"]] and 0 < len(only) < len(sessions)
 
 
-def test_score_streams_a_session_once_it_times_out(bgl_bundle, torch_free_env):
+def test_score_streams_a_session_once_it_times_out(bgl_bundle, runtime_only_env):
     """`--session-timeout`: a session is printed while stdin is still open, once enough lines pass without it."""
     _, bundle = bgl_bundle
     lines = [f"- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.363779 R02-M1-N0-C:J12-U11 RAS "
              f"KERNEL INFO job {job} step {i} done\n" for i, job in enumerate(["7"] + ["8"] * 5)]
     process = subprocess.Popen([sys.executable, "-m", "cli", "score", str(bundle), "-", "--session", r"job (\d+)",
                                 "--session-timeout", "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={**os.environ, **torch_free_env})
+                               stderr=subprocess.PIPE, env={**os.environ, **runtime_only_env})
     try:
         process.stdin.write("".join(lines).encode())
         process.stdin.flush()

@@ -4,9 +4,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import LOGHUB, REPO
-from detector.formats import parse_format
+
+from detector.runtime.formats import parse_format
 
 sys.path.insert(0, str(REPO / "bench"))
 from silver import SILVER_SYSTEMS, silver_target  # noqa: E402

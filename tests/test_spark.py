@@ -1,15 +1,15 @@
-"""detector.spark: the bundle as a pandas UDF in a real local[2] SparkSession scores as `logdistill score` does."""
+"""detector.runtime.spark: the bundle as a pandas UDF in a real local[2] SparkSession scores as `logdistill score` does."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import sys
 
 import pytest
 
-from detector.errors import LogdistillError
+from detector.core import LogdistillError
 from tests.conftest import loghub_file, run_logdistill
 
 pytest.importorskip("pyspark", reason="PySpark is the optional extra logdistill[spark]")
@@ -55,7 +55,7 @@ def spark_scores(spark, path, udf) -> list:
 @pytest.mark.parametrize("which", ["bgl_bundle", "fasttext_bundle"])
 def test_bgl_scores_as_the_cli_does(spark, which, request, tmp_path):
     """The default bundle (MiniLM, the rules' score and the level as inputs) and MaidLog's (fastText)."""
-    from detector.spark import score_udf
+    from detector.runtime.spark import score_udf
 
     _, bundle = request.getfixturevalue(which)
     path = loghub_file("BGL")
@@ -79,7 +79,7 @@ def test_bgl_scores_as_the_cli_does(spark, which, request, tmp_path):
 
 
 def test_blank_and_null_lines_get_null_fields(spark, bgl_bundle):
-    from detector.spark import score_udf
+    from detector.runtime.spark import score_udf
 
     _, bundle = bgl_bundle
     line = loghub_file("BGL").read_text().splitlines()[0]
@@ -97,7 +97,7 @@ def failure(spark, df, udf) -> str:
 
 
 def test_bad_input_fails_the_task_with_one_clear_message(spark, bgl_bundle, tmp_path):
-    from detector.spark import score_udf
+    from detector.runtime.spark import score_udf
 
     _, bundle = bgl_bundle
     lines = spark.createDataFrame([(loghub_file("BGL").read_text().splitlines()[0],)], "value string")
@@ -154,7 +154,7 @@ def assert_same_sessions(rows, expected: list[dict]) -> None:
 
 
 def test_windows_score_with_the_sequence_model_as_the_cli_does(spark, window_bundle):
-    from detector.spark import numbered, score_sessions
+    from detector.runtime.spark import numbered, score_sessions
 
     path = loghub_file("BGL")
     lines = numbered(spark.read.text(str(path)))
@@ -171,7 +171,7 @@ def test_windows_score_with_the_sequence_model_as_the_cli_does(spark, window_bun
 def test_key_sessions_score_as_the_cli_does(spark, bgl_bundle):
     """Sessions keyed by the node id (a bundle without a sequence model): every line of a key, in order,
     though the frame's rows are shuffled and a blank line sits among them."""
-    from detector.spark import numbered, score_sessions
+    from detector.runtime.spark import numbered, score_sessions
 
     _, bundle = bgl_bundle
     path = loghub_file("BGL")
@@ -185,7 +185,7 @@ def test_key_sessions_score_as_the_cli_does(spark, bgl_bundle):
 
 
 def test_numbered_skips_what_score_skips_and_counts_the_rest_in_order(spark):
-    from detector.spark import numbered
+    from detector.runtime.spark import numbered
 
     values = ["a", "", None, "   ", "\u3000\u2003\x1c", "b", "\t c", "d\x1c"]
     frame = spark.createDataFrame([(v,) for v in values], "value string").coalesce(1)  # one partition, the list's order
@@ -197,7 +197,7 @@ def test_numbered_skips_what_score_skips_and_counts_the_rest_in_order(spark):
 
 
 def test_bad_session_input_is_one_clear_message(spark, bgl_bundle, window_bundle):
-    from detector.spark import numbered, score_sessions
+    from detector.runtime.spark import numbered, score_sessions
 
     _, bundle = bgl_bundle
     lines = numbered(spark.createDataFrame([(raw,) for raw in loghub_file("BGL").read_text().splitlines()[:50]],

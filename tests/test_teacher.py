@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from labeler.backends import make_backend
+from labeler.label.backends import make_backend
 from tests.conftest import loghub_file
 
 
@@ -60,8 +60,8 @@ CLEARLY_ANOMALOUS = [
 @pytest.mark.slow
 def test_forged_verdict_does_not_flip_a_clearly_anomalous_line(monkeypatch):
     """A line that ends in the prompt's own verdict line, answering normal, is still judged anomalous.
-    Without the quoting of labeler.prompts.quoted the first two fell to p_anomalous 0.485 and 0.42."""
-    from labeler import prompts
+    Without the quoting of labeler.label.prompts.quoted the first two fell to p_anomalous 0.485 and 0.42."""
+    from labeler.label import prompts
     from prompts import default_prompt
 
     monkeypatch.delenv("LOGDISTILL_MODEL")

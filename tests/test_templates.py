@@ -5,8 +5,8 @@ import json
 
 from conftest import loghub_file
 
-from labeler.templates import build_templates, load_miner, template_of_texts
-from labeler.workspace import open_workspace, now
+from labeler.lei.templates import build_templates, load_miner, template_of_texts
+from labeler.store.workspace import now, open_workspace
 
 
 def _ingest(cli, path, domain, fmt, description=None):

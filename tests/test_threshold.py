@@ -3,11 +3,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import Cli
-from detector.metrics import best_f1, precision_recall_f1
-from detector.runtime import load_bundle
-from labeler.training import DEFAULT_THRESHOLD, TrainingSet, held_out_threshold
+
+from detector.runtime.bundle import load_bundle
+from detector.runtime.metrics import best_f1, precision_recall_f1
+from labeler.distill import DEFAULT_THRESHOLD, TrainingSet, held_out_threshold
 
 SMALL = {"kind": "maidlog", "epochs": 40, "hidden": [16], "head_hidden": 8, "discriminator_hidden": 8}
 DETECTORS = pytest.mark.parametrize("params", [SMALL, {"kind": "linear"}], ids=["maidlog", "linear"])

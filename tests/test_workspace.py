@@ -4,10 +4,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import workspace_dump
-from detector.errors import LogdistillError
-from labeler.workspace import APPLICATION_ID, SCHEMA_VERSION, open_workspace
+
+from detector.core import LogdistillError
+from labeler.store.workspace import APPLICATION_ID, SCHEMA_VERSION, open_workspace
 
 
 def seed(cli, tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_new_workspace_has_schema_wal_and_application_id(workspace):
 
 
 def test_masking_rules_are_stored_at_first_ingest(cli, tmp_path):
-    from detector.mask import Masker
+    from detector.runtime.mask import Masker
 
     seed(cli, tmp_path)
     with open_workspace(cli.workspace, create=False) as ws:

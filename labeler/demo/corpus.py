@@ -33,8 +33,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from detector.atomic import atomic_output
-from detector.formats import InputFormat, parse_format
+from detector.core import atomic_output
+from detector.runtime.formats import InputFormat, parse_format
 
 DEFAULT_SEED = 7
 DEFAULT_LINES = 2000

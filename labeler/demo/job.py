@@ -26,12 +26,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from detector.errors import LogdistillError
+from detector.core import LogdistillError
+from detector.runtime.evaluate import evaluate_bundle
 from labeler import pipeline
-from labeler.backends import BackendSpec
 from labeler.demo.corpus import DEFAULT_LINES, DEFAULT_SEED, SampleLog, write_corpus
 from labeler.demo.report import DemoReport, Stage, markdown_report
-from labeler.workspace import Workspace, open_workspace
+from labeler.label.backends import BackendSpec
+from labeler.store.workspace import Workspace, open_workspace
 
 DEFAULT_WORKDIR = Path("demo-out")
 # A demo in about five minutes on two cores (issue 24). Almost all of its time is llama.cpp evaluating
@@ -190,8 +191,8 @@ def _round0(ws: Workspace, backend: BackendSpec, llm, domains: list[str], rules:
 
 def _label_and_train(ws: Workspace, backend: BackendSpec, llm, sources: list[SampleLog], stages: _Stages, *,
                      rounds: int, rules: bool, review_model: str | None) -> None:
-    from labeler.calibration import last_finished_round
-    from labeler.status import label_status
+    from labeler.calibration.rounds import last_finished_round
+    from labeler.store.status import label_status
 
     domains = [s.system for s in sources]
     stages.run("ingest sources", lambda: _ingest(ws, sources))
@@ -262,7 +263,7 @@ def fault_metrics(scores: np.ndarray, truths: np.ndarray, threshold: float, fals
     """Session metrics of one scorer of the blocks, with the faulty and normal blocks flagged at
     `threshold` and the faulty ones caught at the cut that flags at most `false_positive_rate` of the
     normal ones (issue 22's measure)."""
-    from detector.evaluate import cut_at_false_positive_rate, session_metrics
+    from detector.runtime.evaluate import cut_at_false_positive_rate, session_metrics
 
     cut = cut_at_false_positive_rate(scores[truths == 0], false_positive_rate)
     return {**session_metrics(scores, truths, threshold),
@@ -274,8 +275,8 @@ def fault_metrics(scores: np.ndarray, truths: np.ndarray, threshold: float, fals
 def _block_sessions(ws: Workspace, blocks: dict, bundle_path: Path, stages: _Stages) -> None:
     """The block sessions (the corpus manifest's `sessions`): a sequence detector trained on every block
     (the labels are not read), the line detector and it in `bundle_path`, the blocks judged per session."""
-    from detector.formats import parse_format
-    from detector.sessions import Grouping, read_session_labels
+    from detector.runtime.formats import parse_format
+    from detector.runtime.sessions import Grouping, read_session_labels
 
     report = stages.report
     grouping = Grouping.of(session=blocks["session"])
@@ -294,7 +295,7 @@ def _block_sessions(ws: Workspace, blocks: dict, bundle_path: Path, stages: _Sta
 
     def evaluate() -> tuple[str, int]:
         labels = Path(blocks["labels"])
-        result, (scored,) = pipeline.evaluate(bundle_path, [path], fmt, grouping=grouping, session_labels=labels)
+        result, (scored,) = evaluate_bundle(bundle_path, [path], fmt, grouping=grouping, session_labels=labels)
         known = read_session_labels(labels)
         sessions = [s for s in scored.sessions if s.key in known]
         truths = np.array([known[s.key] for s in sessions], dtype=np.int64)
@@ -312,7 +313,7 @@ def _block_sessions(ws: Workspace, blocks: dict, bundle_path: Path, stages: _Sta
 
 def _plot_rounds(ws: Workspace, domains: list[str], path: Path, report: DemoReport) -> None:
     """Label quality per round (MaidLog Fig. 5) for the sources with ground truth."""
-    from labeler.round_report import plot_rounds, round_table
+    from labeler.calibration.report import plot_rounds, round_table
 
     plot_rounds(round_table(ws, domains), str(path))
     report.files["rounds_plot"] = str(path)
@@ -320,7 +321,7 @@ def _plot_rounds(ws: Workspace, domains: list[str], path: Path, report: DemoRepo
 
 def _record_round(ws: Workspace, report: DemoReport, domains: list[str], number: int) -> None:
     """One row of the rounds table: what the round did and the label quality where ground truth exists."""
-    from labeler.status import label_status
+    from labeler.store.status import label_status
 
     row = dict(ws.db["rounds"].get(number))
     entry = {"round": number, "asked": row["candidates"], "flips_to_anomalous": row["flips_to_anomalous"],
@@ -347,7 +348,7 @@ def _top_lines(target: SampleLog, scores: np.ndarray, k: int = 5) -> list[dict]:
 
 def _teacher_baselines(ws: Workspace, backend: BackendSpec, llm, target: SampleLog, stages: _Stages) -> None:
     """The LLM's own zero-shot scores and the rules' scores on the unseen system, per line."""
-    from detector.evaluate import metrics
+    from detector.runtime.evaluate import metrics
     from labeler.baselines import isolation_forest_scores, line_scores, llm_text_scores, rule_scores
 
     stages.run(f"ingest {target.system} (teacher workspace)", lambda: _ingest(ws, [target]))

@@ -1,0 +1,1 @@
+"""Round 0: the LLM backends and prompts, the answer cache, the guard, the rules, and their aggregation."""

@@ -1,0 +1,1 @@
+"""The workspace (cache.db): its tables, its vectors, and what is read and written of labels."""
