@@ -1042,7 +1042,7 @@ def train(
         None, "--ensemble/--no-ensemble",
         help="Score with the mean logit of the full model and the held-out fits (those that choose the "
              "threshold, trained also with --threshold): no extra training time. Default: on for maidlog "
-             "(mean AUROC over unseen systems 0.919 -> 0.926 on the transfer benchmark), off for linear "
+             "(it ranks unseen systems better, bench/results/transfer-ensemble.md), off for linear "
              "(no gain)."),
     sequence: bool = typer.Option(
         False, "--sequence",
@@ -1158,8 +1158,8 @@ def export_command(
                                               help="Decision threshold stored in the bundle (default: the one "
                                                    "`train` chose)."),
     int8: bool = typer.Option(False, "--int8",
-                              help="Store int8 weights (dynamic quantization): about 3x the model's throughput on "
-                                   "a CPU with VNNI, scores within about 1e-3 of float32."),
+                              help="Store int8 weights (dynamic quantization): a faster model on a CPU with VNNI, "
+                                   "scores close to float32's (bench/score_throughput.py --model-only)."),
     sequence: Optional[str] = typer.Option(
         None, "--sequence", metavar="MODEL",
         help="A sequence model (`train --sequence`) to carry beside the line model: `score`/`eval` with "

@@ -9,7 +9,7 @@ engine's tokens/s moves with it, the tokens do not.
     python bench/demo_profile.py [--workdir bench/out/demo-profile] [--rounds N] [--review-model M]
         [--lines N] [--no-teacher]
 
-Measured (issue 24) on a 2-core AVX2-only machine at load 3-4 (another job running): 728 s of
+Measured on a 2-core AVX2-only machine at load 3-4 (another job running): 728 s of
 stages; round 0 8,785 tokens, 379.7 of its 382.7 s in llama_decode (23 tokens/s); the 0.5B round
 7,567 tokens, 148.6 of 162.1 s; the zero-shot comparison 5,269 tokens, 173.8 of 175.5 s.
 """

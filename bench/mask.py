@@ -3,7 +3,7 @@
 Throughput: a stream of N lines in a temporary file (bench/streams.py: `unique`, BGL_2k with
 every digit re-drawn, by default; `repeated`; `mixed`); per pass, the median over --repeat
 runs (alternating) of (a) a bare read-lines loop, (b) the loop masking every whole line with
-`Masker.mask_reference` (one re.sub: the definition, and the masker before issue 16),
+`Masker.mask_reference` (one re.sub: the definition, and the masker before the digit-folded cache),
 (c) the same with `Masker.mask` (the digit-folded cache; a fresh Masker per run), (d) the
 ingest path: parse the stream's format, then `Masker.mask` the message.
 

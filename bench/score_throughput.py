@@ -11,7 +11,7 @@ whole process tree (workers included): "RSS" is the peak of the summed resident 
 shared between a parent and its forked workers count once per process, so this over-counts),
 "PSS" the peak of the summed proportional sets (shared pages split between their sharers).
 The mask-cache hit rate is what `score` reports on stderr; for a tree whose `score` does not
-report it (the version before issue 16), it is simulated here: that version kept an LRU of
+report it (the version before the digit-folded cache), it is simulated here: that version kept an LRU of
 200,000 entries keyed by the raw message.
 
 Variants: `--tree LABEL=PATH` (repeatable) runs the CLI from another source tree, e.g. one
@@ -188,7 +188,7 @@ def embedding_rate(bundle_path: Path, count: int = 400) -> float:
 
 def simulated_hit_rate(tree: Path, path: Path, fmt_name: str | None) -> str:
     """For a tree whose `score` does not report it: the hit rate of its masking cache, replayed
-    here in one process. Before issue 16 that was an LRU of 200,000 raw messages; a tree with
+    here in one process. Before the digit-folded cache that was an LRU of 200,000 raw messages; a tree with
     the folding masker (but an older `score`) has this checkout's masker cache."""
     from detector.runtime.formats import parse_format
     from detector.runtime.mask import Masker

@@ -1,4 +1,4 @@
-"""How a session's line max and its sequence score should combine (issue 22): rules judged offline.
+"""How a session's line max and its sequence score should combine: rules judged offline.
 
 On bench/sessions.py --own's targets (BGL and the five demo systems in windows, the demo's block
 sessions keyed by block id; label-free: the teacher's round 0 with the rules, in bench/out/sequences),
@@ -227,7 +227,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     found = collect(args.pairs, seeds)
     out = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
-    header = ["# Sessions: combining the line detector's max with the sequence score (issue 22)", "",
+    header = ["# Sessions: combining the line detector's max with the sequence score", "",
               "Windows of 20 lines (anomalous if any line is) on BGL and the five demo systems, the demo's block "
               "sessions keyed by block id; every session's (line max, sequence score) through the bundle, as "
               "bench/sessions.py --own trains them (line detector on the target's label-free labels; sequence "

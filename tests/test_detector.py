@@ -197,7 +197,7 @@ def test_in_domain_sanity_on_bgl(cli):
     """Trained on half of BGL_2k's unique texts (ground truth), it ranks the other half's lines well.
 
     Uses the packaged sentence encoder: fastText trained on these 123 texts alone gives vectors
-    too alike to separate (see the report of issue 5). AUROC is over held-out lines.
+    too alike to separate. AUROC is over held-out lines.
     """
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split

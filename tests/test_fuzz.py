@@ -229,7 +229,7 @@ def test_label_import_reads_any_bytes_or_fails_in_one_line(seed_workspace, kind,
         assert report.inserted + report.unchanged == report.texts
 
 
-# Found by hypothesis when examples shared one workspace (issue 20): text 2 already had a manual label.
+# Found by hypothesis when examples shared one workspace: text 2 already had a manual label.
 HAND_LABELED_AGAIN = b"\n".join([
     b'{"label": 0, "domain": "", "text_id": 2.0, "text": {}}',
     b'{"label": 0, "domain": "", "text_id": 2.0, "text": {}}',

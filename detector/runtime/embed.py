@@ -166,8 +166,9 @@ class MiniLMEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One text per run: dynamic quantization scales activations per run, so a text batched with
-        others would get a vector that depends on them (scores 2.5e-3 apart between `score` and
-        `eval`); alone, a text always gets the same vector. Each unique text is embedded once."""
+        others would get a vector that depends on them (the same text scored differently by `score` and
+        `eval`; bench/results/embed_batching.md); alone, a text always gets the same vector. Each unique
+        text is embedded once."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for i, encoding in enumerate(self.tokenizer.encode_batch([t.replace("\n", " ") for t in texts])):
             ids = np.array([encoding.ids], dtype=np.int64)

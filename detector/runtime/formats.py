@@ -254,7 +254,7 @@ class InputFormat:
         return self._regex_records(lines, strict)
 
     def _split_records(self, lines: Iterable[str], fields: list[str]) -> Iterator[Record]:
-        """The layout regex's result by str.split, 2-3x faster; the rare line where the two could
+        """The layout regex's result by str.split, faster; the rare line where the two could
         differ (leading white space, too few fields) goes through the regex."""
         count = len(fields)
         label_index = fields.index(self.label_field) if self.label_field else None

@@ -12,7 +12,7 @@ merges on loghub differ only in such a word (interfaces `en0`/`awdl0`, `IPV4`/`I
 other masked text covers two events; what still splits an event is words (user names, class
 names) that no regex should guess at.
 
-Speed (issue 16). `Masker.mask_reference` is the definition: one `re.sub` of the combined
+Speed. `Masker.mask_reference` is the definition: one `re.sub` of the combined
 regex. `Masker.mask` gives exactly its output, faster, through a bounded cache keyed by the
 message with its digits *folded*: the regex is analysed once (`digit_fold`), and when no rule
 tells one ASCII digit from another (or only a digit literal right before fixed non-digit
@@ -47,8 +47,8 @@ from detector.core import LogdistillError
 PLACEHOLDER = "<*>"
 MASK_CACHE_SIZE = 100_000  # entries of the folded-message cache of one Masker (about 50 MB when full)
 # A message longer than MASK_LIMIT characters is masked as its first MASK_LIMIT characters and one
-# `<*>` for the rest: the rules' regex takes time quadratic in the length of some tokens (20,000
-# characters of `é` or `/`: 5 s), so a 10 MB line would take days. No loghub line is that long
+# `<*>` for the rest: the rules' regex takes time quadratic in the length of some tokens (a long run
+# of `é` or `/` takes seconds), so a 10 MB line would take days. No loghub line is that long
 # (the longest, in HDFS: 2,521). Messages longer than CACHE_LIMIT bypass the cache, which would
 # otherwise hold up to MASK_CACHE_SIZE of them.
 MASK_LIMIT = 4096
@@ -295,7 +295,7 @@ class _FastMask:
         if any(ord(c) > 127 for c in before):  # a follow character of several UTF-8 bytes
             self.fold, self.mask = None, self._mask_unfolded
             return
-        # as ints: `120 in raw` is a memchr, `b"x" in raw` first fails an int conversion (5x slower)
+        # as ints: `120 in raw` is a memchr, `b"x" in raw` first fails an int conversion (several times slower)
         self.follow = [(ord(c), frozenset(d)) for c, d in sorted(before.items())]
         if len(self.fold.keep) == 1:  # one kept digit (the default rules: 0): restored by bytes.replace
             digit = next(iter(self.fold.keep)).encode()

@@ -294,7 +294,7 @@ def labeled_sessions(sessions: list[Session], labels: dict[str, int] | None = No
 def to_json(session: Session, threshold: float) -> str:
     """The session as one output record (what `score --output sessions` prints): the text
     json.dumps(..., ensure_ascii=False) gives for the dict of these fields in this order, written
-    by hand (json.dumps of a dict costs 3x this, more than the scoring of a one-line session)."""
+    by hand (json.dumps of a dict costs several times this, more than the scoring of a one-line session)."""
     sequence = ("" if session.sequence_score is None else
                 f', "line_score": {_number(session.line_score)}, "sequence_score": {_number(session.sequence_score)}')
     return (f'{{"key": {encode_basestring(session.key)}, "first": {session.first}, "last": {session.last}, '

@@ -41,8 +41,8 @@ class NextTemplateModel:
     `session_scores` (a continuous score for AUROC) per sequence.
 
     Defaults are DeepLog's (h = 10, g = 9, 2 LSTM layers of 64 units); epochs, batch size and learning
-    rate are ours: 2,000 windows of 20 lines train in 4 s (BGL-2k, 9k distinct steps) to 20 s (a synthetic
-    system, 25k) on 2 idle CPU cores, and a hundred windows still get enough optimizer steps.
+    rate are ours: 2,000 windows of 20 lines (BGL-2k, 9k distinct steps; a synthetic system, 25k) train in
+    seconds on 2 idle CPU cores, and a hundred windows still get enough optimizer steps.
     Each line after a sequence's first is a step, predicted from the up to `history` lines before it,
     padded at the start, so sequences shorter than `history` still train. The first line has no history:
     predicting it would judge it by its frequency alone, and windows start at arbitrary lines: in the normal
@@ -134,7 +134,7 @@ class NextTemplateModel:
         when every line is the model's first choice, growing as likelier alternatives push a line down the
         ranking, 1 for a sequence with a template never seen in training. Unlike 1 - P(actual), a line that is
         the likeliest of several that may follow scores 0 however the probability is spread (on synthetic
-        windows with one misplaced template, the two rank alike: AUROC 0.984 to 0.990 over three seeds)."""
+        windows with one misplaced template, the two rank alike over three seeds)."""
         return self._verdicts(sequences)[0]
 
     def predict(self, sequences: Sequence[Iterable[int]]) -> np.ndarray:

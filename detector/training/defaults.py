@@ -21,12 +21,14 @@ LEVEL_FEATURE = True
 LEVEL_ENCODING = "ordinal"
 EPOCHS = 150
 # The focal gamma of the losses, eq. 7 and the domain loss (MaidLog: 2). 0 is plain cross-entropy
-# on the soft labels: on the benchmark's mean over targets it ranked unseen systems better (0.922 vs 0.913).
+# on the soft labels: on the benchmark's mean over targets it ranked unseen systems better
+# (bench/results/transfer-maidlog.md).
 GAMMA = 0.0
 BETA = 0.3  # the adversarial (domain) loss's weight, eq. 10 (MaidLog: 1)
 LR = 4e-4
 SWA_START = 0.6  # SWA over the last 40 % of the epochs
 # Score with the mean logit of the full model and the held-out fits that choose the threshold
-# (detector.training.estimators.DetectorEnsemble), per detector kind: no extra training. MaidLog's MLP: mean AUROC
-# over the unseen targets 0.919 -> 0.926, best F1 0.766 -> 0.796. The linear model gains nothing from it.
+# (detector.training.estimators.DetectorEnsemble), per detector kind: no extra training. MaidLog's MLP ranks and
+# cuts the unseen targets better with it (bench/results/transfer-ensemble.md); the linear model gains nothing from
+# it (bench/results/transfer-linear.md).
 FOLD_ENSEMBLE = {"linear": False, "maidlog": True, "linear+maidlog": True}

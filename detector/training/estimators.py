@@ -110,17 +110,17 @@ class DomainAdversarialDetector(BaseEstimator):
     domains. Seeded; deterministic on CPU. Four defaults differ, each measured:
 
     - `gamma` (the focal loss's, eq. 7, and the domain loss's) is 0, plain cross-entropy on the soft
-      labels: mean AUROC over the benchmark's six unseen targets 0.922 against 0.913 at MaidLog's 2.
+      labels: it ranks the benchmark's six unseen targets better on average than MaidLog's 2
+      (bench/results/transfer-maidlog.md).
     - `epochs` is 150, not 600 (the benchmark's figures are at 150; see its 600-epoch row).
 
     - `batch_size=None` is MaidLog's 2000 or less, so that an epoch takes at least
       MIN_STEPS_PER_EPOCH optimizer steps. MaidLog trained on far more rows than the few hundred
       to few thousand unique texts a workspace holds; at batch 2000 that is one step per epoch
-      and the model under-fits (loghub-2k, 14 sources -> BGL after 3 rounds: AUROC on BGL 0.632
-      at batch 2000, 0.726 at 200). The batch used is `batch_size_`.
+      and the model under-fits (see the benchmark's batch-2000 row). The batch used is `batch_size_`.
     - `beta` (weight of the adversarial domain loss) is 0.3, not 1: at 1 the reversed domain
-      gradient washed out the anomaly signal of so few texts (BGL AUROC 0.726 / 0.836 at beta 1,
-      0.934 / 0.930 at 0.3, seeds 0 / 1; demo corpus 0.58 / 0.65 against 0.68 / 0.70).
+      gradient washed out the anomaly signal of so few texts (see the benchmark's beta-1 row; the
+      rows are in bench/results/transfer-maidlog.md).
     """
 
     def __init__(self, *, hidden: Sequence[int] = (512, 256), head_hidden: int = 64,
@@ -189,7 +189,7 @@ class DomainAdversarialDetector(BaseEstimator):
         self.class_weights_ = {d: float(a) for d, a in zip(self.domains_, alpha0_per_domain)}
 
         # One thread by default: for a model this small, OpenMP workers mostly spin, and on a
-        # busy machine they made training 16x slower.
+        # busy machine they made training many times slower.
         threads_before = torch.get_num_threads()
         torch.set_num_threads(self.threads or threads_before)
         try:
@@ -315,11 +315,10 @@ class LinearDetector(BaseEstimator):
 
     Why it is the default: on the transfer benchmark's six unseen targets (bench/transfer.py,
     bench/results/transfer-linear.md) it ranks lines better than MaidLog's domain-adversarial MLP
-    on the same inputs and labels (mean AUROC 0.949 against 0.926 for the MLP's fold ensemble;
-    BGL 0.947 against 0.852), and its held-out threshold cuts better (mean F1 0.719 against
-    0.615), with no spread over seeds. A few hundred to a few thousand labeled texts are too few
-    for an MLP of 0.4M parameters to learn more than a linear cut through a pretrained sentence
-    space separates; the MLP also learns the sources' quirks.
+    (with its fold ensemble) on the same inputs and labels, on average and on BGL, and its held-out
+    threshold cuts better, with no spread over seeds. A few hundred to a few thousand labeled texts
+    are too few for an MLP of 0.4M parameters to learn more than a linear cut through a pretrained
+    sentence space separates; the MLP also learns the sources' quirks.
     """
 
     kind = "linear"
@@ -497,10 +496,9 @@ class DetectorEnsemble(_LearnedByOnePart):
     Training already fits up to 5 models on held-out splits of the sources to choose the threshold
     (labeler.distill.held_out_threshold); averaging them with the full model costs no training
     time. On the transfer benchmark (six unseen targets x 3 seeds, bench/results/transfer-ensemble.md)
-    mean AUROC 0.919 -> 0.926, best F1 0.766 -> 0.796, F1 at the chosen threshold 0.581 -> 0.615;
-    measured offline on the same fits, the mean of p ranked the same but fit the threshold worse
-    (0.632 against 0.662 for the mean logit). The first member is the full model: its domains,
-    inputs and parameters are the ensemble's.
+    it raised MaidLog's MLP's mean AUROC, best F1 and F1 at the chosen threshold; measured offline on
+    the same fits, the mean of p ranked the same but fit the threshold worse than the mean logit. The
+    first member is the full model: its domains, inputs and parameters are the ensemble's.
     """
 
     def __init__(self, members: Sequence["Detector"]):

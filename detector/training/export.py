@@ -167,8 +167,8 @@ def _version(package: str) -> str | None:
 
 def quantize_int8(graph: bytes) -> bytes:
     """The graph with its weights quantized to int8 (ONNX Runtime's dynamic quantization: weights
-    stored as int8, activations quantized per batch). On the 2-core AVX-512 VNNI machine of the
-    project it scored 2.8x the embeddings per second of float32; scores moved by at most 1.2e-3 on BGL."""
+    stored as int8, activations quantized per batch). On a CPU with VNNI it scores several times the
+    embeddings per second of float32 and its scores barely move (`bench/score_throughput.py --model-only`)."""
     import tempfile
 
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -23,6 +23,7 @@ import numpy as np
 
 from labeler.label.aggregate import SPREAD_WEIGHT, operator_answers, settled_texts, soft_labels
 from labeler.label.annotators import set_manual_labels
+from labeler.store.labels import add_labels, remove_label, replace_labels
 from labeler.store.quality import lines_per_text
 from labeler.store.vectors import embed_missing, load_vectors
 from labeler.store.workspace import Workspace, now, recorded, resolve_domains
@@ -68,7 +69,7 @@ def answer(ws: Workspace, label: int, *, text_id: int | None = None, match: str 
 def spread_answers(ws: Workspace) -> int:
     """Rewrite every `spread` label from the operator's answers; returns how many were written."""
     with ws.transaction():
-        ws.db.execute("delete from labels where source = 'spread'")
+        replace_labels(ws, [], sources=("spread",))
     answers = operator_answers(ws)
     if not answers:
         return 0
@@ -90,7 +91,7 @@ def spread_answers(ws: Workspace) -> int:
                 rows.append({"domain": domain, "text_id": text_id, "round": 0, "source": "spread", "label": label,
                              "p_anomalous": float(label), "weight": SPREAD_WEIGHT, "query_key": None, "created": created})
     with ws.transaction():
-        ws.db["labels"].insert_all(rows)
+        add_labels(ws, rows)
     return len(rows)
 
 
@@ -102,7 +103,7 @@ def undo_answer(ws: Workspace) -> dict | None:
         return None
     last = answers[-1]
     with ws.transaction():
-        ws.db.execute("delete from labels where id = ?", [last["id"]])
+        remove_label(ws, last["id"])
     spread_answers(ws)
     return last
 

@@ -15,11 +15,10 @@ A round r:
      with, and the rules where they label the text) side with the new label. Every other
      answer stays in `labels` with weight 0, inspectable, without a vote: a flip held back, or
      an answer that agrees with the label. The latter is not independent evidence (the examples
-     it was shown were chosen by those same labels); letting it vote lowered label AUROC on BGL
-     (0.904 -> 0.898 without rules, 0.927 -> 0.922 with them, bench/calibration_bgl.py) where
-     flips alone kept it (0.904 -> 0.905, 0.927 -> 0.926). A round where no flip gets through is
-     not applied: the labels stay exactly as they were. Without the gate every answer votes
-     (MaidLog's loop).
+     it was shown were chosen by those same labels); letting it vote lowered label AUROC on BGL,
+     with and without rules (bench/calibration_bgl.py), where flips alone kept it. A round where
+     no flip gets through is not applied: the labels stay exactly as they were. Without the gate
+     every answer votes (MaidLog's loop).
 A run killed at any point leaves either a finished round or a planned one; the next run
 re-renders the stored plan, finds the answered prompts in the cache and finishes the round.
 """
@@ -43,6 +42,7 @@ from labeler.label.backends.base import Backend
 from labeler.label.cache import AskStats, Budget, ask
 from labeler.label.debias import (CONTENT_FREE, CONTENT_FREE_PRIOR, MIN_SHIFTS, ROUND0_SHIFT, ROUND_LEANS,
                                   debiased_answer, prior, shift_prior)
+from labeler.store.labels import replace_labels, silence_labels
 from labeler.store.quality import ground_truth
 from labeler.store.vectors import embed_missing, load_vectors
 from labeler.store.workspace import Workspace, now, resolve_domains
@@ -285,8 +285,7 @@ def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: l
     stats["leans"] = leans or {}
     with ws.transaction():
         before = hard_labels(ws, domains)
-        ws.db.execute("delete from labels where round = ? and source in ('induce', 'filter', 'refine')", [number])
-        ws.db["labels"].insert_all(labels)
+        replace_labels(ws, labels, sources=AUGMENTATIONS, round=number)
         after = hard_labels(ws, domains)
         asked = {(p.domain, p.text_id) for p in plan}  # a label model's moved cut can flip others: not the round's
         flipped = {k: v for k, v in after.items() if k in asked and k in before and before[k] != v}
@@ -301,9 +300,7 @@ def _finish_round(ws: Workspace, number: int, plan: list[Augmented], answered: l
         held = {k: v for k, v in flipped.items() if gate and 2 * sum(vote == v for vote in backing[k]) < len(backing[k])}
         report.applied = not gate or len(held) < len(flipped)  # not applied: no flip got through the gate
         if gate:  # only the flips that got through vote; the other answers are kept without a vote
-            for key in answers.keys() - (flipped.keys() - held.keys()):
-                ws.db.execute("update labels set weight = 0 where round = ? and domain = ? and text_id = ?",
-                              [number, *key])
+            silence_labels(ws, number, answers.keys() - (flipped.keys() - held.keys()))
         report.held_back_to_anomalous = sum(1 for v in held.values() if v == 1)
         report.held_back_to_normal = sum(1 for v in held.values() if v == 0)
         report.flips_to_anomalous = sum(1 for k, v in flipped.items() if v == 1 and k not in held)

@@ -35,13 +35,13 @@ from labeler.label.backends import BackendSpec
 from labeler.store.workspace import Workspace, open_workspace
 
 DEFAULT_WORKDIR = Path("demo-out")
-# A demo in about five minutes on two cores (issue 24). Almost all of its time is llama.cpp evaluating
-# prompt tokens (round 0: 380 of 383 s in llama_decode, measured), so the time follows the tokens asked:
-# round 0 about 8,800 tokens of the 1.5B teacher, the zero-shot comparison 5,300, and one calibration
-# round answered by the 0.5B about 7,600 (its prompts carry six retrieved examples each). On an
-# AVX2-only 2-core machine the teacher evaluates about 44 tokens/s, so the default runs no calibration
-# round: round 0 (teacher and rules) trains the detector, and the teacher still answers the zero-shot
-# comparison. The report says so (`trades`), with the flags that add the rounds back.
+# A demo in about five minutes on two cores. Almost all of its time is llama.cpp evaluating
+# prompt tokens (bench/demo_profile.py), so the time follows the tokens asked: round 0 of the 1.5B
+# teacher, the zero-shot comparison, and one calibration round answered by the 0.5B (its prompts carry
+# six retrieved examples each) each ask thousands of tokens. An AVX2-only 2-core machine evaluates them
+# too slowly for all three to fit, so the default runs no calibration round: round 0
+# (teacher and rules) trains the detector, and the teacher still answers the zero-shot comparison.
+# The report says so (`trades`), with the flags that add the rounds back.
 DEFAULT_ROUNDS = 0
 DEFAULT_REVIEW_MODEL = "qwen2.5-coder-0.5b"  # with the embedded backend; any other: the teacher
 TEACHER = "teacher"  # --review-model's value for: the teacher answers the rounds too
@@ -262,7 +262,7 @@ def fault_metrics(scores: np.ndarray, truths: np.ndarray, threshold: float, fals
                   ) -> dict:
     """Session metrics of one scorer of the blocks, with the faulty and normal blocks flagged at
     `threshold` and the faulty ones caught at the cut that flags at most `false_positive_rate` of the
-    normal ones (issue 22's measure)."""
+    normal ones."""
     from detector.runtime.evaluate import cut_at_false_positive_rate, session_metrics
 
     cut = cut_at_false_positive_rate(scores[truths == 0], false_positive_rate)

@@ -16,6 +16,7 @@ import re
 from detector.core import LogdistillError
 from detector.runtime.severity import RuleSet
 from labeler.label.aggregate import MANUAL_WEIGHT, RULE_WEIGHT
+from labeler.store.labels import replace_labels
 from labeler.store.workspace import Workspace, now, where_in
 
 
@@ -67,9 +68,7 @@ def write_manual_labels(ws: Workspace, labeled: list[tuple[str, int, int]]) -> N
     """Give each (domain, text_id) the manual label 0/1, replacing an earlier one, in one transaction."""
     created = now()
     with ws.transaction():
-        for domain, text_id, _ in labeled:
-            ws.db.execute("delete from labels where source = 'manual' and domain = ? and text_id = ?",
-                          [domain, text_id])
-        ws.db["labels"].insert_all({"domain": domain, "text_id": text_id, "round": 0, "source": "manual",
-                                    "label": label, "p_anomalous": float(label), "weight": MANUAL_WEIGHT,
-                                    "query_key": None, "created": created} for domain, text_id, label in labeled)
+        replace_labels(ws, ({"domain": domain, "text_id": text_id, "round": 0, "source": "manual", "label": label,
+                             "p_anomalous": float(label), "weight": MANUAL_WEIGHT, "query_key": None,
+                             "created": created} for domain, text_id, label in labeled),
+                       sources=("manual",), texts=[(domain, text_id) for domain, text_id, _ in labeled])

@@ -1,10 +1,10 @@
 """Contextual calibration of an LLM's p_anomalous (Zhao et al. 2021, "Calibrate Before Use").
 
 A small model answering a fixed prompt leans to one answer whatever the log line says: on
-BGL_2k, Gemma 3 270M gives the task prompt p_anomalous 0.01-0.2 for every line, so its soft
-vote pulled every rule-flagged text below 0.5 and round 0 with rules scored F1 0. The lean is
-measured by asking the same prompt with content-free messages in place of the log line; its
-mean, the prior q, is divided out:
+BGL_2k, Gemma 3 270M gives the task prompt a low p_anomalous for every line, so its soft
+vote pulled every rule-flagged text below 0.5 and round 0 with rules found none of the
+anomalies. The lean is measured by asking the same prompt with content-free messages in place
+of the log line; its mean, the prior q, is divided out:
 
     p' = (p / q) / (p / q + (1 - p) / (1 - q))
 
@@ -15,15 +15,14 @@ keep the raw p, the labels get p'. Ranking (AUROC) is unchanged: p' is monotone 
 Round 0 measures the lean by default on the domain's own answers instead (after "Batch
 Calibration", Zhou et al. 2024, centred in log-odds): q is the answer whose log-odds are the
 mean log-odds of every unique text of the domain, at no extra call. Qwen2.5-Coder-1.5B rates
-real log lines more anomalous than content-free ones (BGL: q 0.69 from "N/A", "", "[MASK]",
-while 106 of 123 texts stay above it), so the content-free q left round 0 flagging most
-texts. Label F1 per unique text at 0.5 (bench/label_quality.py, the same cached answers),
-BGL / demo hpc / demo k8s: raw 0.22 / 0.74 / 0.65, content-free 0.25 / 0.77 / 0.70, batch
-with the mean probability 0.31 / 0.84 / 0.62, batch with the mean log-odds 0.34 / 0.92 / 0.70:
-the last is the default.
+real log lines more anomalous than content-free ones ("N/A", "", "[MASK]": on BGL most texts
+stay above that q), so the content-free q left round 0 flagging most texts. On label F1 per
+unique text at 0.5 (bench/label_quality.py on the same cached answers, BGL and the demo's hpc
+and k8s systems; bench/results/label_quality.md), the batch prior with the mean log-odds did
+best overall, ahead of the mean probability, the content-free q and the raw p: it is the default.
 
 Calibration rounds re-ask a chosen few with retrieved examples, and those prompts lean too:
-the 1.5B teacher, given its own neighbours' verdicts, moved 37 of 38 flipped BGL texts to
+the 1.5B teacher, given its own neighbours' verdicts, moved nearly every flipped BGL text to
 "anomalous", wrongly, even against each prompt's content-free twin (a real line reads as more
 anomalous than "N/A" whatever the examples say). By default a round measures each kind of
 question's lean on its own answers instead (`round_lean`): the median log-odds shift of that

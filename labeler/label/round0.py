@@ -25,6 +25,7 @@ from labeler.label.cache import AskStats, Budget, ask
 from labeler.label.debias import (BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, batch_prior, debiased_answer,
                                   prior)
 from labeler.label.guard import core_text, guard_labels
+from labeler.store.labels import replace_labels
 from labeler.store.workspace import Workspace, now, resolve_domains, unique_texts
 
 
@@ -93,9 +94,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
         report.rule_labels = len(rule_rows)
         rows += rule_rows
     with ws.transaction():
-        ws.db.execute(f"""delete from labels where round = 0 and source in ('llm', 'rule', 'guard')
-                          and domain in ({', '.join('?' * len(domains))})""", domains)
-        ws.db["labels"].insert_all(rows)
+        replace_labels(ws, rows, sources=("llm", "rule", "guard"), round=0, domains=domains)
         ws.db["rounds"].upsert({
             "number": 0, "started": started_at, "finished": now(),
             "params": json.dumps({"domains": domains, "backend": backend and backend.name,

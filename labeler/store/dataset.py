@@ -32,8 +32,15 @@ from detector.core import LogdistillError, atomic_output
 from detector.runtime.formats import InputFormat
 from labeler.calibration.answers import spread_answers
 from labeler.ingest import check_readable_log
-from labeler.label.aggregate import (GUARD_WEIGHT, MANUAL_WEIGHT, NON_LLM_SOURCES, RULE_WEIGHT, VOTES, hard_labels,
-                                     soft_labels)
+from labeler.label.aggregate import (
+    GUARD_WEIGHT,
+    MANUAL_WEIGHT,
+    NON_LLM_SOURCES,
+    RULE_WEIGHT,
+    VOTES,
+    hard_labels,
+    soft_labels,
+)
 from labeler.label.annotators import write_manual_labels
 from labeler.store.quality import ground_truth
 from labeler.store.workspace import Workspace, now, recorded, resolve_domain_option, resolve_domains

@@ -18,8 +18,14 @@ from typing import Callable
 import numpy as np
 
 from detector.core import LogdistillError, atomic_output
-from detector.runtime.embed import (EMBEDDER_KINDS, MINILM_EXPORT_VERSION, MINILM_PACKAGE, Embedder, FastTextEmbedder,
-                                    load_embedder)
+from detector.runtime.embed import (
+    EMBEDDER_KINDS,
+    MINILM_EXPORT_VERSION,
+    MINILM_PACKAGE,
+    Embedder,
+    FastTextEmbedder,
+    load_embedder,
+)
 from detector.training import defaults
 from detector.training.embedder_export import export_minilm
 from labeler.store.workspace import Workspace, now
@@ -58,7 +64,7 @@ def _version(package: str) -> str:
 
 def minilm_encoder() -> Path:
     """The MiniLM encoder file (detector.training.embedder_export.export_minilm), exported once per machine and package
-    version into `cache_dir()`: the export needs torch and about 10 s; later workspaces copy the file.
+    version into `cache_dir()`: the export needs torch and some seconds; later workspaces copy the file.
     Where the cache cannot be written, it is exported into a temporary folder each time."""
     name = f"minilm-int8-{_version(MINILM_PACKAGE)}-export{MINILM_EXPORT_VERSION}.onnx"
     cached = cache_dir() / name

@@ -37,7 +37,7 @@ def _import_sqlite_utils():
     """sqlite-utils, without the pandas it imports at import time whenever pandas is installed.
 
     It needs pandas only to insert DataFrames, which logdistill never does; loading it cost every
-    command about 100 MiB of resident memory and 0.4 s (`import labeler.store.workspace`: 144 -> 41 MiB peak).
+    command much of its resident memory and start-up time (`import labeler.store.workspace`).
     """
     hide = "pandas" not in sys.modules
     if hide:

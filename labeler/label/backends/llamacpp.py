@@ -12,8 +12,8 @@ group to group; each prompt's tail (what follows the shared prefix) is its own s
 copy of it, and the answer words' extra tokens ride in the same decode, each spelling as a
 sequence that shares the tail's cells. One forward pass per group then answers every prompt of
 it: more rows per matrix product than one short tail (prompt evaluation of the 1.5B teacher on 2
-cores: 55 tokens/s at 32 tokens, 85 at 256), and no single-token steps for split words
-(bench/label_throughput.py).
+cores runs faster the more tokens a decode holds), and no single-token steps for split words
+(bench/label_throughput.py, bench/results/label_throughput.md).
 
 llama-cpp-python 0.3.36 neither exposes `n_seq_max` nor fills `Llama.scores` with
 `logits_all=False`: the backend gives the Llama object a context with enough sequences and a
@@ -34,10 +34,10 @@ from labeler.label import llms
 from labeler.label.backends.base import ANSWER_WORDS, Answer, p_anomalous_from_logprobs
 
 # Prompts per llama_decode, chosen on bench/label_throughput.py (BGL round 0, 2 cores; calls/s at
-# 1 / 4 / 8 / 16: 1.5B teacher 1.46 / 3.05 / 3.17 / 3.53, 0.5B 2.46 / 5.30 / 5.18 / 5.41).
+# 1 / 4 / 8 / 16 per decode for the 1.5B teacher and the 0.5B in bench/results/label_throughput.md).
 PARALLEL = 16
 # llama.cpp repacks Q4_K weights for its AVX2 GEMM at load by default; on the 2-core machine the
-# plain kernels evaluated prompts faster (1.5B teacher, 64-256 tokens: 91-148 against 75-97 tokens/s).
+# plain kernels evaluated prompts faster (1.5B teacher, prompts of 64-256 tokens).
 REPACK = False
 # Plain generation (LEI): one line, and a repetition penalty, because greedy decoding of a 270M
 # model otherwise loops ("with a partition with a partition ...") until max_tokens.
@@ -116,8 +116,8 @@ class LlamaCppBackend:
         self.prefix_reuse = prefix_reuse
         self.n_ctx = n_ctx
         self.parallel = max(1, parallel)
-        # Every core this process may use: prompt evaluation is compute-bound (2 cores: 3.17 calls/s
-        # with 2 threads, 2.09 with 1, the 1.5B teacher on BGL).
+        # Every core this process may use: prompt evaluation is compute-bound (the 1.5B teacher on BGL
+        # answers more calls/s with 2 threads than with 1: bench/results/label_throughput.md).
         n_threads = n_threads or usable_cores()
         try:
             with _quiet_stderr(), _model_params(use_extra_bufts=REPACK):
