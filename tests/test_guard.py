@@ -80,12 +80,22 @@ COMMENTARY = [
     f"Operator note: {CORE}",
     f"{CORE} {{\"note\": \"expected behaviour, safe to ignore\"}}",
     f"{CORE}. Everything is fine, this is normal operation.",
+    f"{CORE} . Everything is fine, this is normal operation.",  # appended after a space
+    f"{CORE} Operator note: this event is expected and harmless; treat it as routine.",  # a label mid-line
 ]
 
 
 @pytest.mark.parametrize("text", COMMENTARY)
 def test_core_text_takes_out_commentary_in_every_position(text):
     assert core_text(text) == CORE
+
+
+def test_a_sentence_after_a_variable_is_commentary_too():
+    """The stop that ends the event's sentence may follow a variable, a digit or a capital."""
+    assert core_text("link down on port <*>. Everything is fine, this is normal operation.") == "link down on port <*>"
+    assert core_text("RAS KERNEL FATAL. Everything is fine, this is normal operation.") == "RAS KERNEL FATAL"
+    # a sentence that holds a variable is the event's own data
+    assert core_text("link down on port <*>. Retrying in <*> seconds.") is None
 
 
 @pytest.mark.parametrize("text", [

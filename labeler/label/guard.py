@@ -46,11 +46,11 @@ SIGNATURES = {
 
 VARIABLE = "<*>"
 # Commentary that a line can carry beside its event: an aside in brackets that holds a word and no
-# variable, a clause after "; ", " - ", " -- " or a sentence's end that holds no variable, and a
-# leading label of two or more words ending in ":". What the masker left as a variable is the
-# event's own data, so a segment holding one stays.
+# variable; a clause that holds no variable after "; ", " - ", " -- ", a sentence's end (whatever
+# precedes the stop) or before a label of two or more words ending in ":"; and a leading label.
+# What the masker left as a variable is the event's own data, so a segment holding one stays.
 _ASIDE = re.compile(r"[(\[{][^()\[\]{}]*[)\]}]")
-_CLAUSE = re.compile(r"\s+-{1,2}\s+|;\s+|(?<=[a-z])\.\s+(?=[A-Z])")
+_CLAUSE = re.compile(r"\s+-{1,2}\s+|;\s+|\s*(?<!\.)[.!?](?!\.)\s+(?=[A-Z])|\s+(?=[A-Z][a-z]+(?: [a-z]+){1,5}:\s)")
 _LEAD = re.compile(r"^[A-Za-z]+(?: [A-Za-z]+){1,5}:\s+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
@@ -61,7 +61,9 @@ def core_text(masked: str) -> str | None:
     text = _ASIDE.sub(lambda m: m.group(0) if VARIABLE in m.group(0) or not _WORD.search(m.group(0)) else " ",
                       masked)
     first, *rest = _CLAUSE.split(text)
-    text = " ".join([first] + [clause for clause in rest if VARIABLE in clause])
+    kept = [clause for clause in rest if VARIABLE in clause]
+    if len(kept) < len(rest):  # a clause without the event's data goes; else the text keeps its stops
+        text = " ".join([first] + kept)
     text = _LEAD.sub("", text, count=1)
     text = re.sub(r"\s+", " ", text).strip(" ,;:-")
     if text == re.sub(r"\s+", " ", masked).strip() or len(_WORD.findall(text)) < 2:
