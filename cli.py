@@ -385,6 +385,7 @@ def lei_review(
     """
     import os
 
+    from labeler.label.backends import BackendSpec
     from labeler.lei import table as lei_table
 
     interactive = sys.stdin.isatty()
@@ -405,8 +406,9 @@ def lei_review(
             return edited.strip() if edited else None
         return typer.prompt("new text") if interactive else sys.stdin.readline().strip() or None
 
-    spec = backend_spec(backend, model, base_url)
-    counts = from_ws(ctx, lei_table.review, domain, choose=choose, edit_text=edit_text, show=show, backend=spec)
+    spec = BackendSpec(backend, model, tuple(base_url) if base_url else None)
+    counts = from_ws(ctx, lei_table.review, domain, choose=choose, edit_text=edit_text, show=show, backend=spec,
+                     make=lambda: backend_spec(backend, model, base_url).make())
     out.print(", ".join(f"{n} {action}" + ("ed" if action in ("accept", "edit", "reject") else "")
                         for action, n in counts.items() if n and action != "quit"))
 

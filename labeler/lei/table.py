@@ -271,11 +271,12 @@ REVIEW_STATUSES = {"accept": "accepted", "reject": "rejected"}  # the actions th
 
 @recorded("lei review", params=lambda a: {"domain": a["domain"], **a["backend"].to_params()})
 def review(ws: Workspace, domain: str | None, *, choose: Callable[[dict], str], edit_text: Callable[[dict], str | None],
-           backend: BackendSpec, show: Callable[[dict], None]) -> dict:
+           backend: BackendSpec, show: Callable[[dict], None], make: Callable[[], Backend] | None = None) -> dict:
     """Walk the pending rows (labeler.calibration.review.review_loop); `choose(row)` returns a key of
     REVIEW_ACTIONS (the CLI asks the user, or reads stdin; "" ends). `edit_text(row)` returns the
-    new text (None: unchanged); the `backend` is made on the first regenerate only (loading a
-    model takes a while)."""
+    new text (None: unchanged). The `backend` is made on the first regenerate only (loading a
+    model takes a while), by `make` where given (the CLI assembles an embedded model with a
+    progress bar), else by `backend.make`."""
     from labeler.calibration.review import review_loop
 
     rows = list_rows(ws, domain, "pending")
@@ -289,7 +290,7 @@ def review(ws: Workspace, domain: str | None, *, choose: Callable[[dict], str], 
         if action is None:
             return None, row  # not a key we know: ask again
         if action == "regenerate":
-            loaded[:] = loaded or [backend.make()]
+            loaded[:] = loaded or [(make or backend.make)()]
             row = {**regenerate(ws, loaded[0], row), "count": row["count"]}
             row["flags"] = flags(row)
             return action, row

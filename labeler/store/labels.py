@@ -13,7 +13,7 @@ from labeler.store.workspace import Workspace, where_in
 
 
 def replace_labels(ws: Workspace, rows: Iterable[dict], *, sources: Iterable[str], round: int | None = None,
-            domains: list[str] | None = None, texts: Iterable[tuple[str, int]] = ()) -> None:
+                   domains: list[str] | None = None, texts: Iterable[tuple[str, int]] = ()) -> None:
     """Delete the labels of `sources` (only of `round`, of `domains`, of the (domain, text id) pairs
     `texts`, where given) and insert `rows`."""
     sources = list(sources)
