@@ -86,3 +86,19 @@ def test_the_loop_is_scriptable(small):
     assert json.loads(small("label", "status", "--json").stdout)[0]["answers_cut_offset"] is None
     r = small("label", "review", "--next", "--undo")
     assert r.exit_code == 2 and "not both" in r.stderr
+
+
+def test_the_next_question_is_near_the_cut_before_it_is_frequent(tmp_path):
+    # a text the annotators lean on (0.2) over a hundred lines, and one they cannot call (0.48) over two
+    log = tmp_path / "box.log"
+    log.write_text("session opened for user admin\n" * 100 + "checksum mismatch in block 7, retrying read\n" * 2)
+    cli = Cli(tmp_path / "cache.db")
+    assert cli("ingest", log, "--domain", "box", "--format", "raw").exit_code == 0
+    with open_workspace(cli.workspace) as ws:
+        p_of = {"session opened for user admin": 0.2, "checksum mismatch in block <*>, retrying read": 0.48}
+        ids = {r["masked"]: r["id"] for r in ws.db.query("select id, masked from texts")}
+        ws.db["labels"].insert_all({"domain": "box", "text_id": ids[text], "round": 0, "source": "llm", "label": 0,
+                                    "p_anomalous": p, "weight": 1.0, "query_key": None, "created": now()}
+                                   for text, p in p_of.items())
+        asked = next_question(ws, ["box"])
+    assert asked.masked == "checksum mismatch in block <*>, retrying read"
