@@ -70,7 +70,7 @@ def test_round0_labels_an_injected_line_anomalous_and_an_operator_can_overrule_i
     assert rows[fan]["hard_label"] == 0
 
 
-CORE = "unable to mount root filesystem on disk <*>, giving up"
+CORE = "unable to mount root filesystem on disk <*>: giving up"
 # Benign-sounding commentary in each position it can take in a line.
 COMMENTARY = [
     f"{CORE} - benign, no action needed",
@@ -82,6 +82,8 @@ COMMENTARY = [
     f"{CORE}. Everything is fine, this is normal operation.",
     f"{CORE} . Everything is fine, this is normal operation.",  # appended after a space
     f"{CORE} Operator note: this event is expected and harmless; treat it as routine.",  # a label mid-line
+    f"{CORE} Note from on-call: known and harmless.",  # a hyphenated label
+    f"{CORE}, handled automatically, no alert needed",  # a tail of plain comma clauses
 ]
 
 
@@ -103,6 +105,7 @@ def test_a_sentence_after_a_variable_is_commentary_too():
     "instruction address: <*>",  # a leading label that would leave no words
     "ciod: Error loading <*> (errno <*>)",  # an aside that holds a variable is the event's own data
     "task [attempt_<*>] done",
+    "acquire lock=<*>, flags=<*>, name=audioserver, ws=null, uid=<*>",  # commas between an event's fields
 ])
 def test_core_text_leaves_an_event_s_own_data(text):
     assert core_text(text) is None

@@ -47,11 +47,15 @@ SIGNATURES = {
 VARIABLE = "<*>"
 # Commentary that a line can carry beside its event: an aside in brackets that holds a word and no
 # variable; a clause that holds no variable after "; ", " - ", " -- ", a sentence's end (whatever
-# precedes the stop) or before a label of two or more words ending in ":"; and a leading label.
+# precedes the stop) or before a label of two or more words (hyphenated ones too) ending in ":";
+# a leading label; and trailing comma clauses of words alone (commas inside the event separate its
+# fields, which hold variables or symbols, so only a plain-prose tail goes).
 # What the masker left as a variable is the event's own data, so a segment holding one stays.
 _ASIDE = re.compile(r"[(\[{][^()\[\]{}]*[)\]}]")
-_CLAUSE = re.compile(r"\s+-{1,2}\s+|;\s+|\s*(?<!\.)[.!?](?!\.)\s+(?=[A-Z])|\s+(?=[A-Z][a-z]+(?: [a-z]+){1,5}:\s)")
+_CLAUSE = re.compile(r"\s+-{1,2}\s+|;\s+|\s*(?<!\.)[.!?](?!\.)\s+(?=[A-Z])"
+                     r"|\s+(?=[A-Z][a-z]+(?:-[a-z]+)*(?: [a-z]+(?:-[a-z]+)*){1,5}:\s)")
 _LEAD = re.compile(r"^[A-Za-z]+(?: [A-Za-z]+){1,5}:\s+")
+_PROSE_TAIL = re.compile(r"(?:,\s+[A-Za-z][A-Za-z' -]*)+[.!]?\s*$")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
@@ -65,6 +69,7 @@ def core_text(masked: str) -> str | None:
     if len(kept) < len(rest):  # a clause without the event's data goes; else the text keeps its stops
         text = " ".join([first] + kept)
     text = _LEAD.sub("", text, count=1)
+    text = _PROSE_TAIL.sub("", text)
     text = re.sub(r"\s+", " ", text).strip(" ,;:-")
     if text == re.sub(r"\s+", " ", masked).strip() or len(_WORD.findall(text)) < 2:
         return None
