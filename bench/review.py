@@ -20,6 +20,9 @@ of the transfer benchmark's workdir, then the transfer benchmark on it:
         --domains BGL,Hadoop,Zookeeper,hpc,k8s,storage,syslog,web
     python bench/transfer.py --workdir bench/out/transfer-answers --out bench/results/transfer-answers.md \
         --variants "linear, ordinal level: the default" --seeds 0
+
+The same without BGL's answers (bench/results/transfer-answers-without-bgl.md): a copy in
+bench/out/transfer-answers-without-bgl, `--domains Hadoop,Zookeeper,hpc,k8s,storage,syslog,web`.
 """
 from __future__ import annotations
 
