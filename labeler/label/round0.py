@@ -24,7 +24,7 @@ from labeler.label.backends.base import Backend
 from labeler.label.cache import AskStats, Budget, ask
 from labeler.label.debias import (BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, batch_prior, debiased_answer,
                                   prior)
-from labeler.label.guard import core_text, guard_labels
+from labeler.label.guard import core_texts, guard_labels
 from labeler.store.labels import replace_labels
 from labeler.store.workspace import Workspace, now, resolve_domains, unique_texts
 
@@ -37,7 +37,7 @@ class Round0Report:
     unparsed: int = 0  # answers that stated no label (recorded in the cache, not guessed)
     rule_labels: int = 0
     guard_labels: int = 0  # texts carrying a prompt-injection signature, labeled anomalous (labeler.label.guard)
-    core_questions: int = 0  # texts also asked about without their commentary (labeler.label.guard.core_text)
+    core_questions: int = 0  # texts also asked about without their commentary (labeler.label.guard.core_texts)
     raised_by_core: int = 0  # of those, texts whose core was judged more suspicious than the whole
     ask: AskStats = field(default_factory=AskStats)
     prompt: dict | None = None  # name and version of the task prompt
@@ -69,7 +69,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
     domain (labeler.label.debias), measured on the domain's own answers (`prior_from="batch"`, no
     extra call) or on content-free messages (`"content-free"`, 3 calls per domain). With
     `core_check`, a text that carries commentary is also asked about without it, and the more
-    suspicious answer is kept (labeler.label.guard.core_text).
+    suspicious answer is kept (labeler.label.guard.core_texts).
     `on_progress(stats, total)` is called after the cache look-up and after each batch.
     """
     if backend is None and not rules:
@@ -115,8 +115,8 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
 def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Round0Report,
                 budget: Budget | None, batch_size: int, on_progress, prior_from: str | None,
                 core_check: bool = True) -> list[dict]:
-    """One LLM label per text. A text that carries commentary (labeler.label.guard.core_text) is asked about
-    twice, whole and without it, and keeps the more suspicious answer, so that a reassuring clause
+    """One LLM label per text. A text that carries commentary (labeler.label.guard.core_texts) is asked about
+    whole and without it, and keeps the most suspicious answer, so that a reassuring clause
     written into a line cannot talk its label down."""
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
     report.prompt = {"name": prompt.name, "version": prompt.version}
@@ -129,13 +129,14 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
             (t["domain"], t["text_id"]))), examples="")
 
     rendered = [rendered_as(t, t["masked"]) for t in texts]
-    cores = {i: rendered_as(t, core) for i, t in enumerate(texts)
-             if core_check and (core := core_text(t["masked"])) is not None}
+    cores = {i: [rendered_as(t, core) for core in found] for i, t in enumerate(texts)
+             if core_check and (found := core_texts(t["masked"]))}
     report.core_questions = len(cores)
     content_free = {d: [prompt.render(system=systems[d], log=log, examples="") for log in CONTENT_FREE]
                     for d in report.domains} if prior_from == CONTENT_FREE_PRIOR else {}
     # content-free prompts first: a budget that stops the round early still leaves the priors known
-    everything = [p for d in report.domains for p in content_free.get(d, [])] + rendered + list(cores.values())
+    everything = ([p for d in report.domains for p in content_free.get(d, [])] + rendered
+                  + [p for questions in cores.values() for p in questions])
     asked = ask(ws, backend, everything, prompt_name=prompt.name, prompt_version=prompt.version,
                 batch_size=batch_size, budget=budget,
                 on_progress=(lambda stats: on_progress(stats, len(set(everything)))) if on_progress else None)
@@ -156,12 +157,12 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
             report.unparsed += 1
             continue
         row = debiased_answer(row, report.priors.get(t["domain"]))
-        core = answers.get(cores.get(i))
-        if core is not None and (core["label"] is not None or core["p_anomalous"] is not None):
-            core = debiased_answer(core, report.priors.get(t["domain"]))
-            if suspicion(core) > suspicion(row):
-                row = core
-                report.raised_by_core += 1
+        core_answers = [debiased_answer(a, report.priors.get(t["domain"])) for a in map(answers.get, cores.get(i, []))
+                        if a is not None and (a["label"] is not None or a["p_anomalous"] is not None)]
+        core = max(core_answers, key=suspicion, default=None)
+        if core is not None and suspicion(core) > suspicion(row):
+            row = core
+            report.raised_by_core += 1
         rows.append({"domain": t["domain"], "text_id": t["text_id"], "round": 0, "source": "llm",
                      "label": row["label"], "p_anomalous": row["p_anomalous"],
                      "weight": llm_weight(0), "query_key": row["key"], "created": created})
