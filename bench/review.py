@@ -40,6 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from report import shown_path  # noqa: E402
+
 from labeler.calibration.answers import answer, next_question  # noqa: E402
 from labeler.label.aggregate import settled_texts, soft_labels  # noqa: E402
 from labeler.store.quality import ground_truth, line_quality, text_quality  # noqa: E402
@@ -123,7 +125,7 @@ def main() -> None:
 
     lines = ["# Operator answers: label quality after a few answers, chosen against random", "",
              f"Command: `python bench/review.py --domains {args.domains} --budgets {args.budgets} "
-             f"--seeds {args.seeds}`; workspace: a copy of `{args.workspace.relative_to(REPO) if args.workspace.is_relative_to(REPO) else args.workspace}` "
+             f"--seeds {args.seeds}`; workspace: a copy of `{shown_path(args.workspace)}` "
              f"(round 0 with the rules). The operator answers with the ground truth. Chosen: `next_question` "
              f"(deterministic, one run); random: the mean of {args.seeds} seeds. {time.perf_counter() - started:.0f} s.", ""]
     for metric, title in (("text_f1", "label F1 per unique text"), ("text_auroc", "label AUROC per unique text"),

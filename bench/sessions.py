@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from report import shown_path  # noqa: E402
 from transfer import (  # noqa: E402
     DESCRIPTIONS,
     LOGHUB,
@@ -351,7 +352,7 @@ def main_own(args) -> None:
             runs[key] = {"domain": target.domain, **own_target_runs(ws, workdir, target, others, seeds)}
             runs_path.write_text(json.dumps(runs, indent=1))
     chosen = {runs[k]["domain"]: runs[k] for k in (json.dumps([t.domain, t.grouping.describe(), seeds]) for t in targets)}
-    out = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
+    out = shown_path(args.out)
     header = ["# Sessions on a system's own logs: line detector, sequence detector, DeepLog, label-free", "",
               f"Windows of {args.window} lines (anomalous if any line is) on BGL and the five demo systems; the demo's "
               "block sessions keyed by block id, labeled per session. Labels: the teacher's round 0 with the severity "
@@ -428,7 +429,7 @@ def main() -> None:
                       file=sys.stderr, flush=True)
                 runs_path.write_text(json.dumps(runs, indent=1))
     done = [runs[session_key(t, s, grouping, args.variant)] for t in targets for s in seeds]
-    out = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
+    out = shown_path(args.out)
     header = ["# Sessions: windows of lines on systems the detector never saw", "",
               f"Windows of {grouping.window} lines every {grouping.step}, anomalous if any line is; label-free "
               f"(teacher round 0 with the severity rules, as bench/transfer.py). Detector: `{args.variant}`, seeds "

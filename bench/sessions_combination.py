@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from report import write_report  # noqa: E402
+from report import shown_path, write_report  # noqa: E402
 from sessions import block_sessions_target, own_targets  # noqa: E402
 
 from detector.core import LogdistillError  # noqa: E402
@@ -226,7 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     found = collect(args.pairs, seeds)
-    out = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
+    out = shown_path(args.out)
     header = ["# Sessions: combining the line detector's max with the sequence score", "",
               "Windows of 20 lines (anomalous if any line is) on BGL and the five demo systems, the demo's block "
               "sessions keyed by block id; every session's (line max, sequence score) through the bundle, as "

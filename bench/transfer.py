@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from e2e_loghub import DESCRIPTIONS, LOGHUB, peak_mb  # noqa: E402
+from report import shown_path  # noqa: E402
 from silver import SILVER_SYSTEMS, SilverTarget, silver_target  # noqa: E402
 
 from detector.runtime.evaluate import evaluate_bundle, metrics  # noqa: E402
@@ -434,11 +435,6 @@ def bench_arguments(description: str, result: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _shown(path: Path) -> Path:
-    """`path` as the command line gives it: relative to the repository where it lies inside."""
-    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
-
-
 def main() -> None:
     parser = bench_arguments(__doc__, "transfer.md")
     parser.add_argument("--variants", default="all", help=f"Separated by ';', or 'all': {'; '.join(VARIANTS)}")
@@ -509,7 +505,7 @@ def main() -> None:
               f"(detector.training.estimators.LinearDetector, deterministic: every seed repeats one fit); "
               f"seeds {', '.join(map(str, seeds))}.", "",
               f"Command: `python bench/transfer.py --variants '{args.variants}' --seeds {args.seeds} "
-              f"--targets {args.targets} --workdir {_shown(args.workdir)} --out {_shown(args.out)}`",
+              f"--targets {args.targets} --workdir {shown_path(args.workdir)} --out {shown_path(args.out)}`",
               "",
               f"Training: median {np.median([r['train_seconds'] for r in trained]):.1f} s per model; bundles "
               f"{min(r['bundle_mb'] for r in trained)}-{max(r['bundle_mb'] for r in trained)} MB; "
