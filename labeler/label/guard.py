@@ -60,6 +60,16 @@ _PROSE_TAIL = re.compile(r"(?:,\s+[A-Za-z][A-Za-z' -]*)+[.!]?\s*$")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
+def _squeezed(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _judgeable(candidate: str, masked: str) -> bool:
+    """A core worth a question: not the whole text again, and two words at least (less is too little to
+    judge alone)."""
+    return candidate != _squeezed(masked) and len(_WORD.findall(candidate)) >= 2
+
+
 def core_text(masked: str) -> str | None:
     """The masked text without commentary-like segments, or None where nothing is taken out or
     fewer than two words would be left (too little to judge alone)."""
@@ -71,10 +81,8 @@ def core_text(masked: str) -> str | None:
         text = " ".join([first] + kept)
     text = _LEAD.sub("", text, count=1)
     text = _PROSE_TAIL.sub("", text)
-    text = re.sub(r"\s+", " ", text).strip(" ,;:-")
-    if text == re.sub(r"\s+", " ", masked).strip() or len(_WORD.findall(text)) < 2:
-        return None
-    return text
+    text = _squeezed(text).strip(" ,;:-")
+    return text if _judgeable(text, masked) else None
 
 
 # A phrase by which a text asserts its own benignity; the event lies before it (a suffix) or after
@@ -103,9 +111,7 @@ def core_texts(masked: str) -> list[str]:
         end = _CLAUSE_END.search(after)
         cuts += [_TRAILING_SEPARATORS.sub("", _TRAILING_LABEL.sub("", base[:found[0].start()])).strip(),
                  after[end.end():].strip(" ,;:|~/-") if end else ""]
-    whole = re.sub(r"\s+", " ", masked).strip()
-    return [c for c in dict.fromkeys(re.sub(r"\s+", " ", c).strip() for c in cuts)
-            if c != whole and len(_WORD.findall(c)) >= 2]
+    return [c for c in dict.fromkeys(map(_squeezed, cuts)) if _judgeable(c, masked)]
 
 
 def injection_signatures(text: str) -> list[str]:
