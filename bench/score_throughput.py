@@ -6,10 +6,14 @@ Streams (bench/streams.py; fixed seeds):
   mixed     the 16 loghub-2k samples interleaved, digits re-drawn, read with --format raw.
 
 For each stream and each variant, `logdistill score BUNDLE FILE > /dev/null` runs in a
-subprocess; wall time includes start-up. Memory is sampled every 50 ms over the command's
-whole process tree (workers included): "RSS" is the peak of the summed resident sets (pages
+subprocess; wall time includes start-up. Memory comes from one more run of each variant, sampled
+every 50 ms over the command's whole process tree (workers included; the timed runs are not
+sampled, since sampling takes CPU from them): "RSS" is the peak of the summed resident sets (pages
 shared between a parent and its forked workers count once per process, so this over-counts),
 "PSS" the peak of the summed proportional sets (shared pages split between their sharers).
+"New texts" are the unique (level, masked text) keys `score` reports scoring, "embeddings" the
+texts it ran through the encoder (fewer: a text whose score the bundle carries is looked up;
+more: a text two workers met at once is embedded twice), the range over the timed runs.
 The mask-cache hit rate is what `score` reports on stderr; for a tree whose `score` does not
 report it (the version before the digit-folded cache), it is simulated here: that version kept an LRU of
 200,000 entries keyed by the raw message.
@@ -119,8 +123,10 @@ class Run:
     load: float
 
 
-def run_tree(tree: Path, args: list[str]) -> Run:
-    """`python -m cli ARGS` from source tree `tree`, stdout to /dev/null, its tree's memory sampled."""
+def run_tree(tree: Path, args: list[str], sample_memory: bool = False) -> Run:
+    """`python -m cli ARGS` from source tree `tree`, stdout to /dev/null; `sample_memory`: its tree's memory
+    sampled every 50 ms. Sampling reads every process's /proc entries and its workers' smaps, which takes
+    a core's time from the command on 2 cores (a 10 s run took 12 s sampled), so timed runs are not sampled."""
     load = float(Path("/proc/loadavg").read_text().split()[0])
     with tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
@@ -128,7 +134,7 @@ def run_tree(tree: Path, args: list[str]) -> Run:
                                 stderr=err, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200"})
         peak_rss = peak_pss = processes = 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # usage includes the reaped workers
+            pid, status, usage = os.wait4(proc.pid, 0 if not sample_memory else os.WNOHANG)  # usage includes the reaped workers
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 break
@@ -314,6 +320,8 @@ def main() -> None:
             runs: dict[str, list[Run]] = {label: [] for label, _, _, _ in variants}
             bare: list[float] = []
             regex: list[float] = []
+            memory = {label: run_tree(tree, ["score", bundle, stream, *extra, *flags], sample_memory=True)
+                      for label, tree, flags, bundle in variants}
             for _ in range(args.repeat):
                 bare.append(bare_read_loop(stream))
                 regex.append(one_regex_loop(stream))
@@ -324,8 +332,8 @@ def main() -> None:
             print(f"bare read loop (text lines, this process): {lines / statistics.median(bare):,.0f} lines/s; "
                   f"one-regex loop (`re.sub(r'\\d+', '<*>', line)`): {lines / statistics.median(regex):,.0f} lines/s\n")
             print("| variant | lines/s | x one-regex loop | seconds | CPU s | lines per CPU s | new texts per 100k lines "
-                  "| mask-cache hits | peak RSS (sum) MB | peak PSS (sum) MB | processes | load |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                  "| embeddings per 100k lines | mask-cache hits | peak RSS (sum) MB | peak PSS (sum) MB | processes | load |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for label, tree, _, _ in variants:
                 rs = runs[label]
                 seconds = statistics.median(r.seconds for r in rs)
@@ -334,10 +342,13 @@ def main() -> None:
                 hits = f"{float(hit.group(1)):.1f} %" if hit else simulated_hit_rate(tree, stream, fmt)
                 scored = re.search(r"(\d+) unique texts scored", rs[-1].stderr)
                 new = f"{int(scored.group(1)) / lines * 1e5:,.0f}" if scored else "?"
+                embedded = sorted(int(e) for r in rs for e in re.findall(r"\((\d+) embeddings\)", r.stderr))
+                embeddings = (f"{embedded[0] / lines * 1e5:,.0f}" + (f"-{embedded[-1] / lines * 1e5:,.0f}"
+                              if embedded[-1] != embedded[0] else "")) if embedded else "?"
                 print(f"| {label} | {lines / seconds:,.0f} | {statistics.median(regex) / seconds:.2f} | {seconds:.2f} "
-                      f"| {cpu:.2f} | {lines / cpu:,.0f} | {new} | {hits} "
-                      f"| {max(r.rss_mb for r in rs):,.0f} "
-                      f"| {max(r.pss_mb for r in rs):,.0f} | {max(r.processes for r in rs)} "
+                      f"| {cpu:.2f} | {lines / cpu:,.0f} | {new} | {embeddings} | {hits} "
+                      f"| {memory[label].rss_mb:,.0f} "
+                      f"| {memory[label].pss_mb:,.0f} | {memory[label].processes} "
                       f"| {'/'.join(f'{r.load:.1f}' for r in rs)} |")
             stream.unlink()
         print("\nnew-text embeddings/s (one process, one thread; texts of the other loghub samples): " + ", ".join(

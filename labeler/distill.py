@@ -25,7 +25,7 @@ from detector.runtime.sessions import Grouping
 from detector.training import defaults
 from labeler.label.aggregate import hard_labels, label_model, soft_labels
 from labeler.store.quality import ground_truth, lines_per_text
-from labeler.store.vectors import load_vectors
+from labeler.store.vectors import load_vectors, vectors_of_texts
 from labeler.store.workspace import Workspace, now, resolve_domains
 
 LABEL_KINDS = ("soft", "ground-truth")
@@ -448,8 +448,11 @@ def export_detector(ws: Workspace, name: str, out_path: str | Path, threshold: f
         lei_table = lei_path.read_text(encoding="utf-8")
     labels_path = model_path.with_suffix(".labels.json")
     known_labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.is_file() else None
+    # a `--features lei` model embeds its texts' interpretations, whose vectors the workspace does not keep
+    known_vectors = (vectors_of_texts(ws, config["embedder"], list(known_labels))
+                     if known_labels and config.get("features", "masked") == "masked" else None)
     return write_bundle(out_path, model, embedder_kind=embedder["kind"], embedder_path=embedder["path"] and ws.artifact_path(embedder["path"]),
                         masker=ws.masker, input_format=_bundle_input_format(ws, config["domains"]),
                         threshold=threshold, info=info, lei_table=lei_table, int8=int8,
                         inputs=InputSpec.from_dict(config.get("inputs")), known_labels=known_labels,
-                        sequence=sequence_member)
+                        known_vectors=known_vectors, sequence=sequence_member)

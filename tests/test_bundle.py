@@ -176,16 +176,73 @@ def test_a_known_text_scores_with_its_label_an_unknown_one_with_the_model(bgl_bu
     assert p_lookup[1] == pytest.approx(p_model[1], abs=1e-7)
 
 
+@pytest.mark.parametrize("lookup", [True, False])
+def test_a_known_text_is_scored_from_the_bundle_as_if_embedded(bgl_bundle, lookup):
+    """The bundle carries the model's score of each text it was trained on, per level: looked up, a known
+    text gets the score that embedding it gives (within 1e-6), and only new texts reach the embedder."""
+    import dataclasses
+
+    _, path = bgl_bundle
+    bundle = load_bundle(path, lookup=lookup)
+    computed = dataclasses.replace(bundle, known_scores=None)
+    assert len(bundle.known_scores) == 123
+    known = sorted(bundle.known_scores)[:20]
+    new = ["a message no BGL line ever held <*>", "fan <*> speed below threshold on node <*>"]
+    texts = known + new + known[:3]
+    embedded: list[str] = []
+    embed = bundle.embedder.embed
+    bundle.embedder.embed = lambda batch: embedded.extend(batch) or embed(batch)
+    try:
+        for level in ("FATAL", "INFO", "WARNING", None):
+            levels = [level] * len(texts)
+            embedded.clear()
+            looked_up = bundle.score_masked(texts, levels)
+            assert embedded == new
+            assert np.abs(looked_up - computed.score_masked(texts, levels)).max() <= 1e-6
+    finally:
+        del bundle.embedder.embed
+    assert bundle.score_masked(known[:1], ["FATAL"])[0] != bundle.score_masked(known[:1], ["INFO"])[0]
+
+
+def test_a_bundle_without_known_scores_scores_as_before(bgl_bundle, tmp_path):
+    """A bundle exported before the scores table (no member) embeds every text; a table that does not
+    fit the model's level columns is refused as an incomplete bundle."""
+    from detector.runtime.bundle import KNOWN_SCORES_MEMBER, META_MEMBER
+
+    _, path = bgl_bundle
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    meta = json.loads(members.pop(META_MEMBER))
+    table = json.loads(members.pop(KNOWN_SCORES_MEMBER))
+
+    def write(target: Path, extra: dict[str, bytes]) -> Path:
+        content = {**members, **extra}
+        with zipfile.ZipFile(target, "w") as archive:
+            archive.writestr(META_MEMBER, json.dumps({**meta, "content_sha256": content_hash(content, meta)}))
+            for name, data in content.items():
+                archive.writestr(name, data)
+        return target
+
+    old = load_bundle(write(tmp_path / "old.bundle", {}))
+    texts = sorted(load_bundle(path).known_scores)[:10]
+    assert old.known_scores is None
+    assert np.abs(old.score_masked(texts, ["ERROR"] * 10) - load_bundle(path).score_masked(texts, ["ERROR"] * 10)
+                  ).max() <= 1e-6
+    table["columns"] = table["columns"][:1]
+    with pytest.raises(LogdistillError, match="incomplete"):
+        load_bundle(write(tmp_path / "bad.bundle", {KNOWN_SCORES_MEMBER: json.dumps(table).encode()}))
+
+
 def test_score_and_eval_take_no_lookup(bgl_bundle, tmp_path):
     _, path = bgl_bundle
     cli = Cli(tmp_path / "unused.db")
     runs = {flag: cli("eval", path, loghub_file("BGL"), "--json", *flag) for flag in ((), ("--no-lookup",))}
     assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
     assert json.loads(runs[()].stdout)["domains"]["BGL_2k.log"]["auroc"] == pytest.approx(1.0)  # known texts
-    scores = {flag: [json.loads(line)["score"] for line in cli("score", path, loghub_file("BGL"), "--workers", "1",
-                                                                *flag).stdout.splitlines()]
-              for flag in ((), ("--no-lookup",))}
+    scored = {flag: cli("score", path, loghub_file("BGL"), "--workers", "1", *flag) for flag in ((), ("--no-lookup",))}
+    scores = {flag: [json.loads(line)["score"] for line in result.stdout.splitlines()] for flag, result in scored.items()}
     assert len(scores[()]) == len(scores[("--no-lookup",)]) == 2000 and scores[()] != scores[("--no-lookup",)]
+    assert all("(0 embeddings)" in result.stderr for result in scored.values())  # every text known to the bundle
 
 
 def test_train_adapt_takes_unlabeled_domains_and_refuses_bad_ones(tmp_path):

@@ -178,5 +178,6 @@ def test_loading_and_scoring_a_bundle_unpickles_nothing(bgl_bundle, tmp_path):
     assert r.returncode == 0, r.stderr + r.stdout
     assert r.stdout.startswith("[") and "forbidden" not in r.stdout + r.stderr
     with zipfile.ZipFile(bundle) as archive:  # the members: JSON, the detector's and the encoder's ONNX graphs
-        assert sorted(archive.namelist()) == ["embedder.bin", "labels.json", "mask.json", "meta.json", "model.onnx"]
+        assert sorted(archive.namelist()) == ["embedder.bin", "known_scores.json", "labels.json", "mask.json",
+                                              "meta.json", "model.onnx"]
         assert all(not archive.read(n).startswith(b"\x80") for n in archive.namelist())  # no pickle protocol header

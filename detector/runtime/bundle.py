@@ -21,7 +21,7 @@ import numpy as np
 
 from detector.core import LogdistillError
 from detector.runtime.embed import Embedder, load_embedder
-from detector.runtime.features import InputSpec
+from detector.runtime.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.runtime.formats import InputFormat
 from detector.runtime.lei_features import TemplateInterpretations
 from detector.runtime.lru import touch
@@ -38,6 +38,10 @@ MASK_MEMBER = "mask.json"
 EMBEDDER_MEMBER = "embedder.bin"
 LEI_MEMBER = "lei.json"  # `--features lei`: templates and their interpretations
 LABELS_MEMBER = "labels.json"  # masked text -> the label the model was trained on (the lookup)
+# masked text -> the model's P(anomalous) per level column, for the texts the model was trained on,
+# computed at export from the workspace's vectors: a known text is never embedded again (not even
+# by each worker at start-up), and the embedder is loaded only when a text is new.
+KNOWN_SCORES_MEMBER = "known_scores.json"
 SEQUENCE_MEMBER = "sequence.onnx"  # the sequence detector's energy graph (detector.runtime.sequence); meta "sequence"
 VECTOR_CACHE = 20_000  # embeddings kept for a bundle with a sequence detector (MiniLM: 1.5 KB each)
 # A line whose masked text the bundle was trained on scores LOOKUP_WEIGHT * its training label +
@@ -102,6 +106,9 @@ class Bundle:
     known_labels: dict[str, float] | None = None  # the lookup (LABELS_MEMBER); None: off or none carried
     sequence: SequenceScorer | None = None  # the sequence detector, where the bundle carries one
     vectors: OrderedDict = dataclasses.field(default_factory=OrderedDict, repr=False)  # masked text -> its embedding
+    # KNOWN_SCORES_MEMBER: masked text -> P(anomalous) per level column, blended with the lookup where it is on
+    known_scores: dict[str, list[float]] | None = dataclasses.field(default=None, repr=False)
+    embedded: int = 0  # texts this process has run through the embedder
 
     def sequence_reader(self, grouping: Grouping) -> SequenceReader | None:
         """What a session tracker scores chunks with, or None: no sequence detector in the bundle. A
@@ -119,12 +126,19 @@ class Bundle:
     def embeddings(self, masked: list[str]) -> np.ndarray:
         """The embedder's vectors of masked texts. With a sequence detector they are kept (an LRU of
         VECTOR_CACHE texts): the line model and the sequence model read the same vectors."""
-        if self.sequence is None:
-            return self.embedder.embed([self.embedding_text(m) for m in masked])
+        if self.sequence is None:  # a text met with several levels at once is embedded once
+            texts = list(dict.fromkeys(masked))
+            vectors = self.embedder.embed([self.embedding_text(m) for m in texts])
+            self.embedded += len(texts)
+            if len(texts) == len(masked):
+                return vectors
+            row = {m: i for i, m in enumerate(texts)}
+            return vectors[[row[m] for m in masked]]
         texts = list(dict.fromkeys(masked))
         new = [m for m in texts if m not in self.vectors]
         if new:
             self.vectors.update(zip(new, self.embedder.embed([self.embedding_text(m) for m in new])))
+            self.embedded += len(new)
         found = np.stack([self.vectors[m] for m in masked]) if masked else np.empty((0, self.embedder.dim), np.float32)
         touch(self.vectors, texts, VECTOR_CACHE)
         return found
@@ -142,7 +156,23 @@ class Bundle:
         return float(self.meta["threshold"])
 
     def score_masked(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
-        """P(anomalous) of masked texts: the model's, blended with the training label of a known text."""
+        """P(anomalous) of masked texts: the model's, blended with the training label of a known text.
+        A text whose score the bundle carries (KNOWN_SCORES_MEMBER) is looked up, not embedded."""
+        table = self.known_scores
+        if not table:
+            return self._model_scores(masked, levels)
+        rows = [table.get(m) for m in masked]
+        new = [i for i, row in enumerate(rows) if row is None]
+        if len(new) == len(masked):
+            return self._model_scores(masked, levels)
+        columns = (map(severity_class, levels) if self.inputs.level and levels is not None
+                   else [0] * len(masked))
+        p = np.array([row[c] if row is not None else 0.0 for row, c in zip(rows, columns)], dtype=np.float32)
+        if new:
+            p[new] = self._model_scores([masked[i] for i in new], [levels[i] for i in new] if levels is not None else None)
+        return p
+
+    def _model_scores(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
         p = self.predict(self.rows(masked, levels))
         if self.known_labels:
             known = self.known_labels
@@ -178,6 +208,8 @@ def load_bundle(path: str | Path, *, threads: int = 0, lookup: bool = True) -> B
         inputs.ruleset  # a rule set that does not parse fails here, not at the first line
         known_labels = ({str(k): float(v) for k, v in json.loads(members[LABELS_MEMBER]).items()}
                         if lookup and LABELS_MEMBER in members else None)
+        known_scores = (_known_scores(json.loads(members[KNOWN_SCORES_MEMBER]), inputs, known_labels)
+                        if KNOWN_SCORES_MEMBER in members else None)
     except (KeyError, TypeError, ValueError, AttributeError, LogdistillError) as e:
         raise LogdistillError(f"bundle {path} is incomplete ({e})") from None
     if EMBEDDER_MEMBER not in members:
@@ -206,4 +238,29 @@ def load_bundle(path: str | Path, *, threads: int = 0, lookup: bool = True) -> B
         raise LogdistillError(f"bundle {path}: the sequence model reads {sequence.dim}-d vectors, the embedder "
                               f"gives {embedder.dim}")
     return Bundle(path, meta, masker, input_format, embedder, session, interpretations, model_bytes, inputs,
-                  known_labels, sequence)
+                  known_labels, sequence, known_scores=known_scores)
+
+
+def score_columns(inputs: InputSpec) -> tuple[str | None, ...]:
+    """The level each column of KNOWN_SCORES_MEMBER was scored with: one per severity class when the
+    model reads the level (a class's name maps to that class), else one column, scored without a level."""
+    return SEVERITY_CLASSES if inputs.level else (None,)
+
+
+def _known_scores(data: dict, inputs: InputSpec, known_labels: dict[str, float] | None) -> dict[str, list[float]]:
+    """KNOWN_SCORES_MEMBER as `score_masked` reads it: the model's P(anomalous), blended as `_model_scores`
+    blends it (the same float32 value) where the lookup is on."""
+    columns = len(score_columns(inputs))
+    scores = data["scores"]
+    if list(data["columns"]) != [str(c) for c in score_columns(inputs)] or \
+            any(len(row) != columns for row in scores.values()):
+        raise ValueError("known scores do not match the model's level columns")
+    if not known_labels:
+        return {str(text): [float(p) for p in row] for text, row in scores.items()}
+    table = {}
+    for text, row in scores.items():
+        label = known_labels.get(text)
+        table[str(text)] = ([float(p) for p in row] if label is None else
+                            np.array([LOOKUP_WEIGHT * label + (1 - LOOKUP_WEIGHT) * p for p in row],
+                                     dtype=np.float32).tolist())
+    return table

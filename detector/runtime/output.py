@@ -60,7 +60,8 @@ class ScoreSummary:
     anomalous_sessions: int = 0
     unkeyed: int = 0  # session output by key: lines that carry no key
     unique_texts: int = 0
-    embeddings: int = 0  # texts embedded, summed over workers (a text two workers met at once counts twice)
+    embeddings: int = 0  # texts embedded, summed over workers (a text two workers met at once counts twice;
+    # a text whose score the bundle carries is looked up, not embedded)
     mask_cache_hits: int = 0  # messages masked from the masker's cache (no regex run)
     mask_cache_misses: int = 0
 

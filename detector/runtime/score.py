@@ -43,6 +43,6 @@ def score_to(bundle: Bundle, stream: BinaryIO, out: TextIO, *, input_format: Inp
     for lines in line_batches(stream, chunk_bytes):
         writer.write(*work.run(lines, writer.summary.lines))
     summary = writer.finish()
-    summary.unique_texts = summary.embeddings = work.scorer.embedded
-    summary.mask_cache_hits, summary.mask_cache_misses = work.cache_counts()
+    summary.unique_texts = work.scorer.scored
+    summary.mask_cache_hits, summary.mask_cache_misses, summary.embeddings = work.counts()
     return summary

@@ -26,7 +26,7 @@ class CachedScorer:
         self.mask = bundle.masker.mask
         self.by_level = bundle.inputs.level
         self.scores: OrderedDict = OrderedDict()
-        self.embedded = 0  # unique keys scored so far
+        self.scored = 0  # unique keys scored so far (looked up in the bundle or embedded)
         self.new_texts: list = []  # the keys scored by the last call
 
     def score(self, messages: list[str], levels: list[str | None] | None = None) -> list[float]:
@@ -52,7 +52,7 @@ class CachedScorer:
             else:
                 p = self.bundle.score_masked(new)
             scores.update(zip(new, p.tolist()))
-            self.embedded += len(new)
+            self.scored += len(new)
         result = list(map(scores.__getitem__, keys))
         touch(scores, distinct, self.cache_size)
         return result

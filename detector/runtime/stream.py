@@ -138,6 +138,7 @@ class BatchWork:
         self.only_anomalies = only_anomalies
         self.header: list[str] = []
         self.cache_start = bundle.masker.cache_info()
+        self.embedded_start = bundle.embedded
 
     def run(self, lines: list[str], position: int) -> tuple[str, int, int, tuple | None]:
         """(output text, records, anomalous records, and for session output the batch's (raws,
@@ -154,6 +155,9 @@ class BatchWork:
         return (format_rows(position, scores, columns.raws, self.fragments, self.only_anomalies), len(scores),
                 anomalous, None)
 
-    def cache_counts(self) -> tuple[int, int]:
+    def counts(self) -> tuple[int, int, int]:
+        """Since this work began: messages masked from the masker's cache, those masked by its regex,
+        and texts embedded (a text whose score the bundle carries is not)."""
         now = self.scorer.bundle.masker.cache_info()
-        return now.hits - self.cache_start.hits, now.misses - self.cache_start.misses
+        return (now.hits - self.cache_start.hits, now.misses - self.cache_start.misses,
+                self.scorer.bundle.embedded - self.embedded_start)

@@ -51,7 +51,7 @@ def _worker_main(inbox, outbox, inherited) -> None:
         while True:
             task = inbox.recv()
             if task is None:
-                outbox.send(("done", *work.cache_counts()))
+                outbox.send(("done", *work.counts()))
                 return
             data, position, learned = task
             work.scorer.learn(learned)
@@ -134,8 +134,7 @@ def score_parallel(bundle: Bundle, stream: BinaryIO, writer: Output, fmt: InputF
 
     reader = threading.Thread(target=read, name="logdistill-score-reader", daemon=True)
     reader.start()
-    seen: set = set()  # the keys embedded by any worker
-    embeddings = 0
+    seen: set = set()  # the keys scored by any worker
     try:
         while True:
             item = dispatched.get()
@@ -158,7 +157,6 @@ def score_parallel(bundle: Bundle, stream: BinaryIO, writer: Output, fmt: InputF
             if records != count:  # the positions already handed out would be wrong
                 raise LogdistillError(f"internal error: a batch of {count} records came back with {records}")
             writer.write(text, records, anomalous, scored)
-            embeddings += len(new)
             new = [pair for pair in new if pair[0] not in seen]
             seen.update(key for key, _ in new)
             if new:
@@ -169,13 +167,14 @@ def score_parallel(bundle: Bundle, stream: BinaryIO, writer: Output, fmt: InputF
                         if child != worker - 1:
                             learned[child].extend(new)
         summary = writer.finish()
-        summary.mask_cache_hits, summary.mask_cache_misses = own.cache_counts()
+        summary.mask_cache_hits, summary.mask_cache_misses, summary.embeddings = own.counts()
         for conn in task_ends:
             conn.send(None)
         for conn in result_ends:
             result = conn.recv()
             summary.mask_cache_hits += result[1]
             summary.mask_cache_misses += result[2]
+            summary.embeddings += result[3]
     finally:
         stop.set()
         for conn in task_ends + result_ends:
@@ -185,5 +184,5 @@ def score_parallel(bundle: Bundle, stream: BinaryIO, writer: Output, fmt: InputF
             if process.is_alive():
                 process.terminate()
                 process.join()
-    summary.unique_texts, summary.embeddings = len(seen), embeddings
+    summary.unique_texts = len(seen)
     return summary

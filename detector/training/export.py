@@ -21,12 +21,13 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from detector.core import LogdistillError, atomic_output, check_target
-from detector.runtime.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME, LABELS_MEMBER,
-                                     LEI_MEMBER, MASK_MEMBER, META_MEMBER, MODEL_MEMBER, OUTPUT_NAME, SEQUENCE_MEMBER,
-                                     content_hash)
+from detector.runtime.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, EMBEDDER_MEMBER, INPUT_NAME,
+                                     KNOWN_SCORES_MEMBER, LABELS_MEMBER, LEI_MEMBER, MASK_MEMBER, META_MEMBER,
+                                     MODEL_MEMBER, OUTPUT_NAME, SEQUENCE_MEMBER, content_hash, score_columns)
 from detector.runtime.features import InputSpec
 from detector.runtime.formats import InputFormat
 from detector.runtime.mask import Masker
+from detector.runtime.onnx_session import new_session
 from detector.training.estimators import (LOGIT_CLIP, BlendedDetector, Detector, DetectorEnsemble, LinearDetector,
                                          check_fitted, detector_params)
 from detector.training.nets import DomainHeads
@@ -180,10 +181,29 @@ def quantize_int8(graph: bytes) -> bytes:
         return target.read_bytes()
 
 
+def known_scores(graph: bytes, inputs: InputSpec, texts: list[str], vectors: np.ndarray, *, int8: bool) -> dict:
+    """KNOWN_SCORES_MEMBER: the graph's P(anomalous) of each text (its vector as the bundle's embedder
+    gives it) under each level column (`score_columns`), as `score` would compute it. An int8 graph
+    quantizes activations per run, so there each text and column is a run of its own, as a text
+    met alone; a float32 graph scores them all at once (the same values within float rounding)."""
+    session = new_session(graph, threads=1)
+    columns = []
+    for level in score_columns(inputs):
+        rows = inputs.rows(vectors, texts, [level] * len(texts) if level else None)
+        if int8:
+            p = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: rows[i:i + 1]})[0] for i in range(len(rows))])
+        else:
+            p = session.run([OUTPUT_NAME], {INPUT_NAME: rows})[0]
+        columns.append(p.astype(np.float32))
+    table = np.stack(columns, axis=1).tolist()
+    return {"columns": [str(c) for c in score_columns(inputs)], "scores": dict(zip(texts, table))}
+
+
 def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble, *,
                  embedder_kind: str, embedder_path: str | os.PathLike | None, masker: Masker, input_format: InputFormat,
                  threshold: float, info: dict, lei_table: str | None = None, int8: bool = False,
                  inputs: InputSpec = InputSpec(), known_labels: dict[str, float] | None = None,
+                 known_vectors: tuple[list[str], np.ndarray] | None = None,
                  sequence: tuple[bytes, dict] | None = None) -> dict:
     """Write the bundle atomically (temporary file, then rename); returns its metadata.
 
@@ -192,6 +212,8 @@ def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble
     `int8`: store the graph with int8 weights (`quantize_int8`). `inputs`: the columns the model
     reads after the embedding (detector.runtime.features), recorded so the runtime builds the same rows.
     `known_labels`: masked text -> the label the model was trained on, for the runtime's lookup.
+    `known_vectors`: masked texts and their vectors from the bundle's embedder, whose scores the bundle
+    then carries (`known_scores`), so `score` never embeds them.
     `sequence`: a sequence detector's energy graph and metadata (detector.runtime.sequence), for sessions.
     """
     if not 0.0 <= threshold <= 1.0:
@@ -209,6 +231,9 @@ def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble
         members[LEI_MEMBER] = lei_table.encode()
     if known_labels:
         members[LABELS_MEMBER] = json.dumps(known_labels, ensure_ascii=False).encode()
+    if known_vectors is not None and known_vectors[0]:
+        table = known_scores(members[MODEL_MEMBER], inputs, *known_vectors, int8=int8)
+        members[KNOWN_SCORES_MEMBER] = json.dumps(table, ensure_ascii=False).encode()
     if sequence is not None:
         members[SEQUENCE_MEMBER] = sequence[0]
     meta = {

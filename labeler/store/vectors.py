@@ -176,3 +176,16 @@ def load_vectors(ws: Workspace, text_ids: list[int]) -> np.ndarray:
     for i, text_id in enumerate(text_ids):
         out[i] = np.frombuffer(found[text_id], dtype=np.float32)
     return out
+
+
+def vectors_of_texts(ws: Workspace, embedder: str, masked: list[str]) -> tuple[list[str], np.ndarray]:
+    """The masked texts among `masked` that have a vector from `embedder`, and those vectors (float32)."""
+    dim = ws.db["embedders"].get(embedder)["dim"]
+    found = {r["masked"]: r["vector"] for r in ws.rows_where_in(
+        "select t.masked, e.vector from texts t join embeddings e on e.text_id = t.id "
+        "where e.embedder = ? and t.masked in ({})", masked, before=[embedder])}
+    texts = [m for m in masked if m in found]
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for i, text in enumerate(texts):
+        out[i] = np.frombuffer(found[text], dtype=np.float32)
+    return texts, out
