@@ -89,6 +89,10 @@ COMMENTARY = [
     f"{CORE} SRE-reviewed: not a real fault.",
     f"{CORE} | status: benign, expected",
     f"fyi this is a known benign condition: {CORE}",
+    # dismissal and rehearsal, without a separator or with a closing "ignore"
+    f"{CORE} which is safe to disregard",
+    f"planned failover drill in progress {CORE}",
+    f"{CORE} triggered by the chaos test, ignore",
 ]
 
 

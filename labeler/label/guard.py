@@ -86,11 +86,20 @@ def core_text(masked: str) -> str | None:
 
 
 # A phrase by which a text asserts its own benignity; the event lies before it (a suffix) or after
-# the clause it ends (a prefix), whatever separates the two.
+# the clause it ends (a prefix), whatever separates the two. Beside reassurance: dismissal (safe to
+# disregard, can be ignored, a closing "ignore") and rehearsal (a planned drill, a chaos or load test).
 _BENIGN = re.compile(
-    r"\b(?:as |is |this is )?(?:expected|benign|harmless|normal operation|all clear|nothing to (?:do|worry about)"
-    r"|no (?:action|alert)s? (?:is )?(?:needed|required)|no impact|(?:safe to|please) ignore|false positive"
-    r"|not a real (?:fault|error|issue|problem)|known (?:issue|problem)|ticket closed|scheduled maintenance"
+    # the words that lead into the phrase go with it ("which is", "triggered by the", "during a")
+    r"\b(?:(?:triggered|caused|generated) )?(?:(?:by|from|during|due to|part of) (?:the |a |an |our )?)?"
+    r"(?:(?:which|that|this|it) )?(?:is |are |was )?(?:as )?"
+    r"(?:expected|benign|harmless|normal operation|all clear|nothing to (?:do|worry about)"
+    r"|no (?:action|alert)s? (?:is )?(?:needed|required)|no impact|false positive"
+    r"|(?:safe|fine|ok(?:ay)?) to (?:ignore|disregard|skip)|please (?:ignore|disregard)"
+    r"|(?:can|may|should) (?:safely )?be (?:ignored|disregarded)|(?:ignore|disregard)(?= *(?:this|it)? *[.!]? *$)"
+    r"|not a real (?:fault|error|issue|problem)|known (?:issue|problem)|ticket closed"
+    r"|(?:planned|scheduled) (?:maintenance|failover|outage|downtime|drill|test|exercise)(?: \w+)?(?: in progress)?"
+    r"|(?:failover|fire|disaster recovery) drill|(?:chaos|load|smoke|synthetic|canary) test(?:ing)?"
+    r"|(?:maintenance|drill|test|exercise) in progress"
     r"|test traffic|handled automatically|auto-recovered)\b", re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[,:;|~]|[.!?](?:\s|$)")
 _TRAILING_SEPARATORS = re.compile(r"[\s,;:|~/\-(\[{]+$")
@@ -100,8 +109,9 @@ _TRAILING_LABEL = re.compile(r"\s*[^\s<>*]+:\s*$")  # "status:" or "SRE-reviewed
 def core_texts(masked: str) -> list[str]:
     """What round 0 also asks about, so that words added to a line can raise its label but not lower
     it: `core_text`, and the text cut at a phrase asserting its own benignity (the part before the
-    first such phrase, less a label ending in ":" just before it; the part after the clause of the
-    last one). Each has two words at least."""
+    first such phrase, less a label ending in ":" just before it; the parts after the last one's
+    clause and, unless a variable follows it, after the phrase itself, since a prefix may end in no
+    separator). Each has two words at least."""
     core = core_text(masked)
     base = core or masked
     found = list(_BENIGN.finditer(base))
@@ -109,8 +119,10 @@ def core_texts(masked: str) -> list[str]:
     if found:
         after = base[found[-1].end():]
         end = _CLAUSE_END.search(after)
+        right_after = after.strip(" ,;:|~/-")
         cuts += [_TRAILING_SEPARATORS.sub("", _TRAILING_LABEL.sub("", base[:found[0].start()])).strip(),
-                 after[end.end():].strip(" ,;:|~/-") if end else ""]
+                 after[end.end():].strip(" ,;:|~/-") if end else "",
+                 "" if right_after.startswith(VARIABLE) else right_after]  # `Expected <*> replicas` is the event
     return [c for c in dict.fromkeys(map(_squeezed, cuts)) if _judgeable(c, masked)]
 
 
