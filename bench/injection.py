@@ -32,7 +32,7 @@ the demo's k8s JSONL):
 
 Persuasion families (no signature: reassurance, blame on maintenance, a closed ticket, "expected",
 "benign", test traffic; as a suffix, a prefix, in brackets, in a JSON field), split in two: the
-DESIGN families are what the defence (labeler.label.guard.core_texts) was designed on, the HELD_OUT
+DESIGN families are what the defence (detector.runtime.commentary.core_texts) was designed on, the HELD_OUT
 families were written before its last change and are reported only. (Each earlier HELD_OUT set,
 once reported, became design families: the first when the core check learned to split sentences
 and labels, the second when it learned hyphenated labels and trailing comma clauses, the third

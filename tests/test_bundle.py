@@ -233,6 +233,27 @@ def test_a_bundle_without_known_scores_scores_as_before(bgl_bundle, tmp_path):
         load_bundle(write(tmp_path / "bad.bundle", {KNOWN_SCORES_MEMBER: json.dumps(table).encode()}))
 
 
+def test_a_benign_clause_cannot_lower_a_line_s_score(bgl_bundle, tmp_path):
+    """A bundle scores a text no lower than the text cut at a phrase asserting its own benignity; a bundle
+    exported before (no `benignity_cut` in its metadata) scores the whole text as it did."""
+    import dataclasses
+
+    _, path = bgl_bundle
+    bundle = load_bundle(path)
+    assert bundle.meta["benignity_cut"] is True
+    event = "data TLB error interrupt on node <*>"
+    commented = [f"planned failover drill in progress {event}", f"{event} which is safe to disregard",
+                 f"{event}; this is expected and harmless", f"{event} as expected during the nightly deploy"]
+    texts = [event, *commented]
+    levels = ["FATAL"] * len(texts)
+    scores = bundle.score_masked(texts, levels)
+    assert all(s >= scores[0] - 1e-6 for s in scores[1:]), scores
+    before = dataclasses.replace(bundle, meta={k: v for k, v in bundle.meta.items() if k != "benignity_cut"})
+    whole = before.score_masked(texts, levels)
+    assert whole[0] == pytest.approx(scores[0], abs=1e-6) and min(whole[1:]) < scores[0]  # the clause did lower it
+    assert np.array_equal(before.score_masked(texts[1:], levels[1:]), whole[1:])
+
+
 def test_score_and_eval_take_no_lookup(bgl_bundle, tmp_path):
     _, path = bgl_bundle
     cli = Cli(tmp_path / "unused.db")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from detector.runtime.commentary import core_text, core_texts
 from labeler.demo.corpus import write_corpus
-from labeler.label.guard import core_text, core_texts, injection_signatures
+from labeler.label.guard import injection_signatures
 from labeler.store.workspace import open_workspace
 from tests.conftest import LOGHUB
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.core import LogdistillError
+from detector.runtime.commentary import benignity_cuts
 from detector.runtime.embed import Embedder, load_embedder
 from detector.runtime.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.runtime.formats import InputFormat
@@ -157,7 +158,23 @@ class Bundle:
 
     def score_masked(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
         """P(anomalous) of masked texts: the model's, blended with the training label of a known text.
-        A text whose score the bundle carries (KNOWN_SCORES_MEMBER) is looked up, not embedded."""
+        A bundle exported with `benignity_cut` in its metadata scores a text no lower than the text cut
+        at a phrase asserting its own benignity (detector.runtime.commentary.benignity_cuts): a
+        reassuring clause written into a line cannot talk its score down. Bundles made before score
+        the whole text only."""
+        p = self._text_scores(masked, levels)
+        if not self.meta.get("benignity_cut"):
+            return p
+        cuts = [(i, cut) for i, text in enumerate(masked) for cut in benignity_cuts(text)]
+        if cuts:
+            p = p.copy()
+            cut_p = self._text_scores([cut for _, cut in cuts], [levels[i] for i, _ in cuts] if levels is not None else None)
+            for (i, _), s in zip(cuts, cut_p.tolist()):
+                p[i] = max(p[i], s)
+        return p
+
+    def _text_scores(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
+        """Each text's own score: looked up where the bundle carries it (KNOWN_SCORES_MEMBER), else embedded."""
         table = self.known_scores
         if not table:
             return self._model_scores(masked, levels)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from detector.core import LogdistillError
+from detector.runtime.commentary import core_texts
 from detector.runtime.severity import parse_rules
 from labeler.label import prompts
 from labeler.label.aggregate import RULE_WEIGHT, llm_weight
@@ -24,7 +25,7 @@ from labeler.label.backends.base import Backend
 from labeler.label.cache import AskStats, Budget, ask
 from labeler.label.debias import (BATCH, CONTENT_FREE, CONTENT_FREE_PRIOR, PRIOR_SOURCES, batch_prior, debiased_answer,
                                   prior)
-from labeler.label.guard import core_texts, guard_labels
+from labeler.label.guard import guard_labels
 from labeler.store.labels import replace_labels
 from labeler.store.workspace import Workspace, now, resolve_domains, unique_texts
 
@@ -37,7 +38,7 @@ class Round0Report:
     unparsed: int = 0  # answers that stated no label (recorded in the cache, not guessed)
     rule_labels: int = 0
     guard_labels: int = 0  # texts carrying a prompt-injection signature, labeled anomalous (labeler.label.guard)
-    core_questions: int = 0  # texts also asked about without their commentary (labeler.label.guard.core_texts)
+    core_questions: int = 0  # texts also asked about without their commentary (detector.runtime.commentary.core_texts)
     raised_by_core: int = 0  # of those, texts whose core was judged more suspicious than the whole
     ask: AskStats = field(default_factory=AskStats)
     prompt: dict | None = None  # name and version of the task prompt
@@ -69,7 +70,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
     domain (labeler.label.debias), measured on the domain's own answers (`prior_from="batch"`, no
     extra call) or on content-free messages (`"content-free"`, 3 calls per domain). With
     `core_check`, a text that carries commentary is also asked about without it, and the more
-    suspicious answer is kept (labeler.label.guard.core_texts).
+    suspicious answer is kept (detector.runtime.commentary.core_texts).
     `on_progress(stats, total)` is called after the cache look-up and after each batch.
     """
     if backend is None and not rules:
@@ -115,7 +116,7 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
 def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Round0Report,
                 budget: Budget | None, batch_size: int, on_progress, prior_from: str | None,
                 core_check: bool = True) -> list[dict]:
-    """One LLM label per text. A text that carries commentary (labeler.label.guard.core_texts) is asked about
+    """One LLM label per text. A text that carries commentary (detector.runtime.commentary.core_texts) is asked about
     whole and without it, and keeps the most suspicious answer, so that a reassuring clause
     written into a line cannot talk its label down."""
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
