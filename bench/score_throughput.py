@@ -125,8 +125,8 @@ class Run:
 
 def run_tree(tree: Path, args: list[str], sample_memory: bool = False) -> Run:
     """`python -m cli ARGS` from source tree `tree`, stdout to /dev/null; `sample_memory`: its tree's memory
-    sampled every 50 ms. Sampling reads every process's /proc entries and its workers' smaps, which takes
-    a core's time from the command on 2 cores (a 10 s run took 12 s sampled), so timed runs are not sampled."""
+    sampled every 50 ms. Sampling reads every process's /proc entries and its workers' smaps, CPU taken
+    from the command on 2 cores, so timed runs are not sampled."""
     load = float(Path("/proc/loadavg").read_text().split()[0])
     with tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
@@ -134,7 +134,7 @@ def run_tree(tree: Path, args: list[str], sample_memory: bool = False) -> Run:
                                 stderr=err, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200"})
         peak_rss = peak_pss = processes = 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, 0 if not sample_memory else os.WNOHANG)  # usage includes the reaped workers
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG if sample_memory else 0)  # usage includes the reaped workers
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 break

@@ -233,7 +233,7 @@ def test_a_bundle_without_known_scores_scores_as_before(bgl_bundle, tmp_path):
         load_bundle(write(tmp_path / "bad.bundle", {KNOWN_SCORES_MEMBER: json.dumps(table).encode()}))
 
 
-def test_a_benign_clause_cannot_lower_a_line_s_score(bgl_bundle, tmp_path):
+def test_a_benign_clause_cannot_lower_a_line_s_score(bgl_bundle):
     """A bundle scores a text no lower than the text cut at a phrase asserting its own benignity; a bundle
     exported before (no `benignity_cut` in its metadata) scores the whole text as it did."""
     import dataclasses

@@ -41,7 +41,7 @@ LEI_MEMBER = "lei.json"  # `--features lei`: templates and their interpretations
 LABELS_MEMBER = "labels.json"  # masked text -> the label the model was trained on (the lookup)
 # masked text -> the model's P(anomalous) per level column, for the texts the model was trained on,
 # computed at export from the workspace's vectors: a known text is never embedded again (not even
-# by each worker at start-up), and the embedder is loaded only when a text is new.
+# by each worker at start-up).
 KNOWN_SCORES_MEMBER = "known_scores.json"
 SEQUENCE_MEMBER = "sequence.onnx"  # the sequence detector's energy graph (detector.runtime.sequence); meta "sequence"
 VECTOR_CACHE = 20_000  # embeddings kept for a bundle with a sequence detector (MiniLM: 1.5 KB each)
@@ -193,8 +193,8 @@ class Bundle:
         p = self.predict(self.rows(masked, levels))
         if self.known_labels:
             known = self.known_labels
-            p = np.array([LOOKUP_WEIGHT * known[m] + (1 - LOOKUP_WEIGHT) * s if m in known else s
-                          for m, s in zip(masked, p.tolist())], dtype=np.float32)
+            p = np.array([blended(known[m], s) if m in known else s for m, s in zip(masked, p.tolist())],
+                         dtype=np.float32)
         return p
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
@@ -258,6 +258,12 @@ def load_bundle(path: str | Path, *, threads: int = 0, lookup: bool = True) -> B
                   known_labels, sequence, known_scores=known_scores)
 
 
+def blended(label: float, p: float) -> float:
+    """A known text's score: LOOKUP_WEIGHT of its training label, the rest the model's p (in float64; the
+    callers cast it to float32 once, so a looked-up and a computed score are the same value)."""
+    return LOOKUP_WEIGHT * label + (1 - LOOKUP_WEIGHT) * p
+
+
 def score_columns(inputs: InputSpec) -> tuple[str | None, ...]:
     """The level each column of KNOWN_SCORES_MEMBER was scored with: one per severity class when the
     model reads the level (a class's name maps to that class), else one column, scored without a level."""
@@ -265,8 +271,7 @@ def score_columns(inputs: InputSpec) -> tuple[str | None, ...]:
 
 
 def _known_scores(data: dict, inputs: InputSpec, known_labels: dict[str, float] | None) -> dict[str, list[float]]:
-    """KNOWN_SCORES_MEMBER as `score_masked` reads it: the model's P(anomalous), blended as `_model_scores`
-    blends it (the same float32 value) where the lookup is on."""
+    """KNOWN_SCORES_MEMBER as `score_masked` reads it: the model's P(anomalous), `blended` where the lookup is on."""
     columns = len(score_columns(inputs))
     scores = data["scores"]
     if list(data["columns"]) != [str(c) for c in score_columns(inputs)] or \
@@ -278,6 +283,5 @@ def _known_scores(data: dict, inputs: InputSpec, known_labels: dict[str, float] 
     for text, row in scores.items():
         label = known_labels.get(text)
         table[str(text)] = ([float(p) for p in row] if label is None else
-                            np.array([LOOKUP_WEIGHT * label + (1 - LOOKUP_WEIGHT) * p for p in row],
-                                     dtype=np.float32).tolist())
+                            np.array([blended(label, p) for p in row], dtype=np.float32).tolist())
     return table

@@ -172,10 +172,7 @@ def load_vectors(ws: Workspace, text_ids: list[int]) -> np.ndarray:
     missing = [t for t in text_ids if t not in found]
     if missing:
         raise LogdistillError(f"{len(missing)} texts have no vector from embedder {name}; run `logdistill embed`")
-    out = np.empty((len(text_ids), dim), dtype=np.float32)
-    for i, text_id in enumerate(text_ids):
-        out[i] = np.frombuffer(found[text_id], dtype=np.float32)
-    return out
+    return _stacked([found[t] for t in text_ids], dim)
 
 
 def vectors_of_texts(ws: Workspace, embedder: str, masked: list[str]) -> tuple[list[str], np.ndarray]:
@@ -185,7 +182,12 @@ def vectors_of_texts(ws: Workspace, embedder: str, masked: list[str]) -> tuple[l
         "select t.masked, e.vector from texts t join embeddings e on e.text_id = t.id "
         "where e.embedder = ? and t.masked in ({})", masked, before=[embedder])}
     texts = [m for m in masked if m in found]
-    out = np.empty((len(texts), dim), dtype=np.float32)
-    for i, text in enumerate(texts):
-        out[i] = np.frombuffer(found[text], dtype=np.float32)
-    return texts, out
+    return texts, _stacked([found[m] for m in texts], dim)
+
+
+def _stacked(blobs: list[bytes], dim: int) -> np.ndarray:
+    """Stored vectors (float32 bytes) as one (len(blobs), dim) array."""
+    out = np.empty((len(blobs), dim), dtype=np.float32)
+    for i, blob in enumerate(blobs):
+        out[i] = np.frombuffer(blob, dtype=np.float32)
+    return out
