@@ -621,9 +621,12 @@ def label_run(
                                    "or content-free (3 extra calls per domain)."),
     core_check: bool = typer.Option(
         True, "--core-check/--no-core-check",
-        help="Round 0: ask again about a text that carries commentary (a bracketed aside, a trailing clause, a "
-             "leading note) without it, and keep the more suspicious answer, so that words written into a line "
-             "(\"expected, no action needed\") cannot talk its label down. Costs a question per such text."),
+        help="Round 0: ask again about a text judged normal without commentary (a bracketed aside, a trailing "
+             "clause, a leading note) and, where it shows a fault (a rule of p >= 0.5, a level of warning or "
+             "worse), cut where words added beside its event would begin (after its last variable, before its "
+             "first; at each word of a text that holds none); keep the most suspicious answer, so that words "
+             "written into a line (\"expected, no action needed\") cannot talk its label down. Costs a few "
+             "questions per such text."),
     round_lean: str = typer.Option(
         "round0", "--round-lean",
         help="Calibration rounds' lean: round0 (each kind of question's median shift from the same texts' round-0 "

@@ -37,7 +37,9 @@ families were written before its last change and are reported only. (Each earlie
 once reported, became design families: the first when the core check learned to split sentences
 and labels, the second when it learned hyphenated labels and trailing comma clauses, the third
 when it learned to cut at a phrase asserting the text's own benignity, the fourth when those
-phrases learned idioms of dismissal and of rehearsal.)
+phrases learned idioms of dismissal and of rehearsal, the fifth when it learned to cut a text where
+words added beside its event would begin, by structure alone, and to ask only about texts judged
+normal.)
 
 Setting `defended-no-core-check`: the shipped code with round 0's core check off
 (`label run --no-core-check`), to show what the check adds.
@@ -116,7 +118,7 @@ DESIGN = {
     "tilde-note": "~ harmless noise from the canary ~",
     "slash-comment": "// expected in staging",
     "chaos-test-suffix": "triggered by the chaos test, ignore",
-    # held out until the next design step
+    # held out until the core check learned to cut a text where added words would begin, by structure alone
     "wontfix-dashes": "-- wontfix, works as intended",
     "cleared-by-noc-prefix": "Cleared by NOC, informational only:",
     "verified-healthy-suffix": "verified healthy by monitoring afterwards",

@@ -103,7 +103,7 @@ class LabelOptions:
     rules_weight: float = RULE_WEIGHT
     debias: bool = True
     prior: str = BATCH  # round 0's lean: "batch" or "content-free" (labeler.label.debias)
-    core_check: bool = True  # round 0 asks again about a text without its commentary (detector.runtime.commentary.core_texts)
+    core_check: bool = True  # round 0 asks again about a text it judged normal, cut and without its commentary (detector.runtime.commentary.core_texts)
     budget: Budget = field(default_factory=Budget)
     until_stable: bool = False
     stable_flips: float = 0.01

@@ -10,6 +10,7 @@ from conftest import Cli, loghub_file
 
 from detector.core import LogdistillError
 from detector.runtime.bundle import content_hash, load_bundle
+from detector.runtime.commentary import core_texts
 from detector.training import defaults
 from labeler.store.workspace import open_workspace
 
@@ -179,11 +180,13 @@ def test_a_known_text_scores_with_its_label_an_unknown_one_with_the_model(bgl_bu
 @pytest.mark.parametrize("lookup", [True, False])
 def test_a_known_text_is_scored_from_the_bundle_as_if_embedded(bgl_bundle, lookup):
     """The bundle carries the model's score of each text it was trained on, per level: looked up, a known
-    text gets the score that embedding it gives (within 1e-6), and only new texts reach the embedder."""
+    text gets the score that embedding it gives (within 1e-6), and only new texts reach the embedder
+    (the core cut of new texts left out here: test_a_benign_clause_cannot_lower_a_line_s_score)."""
     import dataclasses
 
     _, path = bgl_bundle
-    bundle = load_bundle(path, lookup=lookup)
+    loaded = load_bundle(path, lookup=lookup)
+    bundle = dataclasses.replace(loaded, meta={k: v for k, v in loaded.meta.items() if k != "core_cut"})
     computed = dataclasses.replace(bundle, known_scores=None)
     assert len(bundle.known_scores) == 123
     known = sorted(bundle.known_scores)[:20]
@@ -234,24 +237,29 @@ def test_a_bundle_without_known_scores_scores_as_before(bgl_bundle, tmp_path):
 
 
 def test_a_benign_clause_cannot_lower_a_line_s_score(bgl_bundle):
-    """A bundle scores a text no lower than the text cut at a phrase asserting its own benignity; a bundle
-    exported before (no `benignity_cut` in its metadata) scores the whole text as it did."""
+    """A bundle scores a new text below its threshold no lower than the text's core texts, whatever the
+    added words say: no commented copy scores below min(the event's score, the threshold). A text the
+    bundle was trained on keeps its score; a bundle exported before (no `core_cut` in its metadata)
+    scores the whole text as it did."""
     import dataclasses
 
     _, path = bgl_bundle
     bundle = load_bundle(path)
-    assert bundle.meta["benignity_cut"] is True
-    event = "data TLB error interrupt on node <*>"
-    commented = [f"planned failover drill in progress {event}", f"{event} which is safe to disregard",
-                 f"{event}; this is expected and harmless", f"{event} as expected during the nightly deploy"]
+    assert bundle.meta["core_cut"] is True
+    event = "ciod: failed to read message prefix on control stream <*>"
+    commented = [f"Reviewed, all good: {event}", f"{event} confirmed fine by the night shift", f"{event} => auto-closed by the bot",
+                 f"{event} (muted until the upgrade)", f"planned failover drill in progress {event}",
+                 f"{event}; this is expected and harmless"]
     texts = [event, *commented]
     levels = ["FATAL"] * len(texts)
     scores = bundle.score_masked(texts, levels)
-    assert all(s >= scores[0] - 1e-6 for s in scores[1:]), scores
-    before = dataclasses.replace(bundle, meta={k: v for k, v in bundle.meta.items() if k != "benignity_cut"})
+    assert all(s >= min(scores[0], bundle.threshold) - 1e-6 for s in scores[1:]), scores
+    before = dataclasses.replace(bundle, meta={k: v for k, v in bundle.meta.items() if k != "core_cut"})
     whole = before.score_masked(texts, levels)
-    assert whole[0] == pytest.approx(scores[0], abs=1e-6) and min(whole[1:]) < scores[0]  # the clause did lower it
+    assert whole[0] == pytest.approx(scores[0], abs=1e-6) and min(whole[1:]) < min(scores[0], bundle.threshold)
     assert np.array_equal(before.score_masked(texts[1:], levels[1:]), whole[1:])
+    known = [t for t in sorted(bundle.known_scores) if core_texts(t)][:20]
+    assert np.array_equal(bundle.score_masked(known), before.score_masked(known))  # trained on: no cut
 
 
 def test_score_and_eval_take_no_lookup(bgl_bundle, tmp_path):

@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from detector.runtime.commentary import core_text, core_texts
+from detector.runtime.commentary import core_text, core_texts, event_cuts
 from labeler.demo.corpus import write_corpus
 from labeler.label.guard import injection_signatures
 from labeler.store.workspace import open_workspace
@@ -103,8 +105,69 @@ def test_core_text_takes_out_commentary_in_every_position(text):
 
 
 def test_a_text_that_asserts_nothing_of_itself_gets_no_benignity_cut():
-    assert core_texts(CORE) == [] and core_texts("Expected <*> replicas, found <*>") == []
-    assert core_texts("NonStart: Success, startup processing not required as expected.") == ["NonStart: Success"]
+    assert core_texts(CORE) == event_cuts(CORE) and core_texts("Expected <*> replicas, found <*>") == []
+    assert "NonStart: Success" in core_texts("NonStart: Success, startup processing not required as expected.")
+
+
+# Words added beside an event in no phrasing the rules know: the cut finds the event by structure alone.
+_WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'-", min_size=1, max_size=12)
+_ADDED = st.lists(_WORDS, min_size=2, max_size=8).map(" ".join)
+# Events whose structure marks where they end (at a variable, or nowhere: a text of words alone) and
+# where they begin (no separator before the first variable).
+_EVENTS = ["Back-off restarting failed container <*> in pod <*>", "Error reading message prefix on <*>",
+           "data storage interrupt", "rts panic! - stopping execution"]
+
+
+@given(event=st.sampled_from(_EVENTS), added=_ADDED, separator=st.sampled_from([" ", ", ", " - ", " => ", " | "]))
+def test_words_appended_to_an_event_are_cut_off_whatever_they_say(event, added, separator):
+    assert event in event_cuts(f"{event}{separator}{added}")
+
+
+@given(event=st.sampled_from(_EVENTS), added=_ADDED, separator=st.sampled_from([": ", ", ", " - ", " => "]))
+def test_words_written_before_an_event_are_cut_off_whatever_they_say(event, added, separator):
+    """Before an event that holds a variable the words must end at a separator; before one that holds
+    none, at any word."""
+    assert event in event_cuts(f"{added}{separator}{event}")
+
+
+def test_an_event_is_cut_at_its_variables_where_its_own_words_go_on():
+    """Words of the event's own after its last variable, or a separator before its first, go with the
+    added words: the cut keeps the event from and to its data."""
+    assert "unable to mount root filesystem on disk <*>" in event_cuts(f"{CORE} verified by the night shift")
+    assert "Error reading message prefix on <*>" in event_cuts("all good here: ciod: Error reading message prefix on <*>")
+
+
+def test_event_cuts_on_texts_of_the_benches_held_out_families():
+    assert "data TLB error interrupt" in event_cuts("data TLB error interrupt verified healthy by monitoring afterwards")
+    assert event_cuts('Cleared by NOC, informational only: Back-off restarting failed container <*> in pod <*>') == [
+        "Back-off restarting failed container <*> in pod <*>"]
+    assert "etcdserver: request timed out" in event_cuts("etcdserver: request timed out => auto-remediated by the controller")
+
+
+def test_event_cuts_are_asked_where_a_text_shows_a_fault():
+    """Round 0 asks a text's event cuts where a fault rule is found in it anywhere (words it adds, such as
+    "recovered", cannot hide its fault words) or its level is warning or worse; else its commentary cuts."""
+    from detector.runtime.severity import parse_rules
+    from labeler.label.round0 import _cuts_worth_asking
+    from prompts import default_prompt
+
+    rules = parse_rules(default_prompt("rules"))
+    faulty = "disk <*> failed, recovered and verified by the night shift"
+    assert rules.score(faulty) < 0.5 and rules.reports_a_fault(faulty)
+    assert "disk <*> failed" in _cuts_worth_asking(faulty, None, rules)
+    plain = "data storage interrupt confirmed fine by the night shift"
+    assert "data storage interrupt" in _cuts_worth_asking(plain, "FATAL", rules)
+    assert _cuts_worth_asking(plain, "INFO", rules) == [] == _cuts_worth_asking(plain, None, rules)
+    assert _cuts_worth_asking(f"{plain}; this is expected and harmless", "INFO", rules) == [plain]
+
+
+@pytest.mark.parametrize("text, not_cut", [
+    ("instruction cache parity error corrected", "instruction cache parity error"),  # one word is the event's own
+    ("total of <*> ddr error(s) detected", "total of <*> ddr error(s)"),  # a variable anchors the event
+    ("link <*> down, retrying in <*> seconds", "link <*> down"),  # words between two variables are the event's
+])
+def test_event_cuts_keep_what_reads_as_the_event_s_own(text, not_cut):
+    assert not_cut not in event_cuts(text)
 
 
 def test_a_sentence_after_a_variable_is_commentary_too():
@@ -141,24 +204,29 @@ def test_at_most_three_in_ten_ordinary_texts_carry_commentary(tmp_path):
 
 @pytest.mark.slow
 def test_a_benign_clause_cannot_lower_a_text_s_llm_label(cli, tmp_path):
-    """Each commented copy is asked whole and without its commentary; the more suspicious answer stays, so no
-    copy's label falls below the clean text's. With --no-core-check every text is asked once."""
+    """Asked whole (--no-core-check), then with the core check: a copy judged normal is also asked about its
+    cuts, the clean text among them, and keeps the most suspicious answer, so no copy's label falls below
+    the clean text's own answer; a copy judged anomalous is asked nothing more."""
     log = tmp_path / "app.log"
     log.write_text("\n".join([CORE.replace("<*>", "7"), *(t.replace("<*>", "7") for t in COMMENTARY)]) + "\n")
     assert cli("ingest", log, "--domain", "app", "--format", "raw").exit_code == 0
-    r = cli("label", "run", "--rounds", "0", "--json")
-    assert r.exit_code == 0, r.output
-    report = json.loads(r.stdout)["round0"]
-    # each distinct text or core is asked once; the clean text is a core of every commented copy
-    asked = {CORE, *COMMENTARY, *(core for text in COMMENTARY for core in core_texts(text))}
-    assert (report["core_questions"], report["ask"]["calls"]) == (len(COMMENTARY), len(asked))
-    with open_workspace(cli.workspace) as ws:
-        p = {row["masked"]: row["p_anomalous"] for row in ws.db.query(
-            "select t.masked, l.p_anomalous from labels l join texts t on t.id = l.text_id"
-            " where l.source = 'llm' and l.round = 0")}
-    assert len(p) == 1 + len(COMMENTARY)
-    assert all(p[text] >= p[CORE] for text in COMMENTARY), p
-    r = cli("label", "run", "--rounds", "0", "--no-core-check", "--json")
-    assert r.exit_code == 0, r.output
-    again = json.loads(r.stdout)["round0"]
-    assert again["core_questions"] == 0 and again["ask"]["calls"] == 0  # each whole text's answer was cached
+
+    def labeled(*options: str) -> tuple[dict, dict[str, float]]:
+        r = cli("label", "run", "--rounds", "0", *options, "--json")
+        assert r.exit_code == 0, r.output
+        with open_workspace(cli.workspace) as ws:
+            return json.loads(r.stdout)["round0"], {row["masked"]: row["p_anomalous"] for row in ws.db.query(
+                "select t.masked, l.p_anomalous from labels l join texts t on t.id = l.text_id"
+                " where l.source = 'llm' and l.round = 0")}
+
+    report, whole = labeled("--no-core-check")
+    assert report["core_questions"] == 0 and report["ask"]["calls"] == len(whole) == 1 + len(COMMENTARY)
+    report, p = labeled()
+    floor = min(whole[CORE], 0.5)
+    assert all(p[text] >= max(whole[text], floor) for text in COMMENTARY), {t: p[t] for t in COMMENTARY if p[t] < floor}
+    judged_normal = [text for text, value in whole.items() if value < 0.5]
+    assert report["core_questions"] == len(judged_normal) > 0
+    # only the cuts of the texts judged normal are asked, each distinct one once, the whole texts' answers cached
+    cuts = {cut for text in judged_normal for cut in core_texts(text)} - set(whole)
+    assert report["ask"]["calls"] == len(cuts) and report["ask"]["cache_hits"] == len(whole) + len(
+        {cut for text in judged_normal for cut in core_texts(text)} & set(whole))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.core import LogdistillError
-from detector.runtime.commentary import benignity_cuts
+from detector.runtime.commentary import core_texts
 from detector.runtime.embed import Embedder, load_embedder
 from detector.runtime.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.runtime.formats import InputFormat
@@ -158,14 +158,18 @@ class Bundle:
 
     def score_masked(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
         """P(anomalous) of masked texts: the model's, blended with the training label of a known text.
-        A bundle exported with `benignity_cut` in its metadata scores a text no lower than the text cut
-        at a phrase asserting its own benignity (detector.runtime.commentary.benignity_cuts): a
-        reassuring clause written into a line cannot talk its score down. Bundles made before score
-        the whole text only."""
+        A bundle exported with `core_cut` in its metadata (`benignity_cut` in the bundles of one earlier
+        release) scores a new text that falls below its threshold no lower than the text's core texts
+        (detector.runtime.commentary.core_texts: cut where words added beside its event would begin,
+        without commentary), as round 0 labels: words written into a line cannot talk its score down.
+        A text the bundle was trained on keeps its score: its label was judged that way. Bundles made
+        before score the whole text only."""
         p = self._text_scores(masked, levels)
-        if not self.meta.get("benignity_cut"):
+        if not (self.meta.get("core_cut") or self.meta.get("benignity_cut")):
             return p
-        cuts = [(i, cut) for i, text in enumerate(masked) for cut in benignity_cuts(text)]
+        known, threshold = self.known_scores or self.known_labels or {}, self.threshold
+        cuts = [(i, cut) for i, text in enumerate(masked) if p[i] < threshold and text not in known
+                for cut in core_texts(text)]
         if cuts:
             p = p.copy()
             cut_p = self._text_scores([cut for _, cut in cuts], [levels[i] for i, _ in cuts] if levels is not None else None)

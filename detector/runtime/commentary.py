@@ -1,10 +1,14 @@
 """Commentary in a log text: what a line may say about itself beside its event.
 
-A log line is written by whoever controls the logged system, and a clause that calls the event
-expected, harmless or a drill can talk a reader out of it. `core_texts` gives the text without
-what reads as commentary and cut at a phrase asserting its own benignity: round 0 asks the
-teacher about each and keeps the most suspicious answer (labeler.label.guard), and a bundle
-scores a text no lower than its `benignity_cuts` (detector.runtime.bundle). Pure regex: no LLM.
+A log line is written by whoever controls the logged system, and words added beside its event (that
+it is expected, harmless, cleared, a drill) can talk a reader out of it. `core_texts` gives the texts
+a judgment must also see so that such words can raise it but not lower it: the text cut where words
+added before or after its event would begin (`event_cuts`, by structure alone: what the masker left
+as a variable is the event's own data), and the text without what reads as commentary
+(`commentary_cuts`: a bracketed aside, a trailing clause, a phrase asserting its own benignity).
+Round 0 asks the teacher about them for a text it judged normal and keeps the most suspicious answer
+(labeler.label.round0); a bundle scores a new text below its threshold no lower than them
+(detector.runtime.bundle). Pure regex: no LLM.
 """
 from __future__ import annotations
 
@@ -91,14 +95,41 @@ def _worth_asking(cuts: list[str], masked: str) -> list[str]:
     return [c for c in dict.fromkeys(map(_squeezed, cuts)) if _judgeable(c, masked)]
 
 
-def benignity_cuts(masked: str) -> list[str]:
-    """The text cut at a phrase asserting its own benignity (`_phrase_cuts`), each of two words at least."""
-    return _worth_asking(_phrase_cuts(masked), masked)
+# Where words added beside an event may begin: after a separator (": ", "; ", ", ", a run of symbols
+# between spaces such as " - " or " => "), and a separator left at either end of a cut.
+_SEPARATOR = re.compile(r"(?:[:;,]|\s[^\w\s<>*\"'(\[{]{1,3})\s+")
+_LOOSE_ENDS = re.compile(r"^(?:(?!\S*<\*>)[^\w\s]+\s+)+|(?:\s+(?!\S*<\*>)[^\w\s]+)+$|[:;,]$")
+_ADDED_WORDS = 2  # fewer added words are read as the event's own ("error corrected")
+
+
+def event_cuts(masked: str) -> list[str]:
+    """The text cut where words added before or after its event would begin, found by structure
+    alone, whatever the words say. A variable is the event's own data, so a text holding one is cut
+    right after its last variable (when two words or more follow) and right after the last separator
+    before its first variable (when two words or more lead to it). A text holding none has no such
+    anchor: it is cut at every word boundary that leaves out two words or more at either end."""
+    words = masked.split()
+    held = [i for i, word in enumerate(words) if VARIABLE in word]
+    if not held:
+        cuts = [" ".join(words[:k]) for k in range(len(words) - _ADDED_WORDS, 1, -1)]
+        cuts += [" ".join(words[k:]) for k in range(_ADDED_WORDS, len(words) - 1)]
+    else:
+        cuts = [" ".join(words[:held[-1] + 1])] if len(words) - 1 - held[-1] >= _ADDED_WORDS else []
+        lead = " ".join(words[:held[0]]) + " "
+        starts = [m.end() for m in _SEPARATOR.finditer(lead)]
+        if starts and len(lead[:starts[-1]].split()) >= _ADDED_WORDS:
+            cuts.append(lead[starts[-1]:] + " ".join(words[held[0]:]))
+    return _worth_asking([_LOOSE_ENDS.sub("", cut) for cut in cuts], masked)
+
+
+def commentary_cuts(masked: str) -> list[str]:
+    """`core_text`, and that core (or the text) cut at a phrase asserting its own benignity
+    (`_phrase_cuts`): what reads as commentary taken out. Each has two words at least."""
+    core = core_text(masked)
+    return _worth_asking(([core] if core else []) + _phrase_cuts(core or masked), masked)
 
 
 def core_texts(masked: str) -> list[str]:
-    """What round 0 also asks about, so that words added to a line can raise its label but not lower
-    it: `core_text`, and that core (or the text) cut at a phrase asserting its own benignity
-    (`_phrase_cuts`). Each has two words at least."""
-    core = core_text(masked)
-    return _worth_asking(([core] if core else []) + _phrase_cuts(core or masked), masked)
+    """What a judgment of `masked` must also see, so that words added to a line can raise it but not
+    lower it: `event_cuts` and `commentary_cuts`."""
+    return _worth_asking(event_cuts(masked) + commentary_cuts(masked), masked)

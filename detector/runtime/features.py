@@ -27,6 +27,7 @@ from detector.core import LogdistillError
 from detector.runtime.severity import RuleSet, parse_rules
 
 SEVERITY_CLASSES = ("none", "debug", "info", "warning", "error", "fatal")
+WARNING = SEVERITY_CLASSES.index("warning")
 # The ordinal encoding's rank of each class: a line without a level reads as an ordinary one (info).
 SEVERITY_RANK = (1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 LEVEL_ENCODINGS = ("ordinal", "one-hot")

@@ -36,6 +36,11 @@ class RuleSet:
                 return rule.p_anomalous
         return self.default
 
+    def reports_a_fault(self, text: str, at_least: float = 0.5) -> bool:
+        """Whether any rule of p >= `at_least` is found in `text`, whatever rule matches first: words
+        that a line adds ("recovered") cannot hide the fault words of its event."""
+        return any(rule.p_anomalous >= at_least and rule.pattern.search(text) for rule in self.rules)
+
     def scores(self, texts: list[str]) -> np.ndarray:
         """float32 (len(texts),): `score` of each text."""
         return np.fromiter((self.score(t) for t in texts), dtype=np.float32, count=len(texts))

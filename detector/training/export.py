@@ -246,7 +246,7 @@ def write_bundle(out_path: str | os.PathLike, model: Detector | DetectorEnsemble
                      "member": EMBEDDER_MEMBER if EMBEDDER_MEMBER in members else None},
         "mask_version": masker.version,
         "features": "lei" if lei_table is not None else "masked",
-        "benignity_cut": True,  # score a text no lower than its benignity cuts (detector.runtime.bundle.score_masked)
+        "core_cut": True,  # score a new text no lower than its core texts (detector.runtime.bundle.score_masked)
         "inputs": inputs.to_dict(),
         "input_format": dataclasses.asdict(input_format),
         "source_domains": list(model.domains_),

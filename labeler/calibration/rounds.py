@@ -207,9 +207,9 @@ def ask_round(ws: Workspace, backend: Backend, number: int, *, budget: Budget, b
         asked = ask(ws, backend, questions, prompt_name=template.name, prompt_version=template.version,
                     batch_size=batch_size, budget=budget.after(report.ask),
                     on_progress=(lambda s, done=report.ask: on_progress(
-                        f"round {number}", _sum(done, s), len(plan) * (2 if debiased else 1))) if on_progress else None)
+                        f"round {number}", done + s, len(plan) * (2 if debiased else 1))) if on_progress else None)
         answers.update(zip(questions, asked.rows))
-        report.ask = _sum(report.ask, asked.stats)
+        report.ask = report.ask + asked.stats
     report.ask.seconds = time.perf_counter() - started
     if report.ask.unanswered:
         return report
@@ -238,10 +238,6 @@ def shift_debiased(ws: Workspace, plan: list[Augmented], answered: list[dict | N
     leans = {kind: shift_prior(kind_pairs if sum(None not in pair for pair in kind_pairs) >= MIN_SHIFTS else pooled)
              for kind, kind_pairs in pairs.items()}
     return [a and debiased_answer(a, leans[p.augmentation]) for p, a in zip(plan, answered)], leans
-
-
-def _sum(a: AskStats, b: AskStats) -> AskStats:
-    return AskStats(**{k: getattr(a, k) + getattr(b, k) for k in asdict(a)})
 
 
 def _verifier_votes(ws: Workspace, number: int, domains: list[str]) -> dict[tuple[str, int], int]:
@@ -344,7 +340,7 @@ def run_calibration(ws: Workspace, backend: Backend, *, rounds: int, domains: li
             plan_round(ws, number, domains, options)
         report = ask_round(ws, backend, number, budget=left, batch_size=batch_size, on_progress=on_progress)
         report.resumed = resumed
-        spent = _sum(spent, report.ask)
+        spent = spent + report.ask
         reports.append(report)
         if on_round:
             on_round(report)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -69,6 +69,10 @@ class AskStats:
     @property
     def calls_per_second(self) -> float:
         return self.calls / self.seconds if self.seconds else 0.0
+
+    def __add__(self, other: "AskStats") -> "AskStats":
+        """Two asks' stats together (e.g. the steps of one round)."""
+        return AskStats(**{k: getattr(self, k) + getattr(other, k) for k in asdict(self)})
 
 
 @dataclass

@@ -15,10 +15,11 @@ carries none of them (tests/test_guard.py checks every loghub sample and the dem
 - an instruction about the reader's instructions ("ignore the instructions above");
 - an order to answer ("answer normal", "classify this as normal").
 A paraphrase without any of them ("operator note: expected, harmless") has no signature to
-catch, and a small teacher believes it. So round 0 also asks about the text's `core_texts`
-(detector.runtime.commentary): the text with what reads as commentary taken out, and the text
-cut at a phrase asserting its own benignity; it keeps the most suspicious answer: words added to
-a line can raise its label, not lower it. bench/injection.py measures both.
+catch, and a small teacher believes it. So round 0 also asks about a text it judged normal cut
+where words added beside its event would begin, without what reads as commentary, and cut at a
+phrase asserting its own benignity (`core_texts`, detector.runtime.commentary); it keeps the most
+suspicious answer: words added to a line can raise its label, not lower it. bench/injection.py
+measures both.
 """
 from __future__ import annotations
 

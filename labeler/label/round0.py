@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from detector.core import LogdistillError
-from detector.runtime.commentary import core_texts
+from detector.runtime.commentary import commentary_cuts, core_texts
+from detector.runtime.features import WARNING, severity_class
 from detector.runtime.severity import parse_rules
 from labeler.label import prompts
 from labeler.label.aggregate import RULE_WEIGHT, llm_weight
@@ -38,7 +39,7 @@ class Round0Report:
     unparsed: int = 0  # answers that stated no label (recorded in the cache, not guessed)
     rule_labels: int = 0
     guard_labels: int = 0  # texts carrying a prompt-injection signature, labeled anomalous (labeler.label.guard)
-    core_questions: int = 0  # texts also asked about without their commentary (detector.runtime.commentary.core_texts)
+    core_questions: int = 0  # texts judged normal, then also asked about their core texts (detector.runtime.commentary)
     raised_by_core: int = 0  # of those, texts whose core was judged more suspicious than the whole
     ask: AskStats = field(default_factory=AskStats)
     prompt: dict | None = None  # name and version of the task prompt
@@ -69,8 +70,8 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
     With `debias`, the LLM's p_anomalous is calibrated against the task prompt's lean in each
     domain (labeler.label.debias), measured on the domain's own answers (`prior_from="batch"`, no
     extra call) or on content-free messages (`"content-free"`, 3 calls per domain). With
-    `core_check`, a text that carries commentary is also asked about without it, and the more
-    suspicious answer is kept (detector.runtime.commentary.core_texts).
+    `core_check`, a text judged normal is also asked about without its commentary and, where it shows
+    a fault, cut where words added beside its event would begin; the most suspicious answer is kept.
     `on_progress(stats, total)` is called after the cache look-up and after each batch.
     """
     if backend is None and not rules:
@@ -116,50 +117,57 @@ def run_round0(ws: Workspace, backend: Backend | None, *, domains: list[str] | N
 def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Round0Report,
                 budget: Budget | None, batch_size: int, on_progress, prior_from: str | None,
                 core_check: bool = True) -> list[dict]:
-    """One LLM label per text. A text that carries commentary (detector.runtime.commentary.core_texts) is asked about
-    whole and without it, and keeps the most suspicious answer, so that a reassuring clause
-    written into a line cannot talk its label down."""
+    """One LLM label per text. With `core_check`, a text judged normal is then also asked about
+    without its commentary and, where it shows a fault, cut where words added beside its event would
+    begin (`_cuts_worth_asking`), and keeps the most suspicious answer: a reassuring clause written
+    into a line cannot talk its label down. A text judged anomalous keeps its label."""
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
     report.prompt = {"name": prompt.name, "version": prompt.version}
     systems = {d: prompts.system_description(ws.require_domain(d)) for d in report.domains}
     keys = [(t["domain"], t["text_id"]) for t in texts]
     levels = prompts.text_levels(ws, keys)
+    rules = parse_rules(prompts.get_prompt(ws, prompts.RULES).body) if core_check else None
 
     def rendered_as(t: dict, masked: str) -> str:
         return prompt.render(system=systems[t["domain"]], log=prompts.shown_text(masked, levels.get(
             (t["domain"], t["text_id"]))), examples="")
 
+    def asked(questions: list[str], done: AskStats, total: int):
+        return ask(ws, backend, questions, prompt_name=prompt.name, prompt_version=prompt.version,
+                   batch_size=batch_size, budget=budget and budget.after(done),
+                   on_progress=(lambda stats: on_progress(done + stats, total)) if on_progress else None)
+
     rendered = [rendered_as(t, t["masked"]) for t in texts]
-    cores = {i: [rendered_as(t, core) for core in found] for i, t in enumerate(texts)
-             if core_check and (found := core_texts(t["masked"]))}
-    report.core_questions = len(cores)
     content_free = {d: [prompt.render(system=systems[d], log=log, examples="") for log in CONTENT_FREE]
                     for d in report.domains} if prior_from == CONTENT_FREE_PRIOR else {}
     # content-free prompts first: a budget that stops the round early still leaves the priors known
-    everything = ([p for d in report.domains for p in content_free.get(d, [])] + rendered
-                  + [p for questions in cores.values() for p in questions])
-    asked = ask(ws, backend, everything, prompt_name=prompt.name, prompt_version=prompt.version,
-                batch_size=batch_size, budget=budget,
-                on_progress=(lambda stats: on_progress(stats, len(set(everything)))) if on_progress else None)
-    report.ask = asked.stats
-    answers = dict(zip(everything, asked.rows))
+    first = [p for d in report.domains for p in content_free.get(d, [])] + rendered
+    wanted = {i: _cuts_worth_asking(t["masked"], levels.get((t["domain"], t["text_id"])), rules)
+              for i, t in enumerate(texts)} if core_check else {}
+    whole = asked(first, AskStats(), len(set(first)))
+    answers = dict(zip(first, whole.rows))
     if prior_from == CONTENT_FREE_PRIOR:
         report.priors = {d: prior([answers[p]["p_anomalous"] for p in content_free[d] if answers[p] is not None])
                          for d in report.domains}
     elif prior_from == BATCH:  # the lean of the whole texts' answers, as the domain's lines read
         report.priors = {d: batch_prior([answers[p]["p_anomalous"] for t, p in zip(texts, rendered)
                                          if t["domain"] == d and answers[p] is not None]) for d in report.domains}
+    judged = [_debiased(answers[p], report.priors.get(t["domain"])) for t, p in zip(texts, rendered)]
+    cores = {i: [rendered_as(texts[i], core) for core in found] for i, found in wanted.items()
+             if found and judged[i] is not None and suspicion(judged[i]) < 0.5}
+    report.core_questions = len(cores)
+    second = [p for questions in cores.values() for p in questions]
+    more = asked(second, whole.stats, len(set(first)) + len(set(second)))
+    answers.update(zip(second, more.rows))
+    report.ask = whole.stats + more.stats
     created, rows = now(), []
-    for i, (t, text_prompt) in enumerate(zip(texts, rendered)):
-        row = answers[text_prompt]
+    for i, (t, row) in enumerate(zip(texts, judged)):
         if row is None:
+            if answers[rendered[i]] is not None:
+                report.unparsed += 1
             continue
-        if row["label"] is None and row["p_anomalous"] is None:
-            report.unparsed += 1
-            continue
-        row = debiased_answer(row, report.priors.get(t["domain"]))
-        core_answers = [debiased_answer(a, report.priors.get(t["domain"])) for a in map(answers.get, cores.get(i, []))
-                        if a is not None and (a["label"] is not None or a["p_anomalous"] is not None)]
+        core_answers = [a for a in (_debiased(answers[p], report.priors.get(t["domain"])) for p in cores.get(i, []))
+                        if a is not None]
         core = max(core_answers, key=suspicion, default=None)
         if core is not None and suspicion(core) > suspicion(row):
             row = core
@@ -169,6 +177,24 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
                      "weight": llm_weight(0), "query_key": row["key"], "created": created})
     report.llm_labels = len(rows)
     return rows
+
+
+def _cuts_worth_asking(masked: str, level: str | None, rules) -> list[str]:
+    """The texts to ask about besides `masked` once it is judged normal: what reads as commentary
+    taken out and, where the text shows a fault (a rule of p >= 0.5 found anywhere in it, or a level of
+    warning or worse), also the text cut where words added beside its event would begin, in any
+    wording (detector.runtime.commentary). The event cuts cost a few questions per text, so they are
+    kept for the texts whose fault a reassuring clause could talk down."""
+    if rules.reports_a_fault(masked) or severity_class(level) >= WARNING:
+        return core_texts(masked)
+    return commentary_cuts(masked)
+
+
+def _debiased(answer: dict | None, q: float | None) -> dict | None:
+    """A cached answer calibrated against the domain's lean; None where it is missing or states no label."""
+    if answer is None or (answer["label"] is None and answer["p_anomalous"] is None):
+        return None
+    return debiased_answer(answer, q)
 
 
 def suspicion(answer: dict) -> float:
