@@ -70,7 +70,7 @@ class AskStats:
     def calls_per_second(self) -> float:
         return self.calls / self.seconds if self.seconds else 0.0
 
-    def __add__(self, other: "AskStats") -> "AskStats":
+    def __add__(self, other: AskStats) -> AskStats:
         """Two asks' stats together (e.g. the steps of one round)."""
         return AskStats(**{k: getattr(self, k) + getattr(other, k) for k in asdict(self)})
 
