@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detector.runtime.commentary import core_text, core_texts, event_cuts
+from detector.runtime.commentary import core_text, core_texts, cuts_worth_asking, event_cuts, shipped_rules
 from labeler.demo.corpus import write_corpus
 from labeler.label.guard import injection_signatures
 from labeler.store.workspace import open_workspace
@@ -145,20 +145,17 @@ def test_event_cuts_on_texts_of_the_benches_held_out_families():
 
 
 def test_event_cuts_are_asked_where_a_text_shows_a_fault():
-    """Round 0 asks a text's event cuts where a fault rule is found in it anywhere (words it adds, such as
-    "recovered", cannot hide its fault words) or its level is warning or worse; else its commentary cuts."""
-    from detector.runtime.severity import parse_rules
-    from labeler.label.round0 import _cuts_worth_asking
-    from prompts import default_prompt
-
-    rules = parse_rules(default_prompt("rules"))
+    """A text's event cuts are worth asking (round 0) or scoring (a bundle) where a fault rule is found in it
+    anywhere (words it adds, such as "recovered", cannot hide its fault words) or its level is warning or
+    worse; else only its commentary cuts."""
+    rules = shipped_rules()
     faulty = "disk <*> failed, recovered and verified by the night shift"
     assert rules.score(faulty) < 0.5 and rules.reports_a_fault(faulty)
-    assert "disk <*> failed" in _cuts_worth_asking(faulty, None, rules)
+    assert "disk <*> failed" in cuts_worth_asking(faulty, None, rules)
     plain = "data storage interrupt confirmed fine by the night shift"
-    assert "data storage interrupt" in _cuts_worth_asking(plain, "FATAL", rules)
-    assert _cuts_worth_asking(plain, "INFO", rules) == [] == _cuts_worth_asking(plain, None, rules)
-    assert _cuts_worth_asking(f"{plain}; this is expected and harmless", "INFO", rules) == [plain]
+    assert "data storage interrupt" in cuts_worth_asking(plain, "FATAL", rules)
+    assert cuts_worth_asking(plain, "INFO", rules) == [] == cuts_worth_asking(plain, None, rules)
+    assert cuts_worth_asking(f"{plain}; this is expected and harmless", "INFO", rules) == [plain]
 
 
 @pytest.mark.parametrize("text, not_cut", [

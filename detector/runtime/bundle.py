@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.core import LogdistillError
-from detector.runtime.commentary import core_texts
+from detector.runtime.commentary import cuts_worth_asking, shipped_rules
 from detector.runtime.embed import Embedder, load_embedder
 from detector.runtime.features import SEVERITY_CLASSES, InputSpec, severity_class
 from detector.runtime.formats import InputFormat
@@ -159,17 +159,18 @@ class Bundle:
     def score_masked(self, masked: list[str], levels: list[str | None] | None = None) -> np.ndarray:
         """P(anomalous) of masked texts: the model's, blended with the training label of a known text.
         A bundle exported with `core_cut` in its metadata (`benignity_cut` in the bundles of one earlier
-        release) scores a new text that falls below its threshold no lower than the text's core texts
-        (detector.runtime.commentary.core_texts: cut where words added beside its event would begin,
-        without commentary), as round 0 labels: words written into a line cannot talk its score down.
+        release) scores a new text that falls below its threshold no lower than the core texts round 0
+        would ask about (detector.runtime.commentary.cuts_worth_asking, under the rules the bundle
+        carries, else the shipped ones): words written into a line cannot talk its score down.
         A text the bundle was trained on keeps its score: its label was judged that way. Bundles made
         before score the whole text only."""
         p = self._text_scores(masked, levels)
         if not (self.meta.get("core_cut") or self.meta.get("benignity_cut")):
             return p
         known, threshold = self.known_scores or self.known_labels or {}, self.threshold
+        rules = self.inputs.ruleset or shipped_rules()
         cuts = [(i, cut) for i, text in enumerate(masked) if p[i] < threshold and text not in known
-                for cut in core_texts(text)]
+                for cut in cuts_worth_asking(text, levels[i] if levels is not None else None, rules)]
         if cuts:
             p = p.copy()
             cut_p = self._text_scores([cut for _, cut in cuts], [levels[i] for i, _ in cuts] if levels is not None else None)

@@ -13,8 +13,11 @@ Round 0 asks the teacher about them for a text it judged normal and keeps the mo
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
+from detector.runtime.features import WARNING, severity_class
 from detector.runtime.mask import PLACEHOLDER as VARIABLE
+from detector.runtime.severity import RuleSet, parse_rules
 
 # Commentary that a line can carry beside its event: an aside in brackets that holds a word and no
 # variable; a clause that holds no variable after "; ", " - ", " -- ", a sentence's end (whatever
@@ -133,3 +136,22 @@ def core_texts(masked: str) -> list[str]:
     """What a judgment of `masked` must also see, so that words added to a line can raise it but not
     lower it: `event_cuts` and `commentary_cuts`."""
     return _worth_asking(event_cuts(masked) + commentary_cuts(masked), masked)
+
+
+def cuts_worth_asking(masked: str, level: str | None, rules: RuleSet) -> list[str]:
+    """The core texts worth a judgment beside `masked`'s own: `commentary_cuts` and, where the text
+    shows a fault (a rule of p >= 0.5 found anywhere in it, so that an added "recovered" cannot hide
+    its fault words, or a level of warning or worse), also `event_cuts`. The event cuts cost a few
+    questions or embeddings per text, so they are kept for the texts whose fault a reassuring clause
+    could talk down."""
+    if rules.reports_a_fault(masked) or severity_class(level) >= WARNING:
+        return core_texts(masked)
+    return commentary_cuts(masked)
+
+
+@lru_cache(maxsize=1)
+def shipped_rules() -> RuleSet:
+    """The severity rules logdistill ships (prompts/rules.txt): the fault gate of a bundle that carries none."""
+    from prompts import default_prompt
+
+    return parse_rules(default_prompt("rules"))

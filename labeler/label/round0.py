@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from detector.core import LogdistillError
-from detector.runtime.commentary import commentary_cuts, core_texts
-from detector.runtime.features import WARNING, severity_class
+from detector.runtime.commentary import cuts_worth_asking
 from detector.runtime.severity import parse_rules
 from labeler.label import prompts
 from labeler.label.aggregate import RULE_WEIGHT, llm_weight
@@ -119,7 +118,7 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
                 core_check: bool = True) -> list[dict]:
     """One LLM label per text. With `core_check`, a text judged normal is then also asked about
     without its commentary and, where it shows a fault, cut where words added beside its event would
-    begin (`_cuts_worth_asking`), and keeps the most suspicious answer: a reassuring clause written
+    begin (detector.runtime.commentary.cuts_worth_asking), and keeps the most suspicious answer: a reassuring clause written
     into a line cannot talk its label down. A text judged anomalous keeps its label."""
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
     report.prompt = {"name": prompt.name, "version": prompt.version}
@@ -142,7 +141,7 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
                     for d in report.domains} if prior_from == CONTENT_FREE_PRIOR else {}
     # content-free prompts first: a budget that stops the round early still leaves the priors known
     first = [p for d in report.domains for p in content_free.get(d, [])] + rendered
-    wanted = {i: _cuts_worth_asking(t["masked"], levels.get((t["domain"], t["text_id"])), rules)
+    wanted = {i: cuts_worth_asking(t["masked"], levels.get((t["domain"], t["text_id"])), rules)
               for i, t in enumerate(texts)} if core_check else {}
     whole = asked(first, AskStats(), len(set(first)))
     answers = dict(zip(first, whole.rows))
@@ -177,17 +176,6 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
                      "weight": llm_weight(0), "query_key": row["key"], "created": created})
     report.llm_labels = len(rows)
     return rows
-
-
-def _cuts_worth_asking(masked: str, level: str | None, rules) -> list[str]:
-    """The texts to ask about besides `masked` once it is judged normal: what reads as commentary
-    taken out and, where the text shows a fault (a rule of p >= 0.5 found anywhere in it, or a level of
-    warning or worse), also the text cut where words added beside its event would begin, in any
-    wording (detector.runtime.commentary). The event cuts cost a few questions per text, so they are
-    kept for the texts whose fault a reassuring clause could talk down."""
-    if rules.reports_a_fault(masked) or severity_class(level) >= WARNING:
-        return core_texts(masked)
-    return commentary_cuts(masked)
 
 
 def _debiased(answer: dict | None, q: float | None) -> dict | None:
