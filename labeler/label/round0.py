@@ -118,8 +118,9 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
                 core_check: bool = True) -> list[dict]:
     """One LLM label per text. With `core_check`, a text judged normal is then also asked about
     without its commentary and, where it shows a fault, cut where words added beside its event would
-    begin (detector.runtime.commentary.cuts_worth_asking), and keeps the most suspicious answer: a reassuring clause written
-    into a line cannot talk its label down. A text judged anomalous keeps its label."""
+    begin (detector.runtime.commentary.cuts_worth_asking), and keeps the most suspicious answer: a
+    reassuring clause written into a line cannot talk its label down. A text judged anomalous keeps
+    its label."""
     prompt = prompts.get_prompt(ws, task_prompt_name(backend))
     report.prompt = {"name": prompt.name, "version": prompt.version}
     systems = {d: prompts.system_description(ws.require_domain(d)) for d in report.domains}
@@ -141,8 +142,6 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
                     for d in report.domains} if prior_from == CONTENT_FREE_PRIOR else {}
     # content-free prompts first: a budget that stops the round early still leaves the priors known
     first = [p for d in report.domains for p in content_free.get(d, [])] + rendered
-    wanted = {i: cuts_worth_asking(t["masked"], levels.get((t["domain"], t["text_id"])), rules)
-              for i, t in enumerate(texts)} if core_check else {}
     whole = asked(first, AskStats(), len(set(first)))
     answers = dict(zip(first, whole.rows))
     if prior_from == CONTENT_FREE_PRIOR:
@@ -152,8 +151,9 @@ def _llm_labels(ws: Workspace, backend: Backend, texts: list[dict], report: Roun
         report.priors = {d: batch_prior([answers[p]["p_anomalous"] for t, p in zip(texts, rendered)
                                          if t["domain"] == d and answers[p] is not None]) for d in report.domains}
     judged = [_debiased(answers[p], report.priors.get(t["domain"])) for t, p in zip(texts, rendered)]
-    cores = {i: [rendered_as(texts[i], core) for core in found] for i, found in wanted.items()
-             if found and judged[i] is not None and suspicion(judged[i]) < 0.5}
+    cores = {i: [rendered_as(t, core) for core in found] for i, t in enumerate(texts)
+             if core_check and judged[i] is not None and suspicion(judged[i]) < 0.5
+             and (found := cuts_worth_asking(t["masked"], levels.get((t["domain"], t["text_id"])), rules))}
     report.core_questions = len(cores)
     second = [p for questions in cores.values() for p in questions]
     more = asked(second, whole.stats, len(set(first)) + len(set(second)))
